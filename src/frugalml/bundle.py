@@ -1,0 +1,161 @@
+"""A model bundle: one folder, JSON metadata and safetensors weights, checksummed, no pickles.
+
+`load` verifies the schema version and the sha256 of every file before reading any weights,
+and only ever parses JSON and safetensors, so a bundle from someone else cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frugalml.errors import BundleError, plural
+from frugalml.strategies.base import Predictor, get_strategy
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+_UNSAFE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".bin", ".pt", ".pth", ".npy", ".npz")
+
+
+def _version() -> str:
+    from frugalml import __version__
+
+    return __version__
+
+
+class Bundle:
+    """A loaded bundle: predicts labels and probabilities, exposes its manifest."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], predictor: Predictor) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.predictor = predictor
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.manifest["labels"])
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.predictor.predict_proba(texts)
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One {'label', 'probabilities'} record per text."""
+        proba = self.predict_proba(texts)
+        labels = self.labels
+        return [{"label": labels[int(row.argmax())],
+                 "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)}}
+                for row in proba]
+
+
+def save_bundle(folder: Path, predictor: Predictor, *, strategy: str, config: dict[str, Any],
+                task: str, data_fingerprint: str, extra: dict[str, Any] | None = None) -> Path:
+    """Write a new bundle folder atomically (staged beside it, then renamed into place)."""
+    if folder.exists():
+        raise BundleError(f"{folder} already exists; bundles are never written over")
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / MODEL_DIR).mkdir(parents=True)
+    spec = predictor.save(staging / MODEL_DIR)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "frugalml_version": _version(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": task,
+        "strategy": strategy,
+        "config": config,
+        "labels": list(predictor.labels),
+        "predictor": spec,
+        "data_fingerprint": data_fingerprint,
+        **(extra or {}),
+        "files": _checksums(staging),
+    }
+    _write_json(staging / MANIFEST, manifest)
+    os.replace(staging, folder)
+    return folder
+
+
+def update_manifest(folder: Path, **fields: Any) -> None:
+    """Add measured figures (speed, test quality) after saving; weights' checksums stay valid."""
+    manifest = read_manifest(folder)
+    manifest.update(fields)
+    _write_json(folder / MANIFEST, manifest)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise BundleError(f"{folder} is not a bundle folder (it does not exist or is a file)")
+    if not path.exists():
+        raise BundleError(f"{folder} is not a bundle: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path} is not valid JSON ({err}); the bundle is damaged") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} must hold a JSON object; the bundle is damaged")
+    return manifest
+
+
+def load(path: str | Path) -> Bundle:
+    """Verify, then load. Refuses unknown schema versions, missing files and checksum mismatches."""
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{folder}: bundle schema version {version!r} is not supported (this frugalml "
+            f"{_version()} reads version {SCHEMA_VERSION})",
+            ["upgrade frugalml if the bundle is newer, or re-create the bundle"])
+    problems = verify_files(folder, manifest.get("files", {}))
+    if problems:
+        raise BundleError(f"{folder}: refused to load, {plural(len(problems), 'problem')}:",
+                          problems)
+    registered = get_strategy(str(manifest["strategy"]))
+    registered.require()
+    labels = tuple(manifest["labels"])
+    predictor = registered.predictor.load(folder / MODEL_DIR, manifest["predictor"], labels)
+    return Bundle(folder, manifest, predictor)
+
+
+def verify_files(folder: Path, expected: dict[str, str]) -> list[str]:
+    """Every listed file present with its sha256, nothing unlisted, nothing pickle-like."""
+    if not expected:
+        return ["the manifest lists no files"]
+    problems = []
+    actual = _checksums(folder)
+    for name, digest in sorted(expected.items()):
+        if name not in actual:
+            problems.append(f"{name} is missing")
+        elif actual[name] != digest:
+            problems.append(f"{name} does not match its sha256 in the manifest (changed or damaged)")
+    for name in sorted(actual.keys() - expected.keys()):
+        kind = "a pickle-like file" if name.endswith(_UNSAFE_SUFFIXES) else "a file"
+        problems.append(f"{name} is {kind} the manifest does not list")
+    return problems
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    sums = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            sums[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return sums
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

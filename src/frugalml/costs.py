@@ -1,0 +1,239 @@
+"""Measure what a piece of work cost: time, CPU, memory, energy, money and FLOPs.
+
+`CostMeter` is a context manager with fixed, sub-millisecond overhead (no sampling thread):
+peak memory comes from the kernel's high-water mark, reset on entry; energy from RAPL or
+NVML counters when readable, else an estimate that says so on the card.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+_RAPL_ROOT = Path("/sys/class/powercap")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+@dataclass(frozen=True)
+class Prices:
+    """What compute costs. The default is a 2-vCPU on-demand cloud VM (e.g. AWS m5.large)."""
+
+    usd_per_hour: float = 0.096
+    basis: str = "2 vCPU on-demand VM at $0.096/h"
+    watts_per_core: float = 10.0  # busy x86 server core incl. its share of uncore and DRAM
+    gpu_usd_per_hour: float = 2.50
+    gpu_watts: float = 300.0
+
+
+@dataclass
+class CostCard:
+    """What one run cost. `energy_source` says whether energy was measured or estimated."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    energy_kwh: float
+    energy_source: str
+    usd: float
+    price_basis: str
+    device_s: float | None = None
+    peak_device_mb: float | None = None
+    flops: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CostCard:
+        return cls(**data)
+
+    def summary(self) -> str:
+        """One line for tables and logs."""
+        flops = f", {self.flops:.2g} FLOPs" if self.flops else ""
+        return (f"{self.wall_s:.1f}s wall, {self.cpu_s:.1f} CPU-s, {self.peak_rss_mb:.0f} MB peak, "
+                f"{self.energy_kwh * 1000:.3f} Wh ({self.energy_source}), ${self.usd:.5f}{flops}")
+
+
+def transformer_flops(n_params: int, n_tokens: int, *, training: bool = False) -> float:
+    """The standard 2·N·T (forward) or 6·N·T (forward + backward) estimate."""
+    return (6.0 if training else 2.0) * n_params * n_tokens
+
+
+class CostMeter:
+    """`with CostMeter() as meter: ...` then `meter.card`; nests correctly (ladder and rung)."""
+
+    _active: list[CostMeter] = []  # noqa: RUF012 - shared stack of open meters, by design
+
+    def __init__(self, prices: Prices | None = None) -> None:
+        self.prices = prices or Prices()
+        self._flops = 0.0
+        self._peak_kb = 0
+        self._card: CostCard | None = None
+
+    # -- public -----------------------------------------------------------------
+    def add_flops(self, flops: float) -> None:
+        """Strategies report the FLOPs of their transformer work here; outer meters see them too."""
+        self._flops += flops
+        for meter in CostMeter._active:
+            if meter is not self:
+                meter._flops += flops
+
+    def elapsed_s(self) -> float:
+        """Wall seconds since entry: what budgets check while the work runs."""
+        return time.perf_counter() - self._t0
+
+    @property
+    def card(self) -> CostCard:
+        if self._card is None:
+            raise RuntimeError("the cost card exists once the `with CostMeter()` block has ended")
+        return self._card
+
+    # -- context manager ---------------------------------------------------------
+    def __enter__(self) -> CostMeter:
+        for outer in CostMeter._active:  # keep their peak before we reset the high-water mark
+            outer._peak_kb = max(outer._peak_kb, _read_hwm_kb())
+        self._hwm_reset = _reset_hwm()
+        self._peak_kb = _read_hwm_kb()
+        self._times0 = os.times()
+        self._energy0 = _read_energy()
+        _gpu_reset_peak()
+        CostMeter._active.append(self)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        wall = time.perf_counter() - self._t0
+        times = os.times()
+        CostMeter._active.remove(self)
+        cpu = sum(times[:4]) - sum(self._times0[:4])
+        peak_kb = max(self._peak_kb, _read_hwm_kb(), _children_peak_kb())
+        device_s, device_mb = _gpu_stop(wall)
+        energy, source = self._energy(cpu, device_s)
+        usd = wall / 3600 * self.prices.usd_per_hour
+        if device_s:
+            usd += device_s / 3600 * self.prices.gpu_usd_per_hour
+        self._card = CostCard(
+            wall_s=wall, cpu_s=cpu, peak_rss_mb=peak_kb / 1024, energy_kwh=energy,
+            energy_source=source, usd=usd, price_basis=self._basis(device_s),
+            device_s=device_s, peak_device_mb=device_mb, flops=self._flops or None,
+        )
+        if not self._hwm_reset:
+            self._card.extra["peak_rss_is_process_lifetime"] = 1.0
+
+    def _energy(self, cpu_s: float, device_s: float | None) -> tuple[float, str]:
+        measured = _read_energy()
+        if self._energy0 is not None and measured is not None:
+            joules = _counter_delta(self._energy0, measured)
+            return joules / 3.6e6, "rapl" if "rapl" in measured[0] else measured[0]
+        joules = cpu_s * self.prices.watts_per_core
+        label = f"estimate({self.prices.watts_per_core:g} W per busy core"
+        if device_s:
+            joules += device_s * self.prices.gpu_watts
+            label += f", {self.prices.gpu_watts:g} W per GPU"
+        return joules / 3.6e6, label + ")"
+
+    def _basis(self, device_s: float | None) -> str:
+        if device_s:
+            return f"{self.prices.basis} + GPU at ${self.prices.gpu_usd_per_hour:g}/h"
+        return self.prices.basis
+
+
+# -- readings ---------------------------------------------------------------------
+def _reset_hwm() -> bool:
+    """Linux resets the peak-RSS counter when '5' is written to clear_refs."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _read_hwm_kb() -> int:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def _children_peak_kb() -> int:
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+# Energy counters: (source label, {counter: (value_joules, wrap_joules)})
+_Counters = tuple[str, dict[str, tuple[float, float]]]
+
+
+def _read_energy() -> _Counters | None:
+    counters: dict[str, tuple[float, float]] = {}
+    for domain in sorted(_RAPL_ROOT.glob("intel-rapl:[0-9]*")):
+        if domain.name.count(":") != 1:  # package domains only; sub-domains are inside them
+            continue
+        try:
+            value = int((domain / "energy_uj").read_text()) / 1e6
+            wrap = int((domain / "max_energy_range_uj").read_text()) / 1e6
+        except (OSError, ValueError):
+            return None
+        counters[domain.name] = (value, wrap)
+    gpu = _nvml_energy()
+    if gpu:
+        counters.update(gpu)
+    if not counters:
+        return None
+    label = "+".join(sorted({"rapl" if k.startswith("intel") else "nvml" for k in counters}))
+    return label, counters
+
+
+def _nvml_energy() -> dict[str, tuple[float, float]]:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        out = {}
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            out[f"gpu{i}"] = (pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3, 2.0**64)
+        return out
+    except Exception:  # NVML missing or not permitted: fall back to the estimate
+        return {}
+
+
+def _counter_delta(before: _Counters, after: _Counters) -> float:
+    total = 0.0
+    for key, (value, wrap) in after[1].items():
+        start = before[1].get(key, (value, wrap))[0]
+        total += value - start if value >= start else value + wrap - start
+    return total
+
+
+def _gpu_reset_peak() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_stop(wall: float) -> tuple[float | None, float | None]:
+    """GPU seconds are the wall time the device was held; a block that first used CUDA counts."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None, None
+    torch.cuda.synchronize()
+    return wall, torch.cuda.max_memory_allocated() / 2**20

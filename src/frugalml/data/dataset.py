@@ -1,0 +1,60 @@
+"""The in-memory labeled dataset every strategy trains on."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Texts with integer labels; `labels[i]` names class i (the label map kept with the model).
+
+    `task` says what the inputs are, so that tabular and ranking tasks can share the ladder.
+    """
+
+    texts: tuple[str, ...]
+    y: np.ndarray
+    labels: tuple[str, ...]
+    name: str = "data"
+    task: str = "text-classification"
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.y):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.y)} labels")
+
+    @classmethod
+    def from_lists(
+        cls, texts: Sequence[str], labels: Sequence[str], *,
+        label_names: Sequence[str] | None = None, name: str = "data",
+    ) -> Dataset:
+        """Build from parallel lists of strings; label order is sorted unless given."""
+        names = tuple(label_names) if label_names is not None else tuple(sorted(set(labels)))
+        index = {label: i for i, label in enumerate(names)}
+        unknown = sorted(set(labels) - index.keys())
+        if unknown:
+            raise ValueError(f"labels not in the label map: {unknown[:5]}")
+        y = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
+        return cls(tuple(texts), y, names, name)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: np.ndarray, name: str | None = None) -> Dataset:
+        texts = tuple(self.texts[i] for i in idx)
+        return Dataset(texts, self.y[idx], self.labels, name or self.name, self.task)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.y, minlength=len(self.labels))
+
+    def fingerprint(self) -> str:
+        """sha256 over texts, labels and label map: names the exact data a model saw."""
+        digest = hashlib.sha256()
+        digest.update("\x1f".join(self.labels).encode())
+        for text, label in zip(self.texts, self.y, strict=True):
+            digest.update(text.encode())
+            digest.update(b"\x1e%d\x1d" % label)
+        return digest.hexdigest()

@@ -1,0 +1,121 @@
+"""The strategy contract and its registry: a new rung is one file that registers itself.
+
+Strategies share helpers (the linear head, the encoder, the training loop), not ancestors:
+the contracts are Protocols, so a federated client or a DDP wrapper can drive any of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+from frugalml.config import Budget, Frozen
+from frugalml.costs import CostMeter
+from frugalml.data.dataset import Dataset
+from frugalml.errors import ConfigError, MissingExtraError
+
+
+class StrategyConfig(Frozen):
+    """Base of every strategy's settings; `kind` is the registry name."""
+
+    kind: str
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A fitted model: class probabilities for inputs, saved without pickles."""
+
+    labels: tuple[str, ...]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        """Write weights (safetensors/JSON) into `folder`; return what `load` needs."""
+        ...
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> Predictor: ...
+
+
+class Strategy(Protocol):
+    """One rung of the ladder."""
+
+    config: StrategyConfig
+
+    def fit(self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter) -> Predictor:
+        ...
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What the registry knows of a strategy."""
+
+    name: str
+    factory: Callable[[Any], Strategy]
+    config: type[StrategyConfig]
+    predictor: type[Predictor]
+    cost_rank: int  # ladder order: cheapest first
+    extra: str | None  # the pip extra it needs, if any
+    needs: tuple[str, ...]  # modules that extra provides
+    summary: str
+
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(module) is not None for module in self.needs)
+
+    def require(self) -> None:
+        if not self.available():
+            raise MissingExtraError(f"The '{self.name}' strategy", self.extra or self.name)
+
+    def build(self, **options: Any) -> Strategy:
+        self.require()
+        return self.factory(self.config(**options))
+
+
+_REGISTRY: dict[str, Registered] = {}
+S = TypeVar("S")
+
+
+def register_strategy(
+    name: str, *, config: type[StrategyConfig], predictor: type[Any], cost_rank: int,
+    extra: str | None = None, needs: tuple[str, ...] = (),
+) -> Callable[[S], S]:
+    """Class decorator: `@register_strategy("lora", config=LoraConfig, ...)`; refuses duplicates."""
+
+    def decorate(cls: S) -> S:
+        if name in _REGISTRY:
+            raise ValueError(f"a strategy named '{name}' is already registered")
+        kind = config.model_fields["kind"].default
+        if kind != name:
+            raise ValueError(f"{config.__name__}.kind must default to '{name}', not {kind!r}")
+        doc = (getattr(cls, "__doc__", None) or "").strip().splitlines()
+        _REGISTRY[name] = Registered(name, cls, config, predictor, cost_rank,  # type: ignore[arg-type]
+                                     extra, needs, doc[0] if doc else "")
+        return cls
+
+    return decorate
+
+
+def get_strategy(name: str) -> Registered:
+    """Look a strategy up by name; an unknown name lists the known ones and the closest."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown strategy '{name}' (known: {', '.join(strategy_names())}){hint}")
+    return _REGISTRY[name]
+
+
+def strategy_names() -> list[str]:
+    """Registered names, cheapest first."""
+    return [r.name for r in sorted(_REGISTRY.values(), key=lambda r: r.cost_rank)]
+
+
+def registered() -> list[Registered]:
+    return [_REGISTRY[name] for name in strategy_names()]
+
+

@@ -1,0 +1,93 @@
+"""TF-IDF word and character n-grams with a logistic-regression head: the cheapest rung."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+from safetensors.numpy import load_file, save_file
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from frugalml.config import Budget
+from frugalml.costs import CostMeter
+from frugalml.data.dataset import Dataset
+from frugalml.heads import LinearHead
+from frugalml.strategies.base import StrategyConfig, register_strategy
+
+
+class TfidfConfig(StrategyConfig):
+    kind: Literal["tfidf"] = "tfidf"
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+    char_min_df: int = Field(2, ge=1, description="Drop character n-grams seen in fewer texts.")
+    C: float = Field(10.0, gt=0, description="Inverse L2 strength of the logistic regression.")
+    class_weight: Literal["balanced"] | None = "balanced"
+
+
+# Settings that must match between fitting and loading; everything else comes from the files.
+_VECTORIZER_KEYS = ("analyzer", "ngram_range", "lowercase", "sublinear_tf", "norm", "smooth_idf")
+
+
+class TfidfPredictor:
+    """Sparse n-gram features → linear head. Saved as vocabularies (JSON) + arrays (safetensors)."""
+
+    def __init__(self, vectorizers: list[TfidfVectorizer], head: LinearHead,
+                 labels: tuple[str, ...]) -> None:
+        self.vectorizers = vectorizers
+        self.head = head
+        self.labels = labels
+
+    def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        return sparse.hstack([v.transform(texts) for v in self.vectorizers], format="csr")
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head.proba(self.features(texts))
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        specs, arrays = [], {}
+        for i, vectorizer in enumerate(self.vectorizers):
+            vocab = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
+            (folder / f"vocab_{i}.json").write_text(json.dumps(vocab, ensure_ascii=False))
+            arrays[f"idf_{i}"] = vectorizer.idf_.astype(np.float64)
+            params = vectorizer.get_params()
+            specs.append({key: params[key] for key in _VECTORIZER_KEYS})
+        save_file(arrays, str(folder / "idf.safetensors"))
+        self.head.save(folder / "head.safetensors")
+        return {"vectorizers": specs}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> TfidfPredictor:
+        arrays = load_file(str(folder / "idf.safetensors"))
+        vectorizers = []
+        for i, params in enumerate(spec["vectorizers"]):
+            vocab = json.loads((folder / f"vocab_{i}.json").read_text())
+            params = {**params, "ngram_range": tuple(params["ngram_range"])}
+            vectorizer = TfidfVectorizer(vocabulary=vocab, dtype=np.float32, **params)
+            vectorizer.idf_ = arrays[f"idf_{i}"]
+            vectorizers.append(vectorizer)
+        return cls(vectorizers, LinearHead.load(folder / "head.safetensors"), labels)
+
+
+@register_strategy("tfidf", config=TfidfConfig, predictor=TfidfPredictor, cost_rank=0)
+class TfidfStrategy:
+    """Word and character n-gram TF-IDF with logistic regression: seconds on a CPU, often enough."""
+
+    def __init__(self, config: TfidfConfig) -> None:
+        self.config = config
+
+    def fit(self, train: Dataset, val: Dataset, *, budget: Budget,
+            meter: CostMeter) -> TfidfPredictor:
+        c = self.config
+        vectorizers = [
+            TfidfVectorizer(ngram_range=c.word_ngrams, sublinear_tf=True, dtype=np.float32),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=c.char_ngrams, sublinear_tf=True,
+                            min_df=c.char_min_df, dtype=np.float32),
+        ]
+        X = sparse.hstack([v.fit_transform(train.texts) for v in vectorizers], format="csr")
+        head = LinearHead.fit(X, train.y, len(train.labels), C=c.C, class_weight=c.class_weight)
+        return TfidfPredictor(vectorizers, head, train.labels)
