@@ -50,6 +50,9 @@ class Encoder:
                  device: str | None = None) -> None:
         torch = _torch()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load weights bar is noise in our own progress
 
         self.folder = check_backbone_folder(Path(folder))
         self.max_length = max_length

@@ -6,6 +6,7 @@ number when the source has lines), so that validation can point at the offending
 
 from __future__ import annotations
 
+import csv
 import difflib
 import io
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from frugalml.errors import DataError, MissingExtraError
+from frugalml.errors import DataError, MissingExtraError, plural
 
 _SNIFF_BYTES = 8192
 _TEXT_DELIMITERS = ("\t", "@", "|", ";", ",")
@@ -85,7 +86,7 @@ def decode(raw: bytes, path: Path) -> tuple[str, str, list[str]]:
     try:
         return raw.decode("utf-8"), "utf-8", []
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
+        line = raw[: err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
         note = (
             f"{path.name} is not valid UTF-8 (first bad byte 0x{raw[err.start]:02x} at line {line});"
             " read it as latin-1. Re-save it as UTF-8 if accented characters look wrong."
@@ -107,7 +108,24 @@ def _read_delimited(text: str, path: Path, sep: str) -> Table:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: has no columns; it needs a header row") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return Table(frame, str(path), lines=np.arange(len(frame)) + 2)
+    return Table(frame, str(path), lines=_record_lines(text, sep, len(frame)))
+
+
+def _record_lines(text: str, sep: str, n_rows: int) -> np.ndarray:
+    """First line of each data row: pandas skips blank lines and quoted fields span lines."""
+    starts: list[int] = []
+    previous = 0
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    try:
+        for record in reader:
+            if len(record) > 1 or "".join(record).strip():  # pandas' notion of a blank line
+                starts.append(previous + 1)
+            previous = reader.line_num
+    except csv.Error:
+        starts = []
+    if len(starts) != n_rows + 1:  # the two parsers disagree; the plain count is the best guess
+        return np.arange(n_rows) + 2
+    return np.asarray(starts[1:])
 
 
 def _read_text_pairs(text: str, path: Path, delimiter: str | None) -> Table:
@@ -127,8 +145,8 @@ def _read_text_pairs(text: str, path: Path, delimiter: str | None) -> Table:
         lines.append(number)
     if missing:
         raise DataError(
-            f"{path}: {len(missing)} lines have no '{_sep_name(sep)}' between text and label "
-            f"(first at line {missing[0]})",
+            f"{path}: {plural(len(missing), 'line')} with no {_sep_name(sep)} between text "
+            f"and label (first at line {missing[0]})",
             [f"each line must read TEXT{sep}LABEL; fix those lines or pass --delimiter"],
         )
     frame = pd.DataFrame({"text": texts, "label": labels}, dtype=str)
@@ -155,7 +173,7 @@ def _read_json_lines(text: str, path: Path, *, whole_json: bool) -> Table:
             raise DataError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
         if not all(isinstance(r, dict) for r in records):
             raise DataError(f"{path}: a JSON array must hold objects, one per example")
-        return Table(pd.DataFrame.from_records(records), str(path))
+        return Table(pd.DataFrame(records, dtype=object), str(path))
     rows, lines, bad = [], [], []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -172,8 +190,10 @@ def _read_json_lines(text: str, path: Path, *, whole_json: bool) -> Table:
         lines.append(number)
     if bad:
         shown = bad[:5] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
-        raise DataError(f"{path}: {len(bad)} lines are not valid JSON objects", shown)
-    return Table(pd.DataFrame.from_records(rows), str(path), lines=np.asarray(lines))
+        summary = f"{path}: {plural(len(bad), 'line')} could not be read as a JSON object"
+        raise DataError(summary, shown)
+    # object dtype keeps numbers as written: a null among int labels must not turn 1 into '1.0'
+    return Table(pd.DataFrame(rows, dtype=object), str(path), lines=np.asarray(lines))
 
 
 def _read_parquet(path: Path) -> Table:

@@ -28,7 +28,7 @@ def stratified_split(
         train, val = _split_two(data, val_frac, seed)
         return Splits(train, val, data.subset(np.array([], dtype=np.int64), f"{data.name}:test"))
     rest, test = _split_two(data, test_frac, seed, name="test")
-    train, val = _split_two(rest, val_frac / (1 - test_frac), seed + 1)
+    train, val = _split_two(rest, val_frac / (1 - test_frac), seed + 1, base=data.name)
     return Splits(train, val, test)
 
 
@@ -38,8 +38,9 @@ def split_off_validation(data: Dataset, *, val_frac: float = 0.15, seed: int = 0
 
 
 def _split_two(
-    data: Dataset, frac: float, seed: int, name: str = "val",
+    data: Dataset, frac: float, seed: int, name: str = "val", base: str | None = None,
 ) -> tuple[Dataset, Dataset]:
+    base = base or data.name  # so that train is 'name:train', not 'name:train:train'
     rng = np.random.default_rng(seed)
     keep, held = [], []
     for cls in range(len(data.labels)):
@@ -51,5 +52,4 @@ def _split_two(
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     keep_idx, held_idx = np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
-    return (data.subset(keep_idx, f"{data.name}:train"),
-            data.subset(held_idx, f"{data.name}:{name}"))
+    return (data.subset(keep_idx, f"{base}:train"), data.subset(held_idx, f"{base}:{name}"))

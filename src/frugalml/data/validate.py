@@ -38,7 +38,8 @@ def to_dataset(
     """Validate `table` and build a Dataset; raise DataError listing every problem found.
 
     `min_per_class` is what the split needs: 3 for train/validation/test, 2 when the
-    user brings a test set. With `drop_invalid`, offending rows are dropped and noted.
+    user brings a test set, 1 for that test set (which may hold a single class).
+    With `drop_invalid`, offending rows are dropped and noted.
     """
     frame = table.frame
     text_col, col_problems = _pick_column(frame, text_col, TEXT_COLUMN_NAMES, "text")
@@ -83,11 +84,13 @@ def to_dataset(
             f"{min_per_class} to be split into {_split_names(min_per_class)}; "
             "add examples, merge or remove the class, or pass --drop-invalid")
     drop |= np.isin(np.asarray(labels, dtype=object), list(rare.index))
-    if len(counts) - len(rare) < 2:
+    needed = min(2, min_per_class)  # training needs two classes; a test set may hold one
+    if len(counts) - len(rare) < needed:
         raise DataError(f"{table.source} has {plural(len(problems) + 1, 'problem')}:", [
             *problems,
-            f"column '{label_col}' has {plural(len(counts) - len(rare), 'usable class')};"
-            " classification needs at least 2"])
+            f"column '{label_col}' has {_classes(len(counts) - len(rare))} with enough "
+            f"examples; {'classification' if needed == 2 else 'a test set'} needs at least "
+            f"{_classes(needed)}"])
 
     if problems and not drop_invalid:
         raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
@@ -151,7 +154,8 @@ def _conflicting_texts(
     a, b = first_pair
     mask = np.array([" ".join(t.lower().split()) in bad_texts for t in texts])
     shown = texts[a] if len(texts[a]) <= 60 else texts[a][:57] + "..."
-    message = (f"{plural(len(bad_texts), 'text')} appear with conflicting labels (first: "
+    verb = "appears" if len(bad_texts) == 1 else "appear"
+    message = (f"{plural(len(bad_texts), 'text')} {verb} with conflicting labels (first: "
                f"'{shown}' is '{labels[a]}' at {table.where(a)} and '{labels[b]}' at "
                f"{table.where(b)}); correct the labels or pass --drop-invalid to drop them")
     return message, mask
@@ -166,5 +170,23 @@ def _free_text_problem(labels: list[str], label_col: str, text_col: str) -> str 
             f"pass --label-col with the column of class names (text column: '{text_col}')")
 
 
+def _classes(n: int) -> str:
+    """`plural` would write 'classs'."""
+    return f"{n} class" if n == 1 else f"{n} classes"
+
+
 def _split_names(min_per_class: int) -> str:
     return "train, validation and test" if min_per_class >= 3 else "train and validation"
+
+
+def texts_for_prediction(table: Table, text_col: str | None = None) -> list[str]:
+    """The text column of an unlabeled table; empty texts are an error (nothing to predict)."""
+    column, problems = _pick_column(table.frame, text_col, TEXT_COLUMN_NAMES, "text")
+    if problems or column is None:
+        raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
+    texts = _as_strings(table.frame[column])
+    empty = [i for i, text in enumerate(texts) if not text]
+    if empty:
+        raise DataError(f"{table.source}: column '{column}' has {plural(len(empty), 'empty row')} "
+                        f"(first at {table.where(empty[0])}); remove them or fill them in")
+    return texts

@@ -1,0 +1,5 @@
+"""`python -m frugalml` is the CLI."""
+
+from frugalml.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny random BERT with a word-level tokenizer, built in code, and small data.
+
+Nothing here touches the network; the tiny model trains and predicts in well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from frugalml.data import DEMO_INTENTS, Dataset, read_table, stratified_split, to_dataset
+from frugalml.data.split import Splits
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def demo_dataset() -> Dataset:
+    return to_dataset(read_table(DEMO_INTENTS)).dataset
+
+
+def build_tiny_backbone(folder: Path, words: list[str], seed: int = 0) -> Path:
+    """A 2-layer, 16-wide BERT and a word-level tokenizer, saved like a hub folder."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIALS + sorted(set(words)))}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    words = {w for text in demo_dataset().texts for w in re.findall(r"[a-z']+", text.lower())}
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"), sorted(words))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own embedding cache, so no test sees another's."""
+    monkeypatch.setenv("FRUGALML_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def demo_splits() -> Splits:
+    return stratified_split(demo_dataset(), seed=0)
+
+
+@pytest.fixture
+def small_csv(tmp_path: Path) -> Path:
+    """A small labeled CSV drawn from the demo: 6 classes, 15 examples each."""
+    data = demo_dataset()
+    rows, per_class = [], dict.fromkeys(range(6), 0)
+    for text, y in zip(data.texts, data.y, strict=True):
+        if y in per_class and per_class[y] < 15:
+            per_class[y] += 1
+            rows.append((text, data.labels[y]))
+    path = tmp_path / "small.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *rows])
+    return path

@@ -1,0 +1,72 @@
+"""The cost meter measures real work: time, CPU, memory peaks, FLOPs, energy and money."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from frugalml.costs import CostCard, CostMeter, Prices, transformer_flops
+
+
+def busy(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_wall_and_cpu_seconds_follow_the_work() -> None:
+    with CostMeter() as meter:
+        busy(0.3)
+        time.sleep(0.2)
+    card = meter.card
+    assert 0.45 <= card.wall_s < 2.0
+    assert 0.25 <= card.cpu_s < card.wall_s
+
+
+def test_peak_memory_sees_a_transient_allocation() -> None:
+    with CostMeter() as small:
+        pass
+    with CostMeter() as big:
+        block = np.ones(300 * 2**20 // 8)  # 300 MB, touched, then freed inside the block
+        del block
+    assert big.card.peak_rss_mb - small.card.peak_rss_mb > 250
+
+
+def test_nested_meters_keep_the_outer_peak_and_flops() -> None:
+    with CostMeter() as outer:
+        block = np.ones(200 * 2**20 // 8)
+        del block
+        with CostMeter() as inner:
+            inner.add_flops(1e9)
+    assert outer.card.peak_rss_mb > inner.card.peak_rss_mb + 150
+    assert outer.card.flops == inner.card.flops == 1e9
+
+
+def test_energy_estimate_is_labelled_and_money_follows_the_price() -> None:
+    prices = Prices(usd_per_hour=3.6, basis="test VM", watts_per_core=36.0)
+    with CostMeter(prices) as meter:
+        busy(0.2)
+    card = meter.card
+    assert card.usd == pytest.approx(card.wall_s / 1000)
+    assert card.price_basis == "test VM"
+    if card.energy_source.startswith("estimate"):
+        assert card.energy_source == "estimate(36 W per busy core)"
+        assert card.energy_kwh == pytest.approx(card.cpu_s * 36 / 3.6e6)
+    else:  # a machine with readable RAPL counters measures instead
+        assert card.energy_source == "rapl" and card.energy_kwh > 0
+
+
+def test_card_round_trips_through_a_dict_and_is_only_ready_after_exit() -> None:
+    meter = CostMeter()
+    with meter:
+        with pytest.raises(RuntimeError, match="once the `with CostMeter"):
+            _ = meter.card
+    assert CostCard.from_dict(meter.card.to_dict()) == meter.card
+    assert "CPU-s" in meter.card.summary()
+
+
+def test_transformer_flops_follow_the_2nt_and_6nt_rules() -> None:
+    assert transformer_flops(1000, 10) == 20_000
+    assert transformer_flops(1000, 10, training=True) == 60_000

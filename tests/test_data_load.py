@@ -1,0 +1,314 @@
+"""read_table and decode: every supported format, encoding and line ending, through real files.
+
+Each error test asserts what a user needs to act on: where (file, line), what is wrong, and
+the fix the message proposes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from frugalml.data import read_table
+from frugalml.data.load import decode
+from frugalml.errors import DataError
+
+TEXTS = ["how do I reset my pin", "my card, it was stolen"]
+LABELS = ["pin", "lost_card"]
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    """Write bytes exactly as given: tests choose encodings and line endings themselves."""
+    path = folder / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def columns(table_frame: pd.DataFrame) -> dict[str, list[str]]:
+    return {"text": list(table_frame["text"]), "label": list(table_frame["label"])}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "lines"),
+    [
+        (
+            "data.csv",
+            'text,label\nhow do I reset my pin,pin\n"my card, it was stolen",lost_card\n',
+            [2, 3],
+        ),
+        (
+            "data.tsv",
+            "text\tlabel\nhow do I reset my pin\tpin\nmy card, it was stolen\tlost_card\n",
+            [2, 3],
+        ),
+        (
+            "data.jsonl",
+            '{"text": "how do I reset my pin", "label": "pin"}\n\n'
+            '{"text": "my card, it was stolen", "label": "lost_card"}\n',
+            [1, 3],
+        ),
+        (
+            "data.json",
+            '[{"text": "how do I reset my pin", "label": "pin"},\n'
+            ' {"text": "my card, it was stolen", "label": "lost_card"}]',
+            None,
+        ),
+        ("data.txt", "how do I reset my pin@pin\nmy card, it was stolen@lost_card\n", [1, 2]),
+    ],
+    ids=["csv", "tsv", "jsonl", "json-array", "txt"],
+)
+def test_reads_each_text_format(
+    tmp_path: Path, name: str, content: str, lines: list[int] | None
+) -> None:
+    table = read_table(write(tmp_path, name, content))
+    assert columns(table.frame) == {"text": TEXTS, "label": LABELS}
+    assert table.source == str(tmp_path / name)
+    assert table.encoding == "utf-8"
+    assert table.notes == []
+    assert (table.lines is None) if lines is None else (list(table.lines) == lines)
+
+
+@pytest.mark.parametrize("name", ["data.parquet", "data.pq", "exported_without_suffix"])
+def test_reads_parquet_by_its_magic_bytes(tmp_path: Path, name: str) -> None:
+    pytest.importorskip("pyarrow")
+    pd.DataFrame({"text": TEXTS, "label": LABELS}).to_parquet(tmp_path / name)
+    table = read_table(tmp_path / name)
+    assert columns(table.frame) == {"text": TEXTS, "label": LABELS}
+    assert table.lines is None
+    assert table.where(1) == "row 1"
+
+
+def test_txt_label_is_after_the_last_at_sign(tmp_path: Path) -> None:
+    content = "mail me at ana@bank.example @ noon@contact\n\n\nwhere is my card@card_arrival\n"
+    table = read_table(write(tmp_path, "pairs.txt", content))
+    assert columns(table.frame) == {
+        "text": ["mail me at ana@bank.example @ noon", "where is my card"],
+        "label": ["contact", "card_arrival"],
+    }
+    assert list(table.lines) == [1, 4]  # blank lines skipped but still counted
+
+
+def test_txt_line_without_the_delimiter_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "pairs.txt", "good@pos\nno separator here\nbad@neg\n")
+    with pytest.raises(DataError) as caught:
+        read_table(path, delimiter="@")
+    assert str(caught.value).startswith(f"{path}: 1 line with no '@' between text and label")
+    assert "(first at line 2)" in caught.value.summary
+    assert caught.value.problems == [
+        "each line must read TEXT@LABEL; fix those lines or pass --delimiter"
+    ]
+
+
+def test_txt_without_any_known_delimiter_asks_for_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "notes.txt", "just some words\nand some more\n")
+    with pytest.raises(DataError) as caught:
+        read_table(path)
+    assert "cannot tell which character separates text from label" in caught.value.summary
+    assert "tried tab, '@', pipe, semicolon, comma; pass --delimiter" in caught.value.problems[0]
+
+
+def test_explicit_delimiter_reads_a_headed_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.dat", "text;label\nhow do I reset my pin;pin\n")
+    table = read_table(path, delimiter=";")
+    assert columns(table.frame) == {"text": TEXTS[:1], "label": LABELS[:1]}
+
+
+def test_header_names_are_stripped(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path, "data.csv", " text , label \nhi,greet\n"))
+    assert list(table.frame.columns) == ["text", "label"]
+
+
+class TestHuggingFace:
+    def test_class_label_is_mapped_back_to_names(self, tmp_path: Path) -> None:
+        datasets = pytest.importorskip("datasets")
+        features = datasets.Features(
+            {
+                "sentence": datasets.Value("string"),
+                "label": datasets.ClassLabel(names=["negative", "positive"]),
+            }
+        )
+        data = {"sentence": ["awful", "lovely", "fine"], "label": [0, 1, 1]}
+        datasets.Dataset.from_dict(data, features=features).save_to_disk(tmp_path / "hf")
+        table = read_table(tmp_path / "hf")
+        assert list(table.frame["sentence"]) == ["awful", "lovely", "fine"]
+        assert list(table.frame["label"]) == ["negative", "positive", "positive"]
+        assert table.lines is None
+
+    def test_dataset_dict_split_is_chosen_and_a_missing_one_is_named(self, tmp_path: Path) -> None:
+        datasets = pytest.importorskip("datasets")
+        train = datasets.Dataset.from_dict({"text": ["a", "b"], "label": ["x", "y"]})
+        test = datasets.Dataset.from_dict({"text": ["c"], "label": ["x"]})
+        datasets.DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "hf")
+        assert list(read_table(tmp_path / "hf", split="test").frame["text"]) == ["c"]
+        with pytest.raises(DataError, match="has no split 'validation'; it has train, test"):
+            read_table(tmp_path / "hf", split="validation")
+
+    def test_plain_folder_is_refused_with_what_to_pass(self, tmp_path: Path) -> None:
+        write(tmp_path, "train.csv", "text,label\n")
+        with pytest.raises(DataError) as caught:
+            read_table(tmp_path)
+        assert caught.value.summary == (
+            f"{tmp_path}: is a folder but not a saved Hugging Face dataset (no dataset_info.json)"
+        )
+        assert caught.value.problems == [
+            "pass a file, or a folder written by datasets' save_to_disk()"
+        ]
+
+
+class TestMissingFile:
+    def test_suggests_a_similar_name_in_the_same_folder(self, tmp_path: Path) -> None:
+        write(tmp_path, "train.csv", "text,label\n")
+        write(tmp_path, "unrelated.parquet", b"PAR1")
+        with pytest.raises(DataError) as caught:
+            read_table(tmp_path / "trian.csv")
+        assert (
+            str(caught.value) == f"{tmp_path / 'trian.csv'}: no such file; did you mean train.csv?"
+        )
+
+    def test_says_when_the_folder_is_missing_too(self, tmp_path: Path) -> None:
+        with pytest.raises(DataError) as caught:
+            read_table(tmp_path / "nope" / "train.csv")
+        assert str(caught.value) == (
+            f"{tmp_path / 'nope' / 'train.csv'}: no such file "
+            f"(folder {tmp_path / 'nope'} does not exist either)"
+        )
+
+    def test_no_suggestion_when_nothing_is_close(self, tmp_path: Path) -> None:
+        write(tmp_path, "zzzz.parquet", b"PAR1")
+        with pytest.raises(DataError) as caught:
+            read_table(tmp_path / "train.csv")
+        assert str(caught.value) == f"{tmp_path / 'train.csv'}: no such file"
+
+
+class TestEncodings:
+    def test_utf8_keeps_accents_and_emoji(self, tmp_path: Path) -> None:
+        table = read_table(write(tmp_path, "data.csv", "text,label\ncafé naïve 💳,ok\n"))
+        assert list(table.frame["text"]) == ["café naïve 💳"]
+        assert (table.encoding, table.notes) == ("utf-8", [])
+
+    @pytest.mark.parametrize(
+        ("name", "body"),
+        [
+            ("data.csv", "text,label\nhi,greet\n"),
+            ("data.jsonl", '{"text": "hi", "label": "greet"}\n'),
+            ("data.txt", "hi@greet\n"),
+        ],
+    )
+    def test_utf8_bom_is_not_part_of_the_first_column(
+        self, tmp_path: Path, name: str, body: str
+    ) -> None:
+        table = read_table(write(tmp_path, name, b"\xef\xbb\xbf" + body.encode()))
+        assert list(table.frame.columns) == ["text", "label"]
+        assert list(table.frame["text"]) == ["hi"]
+        assert table.encoding == "utf-8-sig"
+
+    def test_utf16_with_bom(self, tmp_path: Path) -> None:
+        table = read_table(write(tmp_path, "data.csv", "text,label\ncafé,ok\n".encode("utf-16")))
+        assert list(table.frame.columns) == ["text", "label"]
+        assert list(table.frame["text"]) == ["café"]
+        assert table.encoding == "utf-16"
+
+    @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
+    def test_latin1_falls_back_with_a_note_naming_the_line(
+        self, tmp_path: Path, newline: str
+    ) -> None:
+        content = newline.join(["text,label", "hello,greet", "café,order", ""])
+        table = read_table(write(tmp_path, "menu.csv", content.encode("latin-1")))
+        assert list(table.frame["text"]) == ["hello", "café"]
+        assert table.encoding == "latin-1"
+        [note] = table.notes
+        assert "menu.csv is not valid UTF-8 (first bad byte 0xe9 at line 3)" in note
+        assert "latin-1" in note
+        assert "Re-save it as UTF-8" in note
+
+    def test_decode_directly(self, tmp_path: Path) -> None:
+        assert decode("café".encode(), tmp_path / "x") == ("café", "utf-8", [])
+        text, encoding, notes = decode(b"\xe9", tmp_path / "x")
+        assert (text, encoding, len(notes)) == ("é", "latin-1", 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("data.csv", ["text,label", "hello,greet", "bye,leave"]),
+        ("data.tsv", ["text\tlabel", "hello\tgreet", "bye\tleave"]),
+        (
+            "data.jsonl",
+            ['{"text": "hello", "label": "greet"}', '{"text": "bye", "label": "leave"}'],
+        ),
+        ("data.txt", ["hello@greet", "", "bye@leave"]),
+    ],
+)
+def test_line_endings_give_the_same_rows_and_lines(
+    tmp_path: Path, name: str, rows: list[str]
+) -> None:
+    endings = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
+    tables = [
+        read_table(write(tmp_path, f"{kind}-{name}", ending.join(rows) + ending))
+        for kind, ending in endings.items()
+    ]
+    frames = [columns(t.frame) for t in tables]
+    assert frames[0] == {"text": ["hello", "bye"], "label": ["greet", "leave"]}
+    assert frames[1] == frames[0] and frames[2] == frames[0]
+    assert [list(t.lines) for t in tables[1:]] == [list(tables[0].lines)] * 2
+
+
+class TestUnreadable:
+    def test_binary_file_is_called_binary(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "model.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+        with pytest.raises(DataError) as caught:
+            read_table(path)
+        assert caught.value.summary == (
+            f"{path}: this looks like a binary file (it contains NUL bytes), not a text table"
+        )
+        assert "pass a CSV, TSV, JSONL, Parquet or text file" in caught.value.problems[0]
+
+    @pytest.mark.parametrize("content", [b"", b"\n\n", b"  \r\n\t\n"], ids=["zero", "LF", "space"])
+    def test_empty_file(self, tmp_path: Path, content: bytes) -> None:
+        path = write(tmp_path, "data.csv", content)
+        with pytest.raises(DataError) as caught:
+            read_table(path)
+        assert str(caught.value) == (
+            f"{path}: the file is empty; it needs a header and at least one row"
+        )
+
+    def test_csv_row_with_too_many_fields(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "data.csv", "text,label\nhello,greet\nhi, there,greet,extra\n")
+        with pytest.raises(DataError) as caught:
+            read_table(path)
+        assert caught.value.summary == f"{path}: cannot be parsed as comma-separated values"
+        [problem] = caught.value.problems
+        assert "Expected 2 fields in line 3, saw 4" in problem
+        assert problem.endswith("quote fields that contain the delimiter, or pass --delimiter")
+
+    def test_jsonl_bad_line_is_named(self, tmp_path: Path) -> None:
+        content = (
+            '{"text": "hi", "label": "greet"}\n\n{"text": "bye", "label": \n["not", "an object"]\n'
+        )
+        path = write(tmp_path, "data.jsonl", content)
+        with pytest.raises(DataError) as caught:
+            read_table(path)
+        assert caught.value.summary == f"{path}: 2 lines could not be read as a JSON object"
+        assert caught.value.problems[0].startswith("line 3: Expecting value")
+        assert caught.value.problems[1] == (
+            'line 4: expected an object like {"text": ..., "label": ...}'
+        )
+
+    def test_jsonl_lists_five_bad_lines_then_counts_the_rest(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "data.jsonl", "oops\n" * 8)
+        with pytest.raises(DataError) as caught:
+            read_table(path)
+        assert len(caught.value.problems) == 6
+        assert caught.value.problems[-1] == "... and 3 more"
+
+    def test_json_array_syntax_error_names_the_line(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "data.json", '[\n{"text": "hi", "label": "greet"},\n{"text": }\n]')
+        with pytest.raises(DataError, match="invalid JSON at line 3: Expecting value"):
+            read_table(path)
+
+    def test_json_array_of_non_objects(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "data.json", '[["hi", "greet"]]')
+        with pytest.raises(DataError, match="a JSON array must hold objects, one per example"):
+            read_table(path)
