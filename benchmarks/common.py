@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: the real data in ../shared/data, loaded through frugalml's data layer."""
+"""Shared by the benchmarks: real data from ../shared/data, read by frugalml's data layer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 from frugalml.data import Dataset, stratified_split
 from frugalml.data.split import Splits
 
-SHARED_DATA = Path(os.environ.get("FRUGALML_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("FRUGALML_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
+)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -21,13 +23,17 @@ def banking77() -> Splits:
 
     train = load_dataset(SHARED_DATA / "banking77" / "train.csv")
     test = load_dataset(SHARED_DATA / "banking77" / "test.csv", min_per_class=1)
-    test = Dataset.from_lists(test.texts, [test.labels[i] for i in test.y],
-                              label_names=train.labels, name="banking77:test")
+    test = Dataset.from_lists(
+        test.texts,
+        [test.labels[i] for i in test.y],
+        label_names=train.labels,
+        name="banking77:test",
+    )
     return Splits(train, Dataset((), train.y[:0], train.labels), test)
 
 
 def phrasebank() -> Splits:
-    """The raw AllAgree file (latin-1, CR/CRLF) through the normal loader, stratified 80/20, seed 0."""
+    """The raw AllAgree file (latin-1, CR/CRLF) via the normal loader; stratified 80/20, seed 0."""
     from frugalml.api import load_dataset
 
     data = load_dataset(SHARED_DATA / "financial_phrasebank" / "Sentences_AllAgree.txt")
@@ -41,9 +47,13 @@ DATASETS = {"banking77": banking77, "phrasebank": phrasebank}
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
-
-from frugalml.api import load_dataset  # noqa: E402
-from frugalml.config import Budget  # noqa: E402
-from frugalml.costs import CostMeter  # noqa: E402
-from frugalml.data import DEMO_INTENTS, stratified_split  # noqa: E402
-from frugalml.strategies.tfidf import TfidfConfig, TfidfStrategy  # noqa: E402
+from common import write_result
+from frugalml.api import load_dataset
+from frugalml.config import Budget
+from frugalml.costs import CostMeter
+from frugalml.data import DEMO_INTENTS, stratified_split
+from frugalml.strategies.tfidf import TfidfConfig, TfidfStrategy
 
 
 def fixed_cost_s(n: int = 2000) -> float:
@@ -59,9 +58,11 @@ def main() -> None:
         "metered_over_plain_median_ratio": median_metered / median_plain,
         "target_share": 0.01,
     }
-    print(f"meter enter+exit: {per_use * 1e3:.3f} ms per use; workload {median_plain:.3f} s; "
-          f"fixed share {per_use / median_plain:.4%}; metered/plain median "
-          f"{median_metered / median_plain:.4f}")
+    print(
+        f"meter enter+exit: {per_use * 1e3:.3f} ms per use; workload {median_plain:.3f} s; "
+        f"fixed share {per_use / median_plain:.4%}; metered/plain median "
+        f"{median_metered / median_plain:.4f}"
+    )
     print(f"wrote {write_result('meter_overhead', result)}")
 
 

@@ -42,10 +42,15 @@ def test_test_set_with_unknown_classes_is_refused(small_csv: Path, tmp_path: Pat
         frugalml.fit(small_csv, test=test, out=tmp_path / "run", strategies=["tfidf"])
 
 
-def test_target_picks_the_cheapest_candidate_meeting_it(small_csv: Path, tmp_path: Path,
-                                                        tiny_backbone: Path) -> None:
-    result = frugalml.fit(small_csv, out=tmp_path / "run", target=0.0,
-                          options={"frozen_probe": {"backbone": str(tiny_backbone)}})
+def test_target_picks_the_cheapest_candidate_meeting_it(
+    small_csv: Path, tmp_path: Path, tiny_backbone: Path
+) -> None:
+    result = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        target=0.0,
+        options={"frozen_probe": {"backbone": str(tiny_backbone)}},
+    )
     assert result.ladder.chosen.strategy == "tfidf"  # both meet 0.0; tfidf costs less
     assert "cheapest candidate" in result.ladder.reason
     strict = frugalml.fit(small_csv, out=tmp_path / "run2", target=1.01, strategies=["tfidf"])

@@ -21,9 +21,16 @@ from frugalml.strategies.tfidf import TfidfConfig, TfidfStrategy
 def bundle_dir(demo_splits: Splits, tmp_path: Path) -> Path:
     with CostMeter() as meter:
         predictor = TfidfStrategy(TfidfConfig()).fit(
-            demo_splits.train, demo_splits.val, budget=Budget(), meter=meter)
-    return save_bundle(tmp_path / "bundle", predictor, strategy="tfidf", config={},
-                       task="text-classification", data_fingerprint="abc")
+            demo_splits.train, demo_splits.val, budget=Budget(), meter=meter
+        )
+    return save_bundle(
+        tmp_path / "bundle",
+        predictor,
+        strategy="tfidf",
+        config={},
+        task="text-classification",
+        data_fingerprint="abc",
+    )
 
 
 def manifest(folder: Path) -> dict:
@@ -32,8 +39,11 @@ def manifest(folder: Path) -> dict:
 
 def test_manifest_lists_every_file_with_sha256_and_no_pickles(bundle_dir: Path) -> None:
     m = manifest(bundle_dir)
-    on_disk = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*")
-               if p.is_file() and p.name != MANIFEST}
+    on_disk = {
+        p.relative_to(bundle_dir).as_posix()
+        for p in bundle_dir.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
     assert set(m["files"]) == on_disk
     assert all(len(d) == 64 for d in m["files"].values())
     assert all(p.endswith((".json", ".safetensors")) for p in on_disk)
@@ -82,7 +92,7 @@ def test_broken_or_missing_manifest_is_refused(bundle_dir: Path, tmp_path: Path)
     (bundle_dir / MANIFEST).write_text("{not json")
     with pytest.raises(BundleError, match="is not valid JSON"):
         load(bundle_dir)
-    with pytest.raises(BundleError, match="manifest.json is missing"):
+    with pytest.raises(BundleError, match=r"manifest\.json is missing"):
         load(tmp_path)
     with pytest.raises(BundleError, match="does not exist"):
         load(tmp_path / "nowhere")
@@ -92,12 +102,18 @@ def test_unknown_strategy_in_manifest_is_refused(bundle_dir: Path) -> None:
     m = manifest(bundle_dir)
     m["strategy"] = "tfdif"
     (bundle_dir / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(ValueError, match="unknown strategy 'tfdif'.*did you mean 'tfidf'"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'tfdif'.*did you mean 'tfidf'"):
         load(bundle_dir)
 
 
 def test_saving_never_overwrites(bundle_dir: Path) -> None:
     with pytest.raises(BundleError, match="already exists"):
-        save_bundle(bundle_dir, load(bundle_dir).predictor, strategy="tfidf", config={},
-                    task="text-classification", data_fingerprint="abc")
+        save_bundle(
+            bundle_dir,
+            load(bundle_dir).predictor,
+            strategy="tfidf",
+            config={},
+            task="text-classification",
+            data_fingerprint="abc",
+        )
     assert load(bundle_dir).manifest["data_fingerprint"] == "abc"

@@ -14,8 +14,15 @@ import pytest
 
 def frugalml(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "frugalml", *map(str, args)], capture_output=True,
-                          text=True, timeout=240, cwd=cwd, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "frugalml", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +35,16 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Pa
         writer = csv.writer(handle)
         writer.writerow(["question", "intent"])
         writer.writerows((t, data.labels[y]) for t, y in zip(data.texts, data.y, strict=True))
-    result = frugalml("fit", folder / "intents.csv", "--backbone", tiny_backbone,
-                      "--out", folder / "run", "--seed", "1")
+    result = frugalml(
+        "fit",
+        folder / "intents.csv",
+        "--backbone",
+        tiny_backbone,
+        "--out",
+        folder / "run",
+        "--seed",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     (folder / "stdout.txt").write_text(result.stdout)
     return folder / "run"
@@ -62,8 +77,10 @@ def test_predict_from_a_file_to_csv_and_never_overwrites(run_dir: Path, tmp_path
     source = tmp_path / "texts.txt"
     source.write_text("where is my refund\r\nmy transfer failed\r\n\r\n")
     output = tmp_path / "out.csv"
-    assert frugalml("predict", run_dir / "bundle", "--input", source, "--output",
-                    output).returncode == 0
+    assert (
+        frugalml("predict", run_dir / "bundle", "--input", source, "--output", output).returncode
+        == 0
+    )
     rows = list(csv.DictReader(output.read_text(encoding="utf-8").splitlines()))
     assert [r["text"] for r in rows] == ["where is my refund", "my transfer failed"]
     again = frugalml("predict", run_dir / "bundle", "--input", source, "--output", output)
@@ -72,8 +89,10 @@ def test_predict_from_a_file_to_csv_and_never_overwrites(run_dir: Path, tmp_path
 
 def test_evaluate_and_info(run_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "eval.jsonl"
-    data.write_text('{"text": "I lost my card", "label": "card_lost_or_stolen"}\n'
-                    '{"text": "change my pin please", "label": "change_pin"}\n')
+    data.write_text(
+        '{"text": "I lost my card", "label": "card_lost_or_stolen"}\n'
+        '{"text": "change my pin please", "label": "change_pin"}\n'
+    )
     result = frugalml("evaluate", run_dir / "bundle", data, "--json")
     assert result.returncode == 0, result.stderr
     quality = json.loads(result.stdout)
@@ -83,22 +102,31 @@ def test_evaluate_and_info(run_dir: Path, tmp_path: Path) -> None:
     assert "training cost" in info.stdout
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["fit", "{data}", "--text-col", "txt"], "did you mean 'text'?"),
-    (["fit", "{data}", "--strategies", "tfidf,frozen-probe"], "did you mean 'frozen_probe'?"),
-    (["fit", "{missing}"], "no such file"),
-    (["predict", "{data}", "hello"], "not a bundle"),
-    (["evaluate", "{data}", "{data}"], "not a bundle"),
-    (["predict", "{data}"], "nothing to predict"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "{data}", "--text-col", "txt"], "did you mean 'text'?"),
+        (["fit", "{data}", "--strategies", "tfidf,frozen-probe"], "did you mean 'frozen_probe'?"),
+        (["fit", "{missing}"], "no such file"),
+        (["predict", "{data}", "hello"], "not a bundle"),
+        (["evaluate", "{data}", "{data}"], "not a bundle"),
+        (["predict", "{data}"], "nothing to predict"),
+    ],
+)
 def test_user_errors_exit_2_with_a_message_and_no_traceback(
-    args: list[str], message: str, small_csv: Path, tmp_path: Path,
+    args: list[str],
+    message: str,
+    small_csv: Path,
+    tmp_path: Path,
 ) -> None:
     values = {"data": small_csv, "missing": tmp_path / "smal.csv"}
     if args[0] in ("predict", "evaluate"):
         values["data"] = tmp_path  # a folder that is not a bundle
-    result = frugalml(*[a.format(**values) for a in args], "--out", tmp_path / "r") \
-        if args[0] == "fit" else frugalml(*[a.format(**values) for a in args])
+    result = (
+        frugalml(*[a.format(**values) for a in args], "--out", tmp_path / "r")
+        if args[0] == "fit"
+        else frugalml(*[a.format(**values) for a in args])
+    )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -60,9 +60,8 @@ def test_energy_estimate_is_labelled_and_money_follows_the_price() -> None:
 
 def test_card_round_trips_through_a_dict_and_is_only_ready_after_exit() -> None:
     meter = CostMeter()
-    with meter:
-        with pytest.raises(RuntimeError, match="once the `with CostMeter"):
-            _ = meter.card
+    with meter, pytest.raises(RuntimeError, match="once the `with CostMeter"):
+        _ = meter.card
     assert CostCard.from_dict(meter.card.to_dict()) == meter.card
     assert "CPU-s" in meter.card.summary()
 

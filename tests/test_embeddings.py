@@ -10,8 +10,14 @@ import pytest
 from frugalml.costs import CostMeter
 from frugalml.embeddings import EmbeddingCache, Encoder
 
-TEXTS = ["my card never arrived", "cancel", "why was my top up declined at the shop today",
-         "transfer pending", "I lost my card yesterday evening at the station", "hi"]
+TEXTS = [
+    "my card never arrived",
+    "cancel",
+    "why was my top up declined at the shop today",
+    "transfer pending",
+    "I lost my card yesterday evening at the station",
+    "hi",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +40,17 @@ def test_flops_are_reported_to_the_meter(encoder: Encoder) -> None:
 
 
 def test_cache_reuses_vectors_across_instances_and_computes_only_new_texts(
-    encoder: Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    encoder: Encoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key = encoder.fingerprint()
     first = EmbeddingCache(tmp_path, key).encode(encoder, TEXTS[:4])
     computed: list[str] = []
     real = encoder.encode
-    monkeypatch.setattr(encoder, "encode", lambda texts, meter=None: (
-        computed.extend(texts), real(texts, meter))[1])
+    monkeypatch.setattr(
+        encoder, "encode", lambda texts, meter=None: (computed.extend(texts), real(texts, meter))[1]
+    )
     again = EmbeddingCache(tmp_path, key).encode(encoder, TEXTS)  # fresh instance: reads disk
     assert computed == TEXTS[4:]
     np.testing.assert_array_equal(again[:4], first)

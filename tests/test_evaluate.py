@@ -52,9 +52,9 @@ class SlowModel:
 
 def test_speed_times_batch_one_calls_and_full_batches() -> None:
     model = SlowModel()
-    speed = measure_speed(model, ["a", "b", "c"], SpeedConfig(latency_calls=5,
-                                                               throughput_batch=4,
-                                                               throughput_texts=8))
+    speed = measure_speed(
+        model, ["a", "b", "c"], SpeedConfig(latency_calls=5, throughput_batch=4, throughput_texts=8)
+    )
     assert model.calls == [3, 1, 1, 1, 1, 1, 4, 4]  # warm-up, 5 singles, 2 batches
     assert 0 < speed.latency_p50_ms <= speed.latency_p95_ms
     assert speed.throughput_per_s > 0 and speed.throughput_batch == 4

@@ -24,7 +24,10 @@ def options_for(name: str, backbone: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", [r.name for r in registered()])
 def test_strategy_fits_predicts_saves_and_reloads_identically(
-    name: str, demo_splits: Splits, tiny_backbone: Path, tmp_path: Path,
+    name: str,
+    demo_splits: Splits,
+    tiny_backbone: Path,
+    tmp_path: Path,
 ) -> None:
     entry = next(r for r in registered() if r.name == name)
     strategy = entry.build(**options_for(name, tiny_backbone))
@@ -42,9 +45,14 @@ def test_strategy_fits_predicts_saves_and_reloads_identically(
     accuracy = (proba.argmax(1) == demo_splits.test.y).mean()
     assert accuracy > 2.0 / len(demo_splits.train.labels)
 
-    folder = save_bundle(tmp_path / "bundle", predictor, strategy=name,
-                         config=strategy.config.model_dump(mode="json"),
-                         task="text-classification", data_fingerprint="test")
+    folder = save_bundle(
+        tmp_path / "bundle",
+        predictor,
+        strategy=name,
+        config=strategy.config.model_dump(mode="json"),
+        task="text-classification",
+        data_fingerprint="test",
+    )
     reloaded = load(folder)
     np.testing.assert_array_equal(reloaded.predict_proba(texts), proba)
     assert reloaded.labels == predictor.labels

@@ -44,8 +44,10 @@ def check_backbone_folder(path: Path) -> Path:
         found = ", ".join(p.name for p in path.glob("*.bin")) or "none"
         raise ConfigError(
             f"backbone {path} has no model.safetensors (weights found: {found})",
-            ["pickled .bin weights can run code when loaded; convert them with "
-             "`transformers` save_pretrained(..., safe_serialization=True)"],
+            [
+                "pickled .bin weights can run code when loaded; convert them with "
+                "`transformers` save_pretrained(..., safe_serialization=True)"
+            ],
         )
     return path
 
@@ -66,12 +68,15 @@ def _from_hub(model_id: str) -> Path:
         raise MissingExtraError("Downloading a backbone from the hub", "transformers") from None
     try:
         folder = snapshot_download(
-            model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+            model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]
+        )
     except Exception as err:  # offline, unknown id, gated: all mean "not available here"
         raise ConfigError(
             f"backbone '{model_id}' is not a packaged name or local folder, and the Hugging Face "
             "hub could not provide it",
-            [f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-             f"offline? use '{DEFAULT_BACKBONE}' (packaged) or a local folder"],
+            [
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                f"offline? use '{DEFAULT_BACKBONE}' (packaged) or a local folder",
+            ],
         ) from None
     return check_backbone_folder(Path(folder))

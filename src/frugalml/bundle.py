@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -51,13 +50,25 @@ class Bundle:
         """One {'label', 'probabilities'} record per text."""
         proba = self.predict_proba(texts)
         labels = self.labels
-        return [{"label": labels[int(row.argmax())],
-                 "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)}}
-                for row in proba]
+        return [
+            {
+                "label": labels[int(row.argmax())],
+                "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},
+            }
+            for row in proba
+        ]
 
 
-def save_bundle(folder: Path, predictor: Predictor, *, strategy: str, config: dict[str, Any],
-                task: str, data_fingerprint: str, extra: dict[str, Any] | None = None) -> Path:
+def save_bundle(
+    folder: Path,
+    predictor: Predictor,
+    *,
+    strategy: str,
+    config: dict[str, Any],
+    task: str,
+    data_fingerprint: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a new bundle folder atomically (staged beside it, then renamed into place)."""
     if folder.exists():
         raise BundleError(f"{folder} already exists; bundles are never written over")
@@ -79,7 +90,7 @@ def save_bundle(folder: Path, predictor: Predictor, *, strategy: str, config: di
         "files": _checksums(staging),
     }
     _write_json(staging / MANIFEST, manifest)
-    os.replace(staging, folder)
+    staging.replace(folder)
     return folder
 
 
@@ -114,11 +125,13 @@ def load(path: str | Path) -> Bundle:
         raise BundleError(
             f"{folder}: bundle schema version {version!r} is not supported (this frugalml "
             f"{_version()} reads version {SCHEMA_VERSION})",
-            ["upgrade frugalml if the bundle is newer, or re-create the bundle"])
+            ["upgrade frugalml if the bundle is newer, or re-create the bundle"],
+        )
     problems = verify_files(folder, manifest.get("files", {}))
     if problems:
-        raise BundleError(f"{folder}: refused to load, {plural(len(problems), 'problem')}:",
-                          problems)
+        raise BundleError(
+            f"{folder}: refused to load, {plural(len(problems), 'problem')}:", problems
+        )
     registered = get_strategy(str(manifest["strategy"]))
     registered.require()
     labels = tuple(manifest["labels"])
@@ -136,7 +149,9 @@ def verify_files(folder: Path, expected: dict[str, str]) -> list[str]:
         if name not in actual:
             problems.append(f"{name} is missing")
         elif actual[name] != digest:
-            problems.append(f"{name} does not match its sha256 in the manifest (changed or damaged)")
+            problems.append(
+                f"{name} does not match its sha256 in the manifest (changed or damaged)"
+            )
     for name in sorted(actual.keys() - expected.keys()):
         kind = "a pickle-like file" if name.endswith(_UNSAFE_SUFFIXES) else "a file"
         problems.append(f"{name} is {kind} the manifest does not list")
@@ -158,4 +173,4 @@ def _checksums(folder: Path) -> dict[str, str]:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.replace(path)

@@ -23,76 +23,121 @@ from frugalml.errors import ConfigError, FrugalError, OutputExistsError
 from frugalml.evaluate import score
 from frugalml.search import METRICS, Candidate
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Find the cheapest model that is good enough, prove what it cost, ship it.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Find the cheapest model that is good enough, prove what it cost, ship it.",
+)
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; leaderboards need more.
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 TextCol = Annotated[str | None, typer.Option("--text-col", help="Column with the text.")]
 LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column with the label.")]
-Delimiter = Annotated[str | None, typer.Option(
-    "--delimiter", help="Field separator for .txt files such as 'sentence@label'.")]
+Delimiter = Annotated[
+    str | None,
+    typer.Option("--delimiter", help="Field separator for .txt files such as 'sentence@label'."),
+]
 
 
 @app.command()
 def fit(
-    data: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, text file or HF dataset.")],
+    data: Annotated[
+        Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, text file or HF dataset.")
+    ],
     text_col: TextCol = None,
     label_col: LabelCol = None,
     test: Annotated[Path | None, typer.Option(help="A separate test set (else split off).")] = None,
     strategies: Annotated[str, typer.Option(help="Comma-separated rungs to climb.")] = ",".join(
-        api.DEFAULT_STRATEGIES),
+        api.DEFAULT_STRATEGIES
+    ),
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to create.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 0,
     metric: Annotated[str, typer.Option(help=f"One of {', '.join(METRICS)}.")] = "macro_f1",
-    backbone: Annotated[str | None, typer.Option(help="Encoder: 'minilm', hub id or folder.")] = None,
-    drop_invalid: Annotated[bool, typer.Option(help="Drop invalid rows instead of failing.")] = False,
+    backbone: Annotated[
+        str | None, typer.Option(help="Encoder: 'minilm', hub id or folder.")
+    ] = None,
+    drop_invalid: Annotated[
+        bool, typer.Option(help="Drop invalid rows instead of failing.")
+    ] = False,
     delimiter: Delimiter = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
 ) -> None:
     """Climb the ladder on DATA, print the leaderboard, write the report and the chosen bundle."""
-    _fit(data, text_col=text_col, label_col=label_col, test=test, strategies=strategies,
-         out_dir=out_dir, seed=seed, metric=metric, backbone=backbone,
-         drop_invalid=drop_invalid, delimiter=delimiter, force=force)
+    _fit(
+        data,
+        text_col=text_col,
+        label_col=label_col,
+        test=test,
+        strategies=strategies,
+        out_dir=out_dir,
+        seed=seed,
+        metric=metric,
+        backbone=backbone,
+        drop_invalid=drop_invalid,
+        delimiter=delimiter,
+        force=force,
+    )
 
 
 @app.command()
 def demo(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to create.")] = None,
     strategies: Annotated[str, typer.Option(help="Comma-separated rungs.")] = ",".join(
-        api.DEFAULT_STRATEGIES),
+        api.DEFAULT_STRATEGIES
+    ),
 ) -> None:
     """Run the ladder on the embedded bank customer-service demo (14 intents)."""
-    _fit(DEMO_INTENTS, text_col="text", label_col="label", test=None, strategies=strategies,
-         out_dir=out_dir, seed=0, metric="macro_f1", backbone=None, drop_invalid=False,
-         delimiter=None, force=False)
+    _fit(
+        DEMO_INTENTS,
+        text_col="text",
+        label_col="label",
+        test=None,
+        strategies=strategies,
+        out_dir=out_dir,
+        seed=0,
+        metric="macro_f1",
+        backbone=None,
+        drop_invalid=False,
+        delimiter=None,
+        force=False,
+    )
 
 
 @app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder (e.g. RUN_DIR/bundle).")],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
-    input_file: Annotated[Path | None, typer.Option(
-        "--input", help="File of texts: .txt (one per line) or any table format.")] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option("--input", help="File of texts: .txt (one per line) or any table format."),
+    ] = None,
     text_col: TextCol = None,
-    output: Annotated[Path | None, typer.Option(
-        help="Write here (.csv or .jsonl) instead of JSON lines on stdout.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write here (.csv or .jsonl) instead of JSON lines on stdout."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
 ) -> None:
     """Predict labels and probabilities: one JSON object per input."""
     inputs = _prediction_inputs(texts or [], input_file, text_col)
     if output is not None and output.exists() and not force:
-        raise OutputExistsError(f"{output} already exists", ["choose another --output or pass --force"])
+        raise OutputExistsError(
+            f"{output} already exists", ["choose another --output or pass --force"]
+        )
     model = bundles.load(bundle)
     records = [{"text": t, **r} for t, r in zip(inputs, model.predict(inputs), strict=True)]
     if output is None:
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    output.write_text(_csv(records, model.labels) if output.suffix.lower() == ".csv"
-                      else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-                      encoding="utf-8")
+    output.write_text(
+        _csv(records, model.labels)
+        if output.suffix.lower() == ".csv"
+        else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+        encoding="utf-8",
+    )
     err.print(f"wrote {len(records)} predictions to {output}")
 
 
@@ -107,26 +152,36 @@ def evaluate(
 ) -> None:
     """Score a bundle on labeled data: accuracy and macro-F1 with 95% CIs, per class."""
     model = bundles.load(bundle)
-    dataset = api.load_dataset(data, text_col=text_col, label_col=label_col, delimiter=delimiter,
-                               min_per_class=1)
+    dataset = api.load_dataset(
+        data, text_col=text_col, label_col=label_col, delimiter=delimiter, min_per_class=1
+    )
     unknown = sorted(set(dataset.labels) - set(model.labels))
     if unknown:
-        raise ConfigError(f"{data} has labels the bundle does not know: {', '.join(unknown[:10])}",
-                          [f"the bundle's labels are: {', '.join(model.labels[:20])}"])
+        raise ConfigError(
+            f"{data} has labels the bundle does not know: {', '.join(unknown[:10])}",
+            [f"the bundle's labels are: {', '.join(model.labels[:20])}"],
+        )
     index = {label: i for i, label in enumerate(model.labels)}
     y_true = __import__("numpy").array([index[dataset.labels[i]] for i in dataset.y])
     quality = score(y_true, model.predict_proba(dataset.texts).argmax(1), model.labels)
     if as_json:
         sys.stdout.write(json.dumps(quality.to_dict(), indent=2) + "\n")
         return
-    out.print(f"{quality.n} examples: accuracy {quality.accuracy:.3f} "
-              f"({quality.accuracy_ci[0]:.3f}–{quality.accuracy_ci[1]:.3f}), macro-F1 "
-              f"{quality.macro_f1:.3f} ({quality.macro_f1_ci[0]:.3f}–{quality.macro_f1_ci[1]:.3f})")
+    out.print(
+        f"{quality.n} examples: accuracy {quality.accuracy:.3f} "
+        f"({quality.accuracy_ci[0]:.3f}–{quality.accuracy_ci[1]:.3f}), macro-F1 "
+        f"{quality.macro_f1:.3f} ({quality.macro_f1_ci[0]:.3f}–{quality.macro_f1_ci[1]:.3f})"
+    )
     table = RichTable("class", "precision", "recall", "F1", "support")
     for label, row in quality.per_class.items():
         if row["support"]:
-            table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                          f"{row['f1']:.3f}", str(int(row["support"])))
+            table.add_row(
+                label,
+                f"{row['precision']:.3f}",
+                f"{row['recall']:.3f}",
+                f"{row['f1']:.3f}",
+                str(int(row["support"])),
+            )
     out.print(table)
 
 
@@ -138,22 +193,30 @@ def info(bundle: Annotated[Path, typer.Argument(help="A bundle folder.")]) -> No
     table = RichTable(show_header=False)
     table.add_row("strategy", m["strategy"])
     table.add_row("task", m["task"])
-    table.add_row("labels", f"{len(m['labels'])}: {', '.join(m['labels'][:12])}"
-                  + (" ..." if len(m["labels"]) > 12 else ""))
+    table.add_row(
+        "labels",
+        f"{len(m['labels'])}: {', '.join(m['labels'][:12])}"
+        + (" ..." if len(m["labels"]) > 12 else ""),
+    )
     for split in ("val", "test"):
         q = (m.get("metrics") or {}).get(split)
         if q:
-            table.add_row(f"{split} quality", f"accuracy {q['accuracy']:.3f}, macro-F1 "
-                          f"{q['macro_f1']:.3f} (n={q['n']})")
+            table.add_row(
+                f"{split} quality",
+                f"accuracy {q['accuracy']:.3f}, macro-F1 {q['macro_f1']:.3f} (n={q['n']})",
+            )
     if "train_cost" in m:
         from frugalml.costs import CostCard
 
         table.add_row("training cost", CostCard.from_dict(m["train_cost"]).summary())
     if "speed" in m:
         s = m["speed"]
-        table.add_row("speed", f"p50 {s['latency_p50_ms']:.1f} ms, p95 {s['latency_p95_ms']:.1f} "
-                      f"ms at batch 1; {s['throughput_per_s']:.0f} texts/s at batch "
-                      f"{s['throughput_batch']}")
+        table.add_row(
+            "speed",
+            f"p50 {s['latency_p50_ms']:.1f} ms, p95 {s['latency_p95_ms']:.1f} "
+            f"ms at batch 1; {s['throughput_per_s']:.0f} texts/s at batch "
+            f"{s['throughput_batch']}",
+        )
     table.add_row("data fingerprint", m["data_fingerprint"][:16])
     table.add_row("frugalml", f"{m['frugalml_version']} (schema {m['schema_version']})")
     table.add_row("integrity", f"{len(m['files'])} files, sha256 verified")
@@ -173,14 +236,31 @@ def list_strategies() -> None:
 
 
 # -- helpers -------------------------------------------------------------------------
-def _fit(data: Path, *, text_col: str | None, label_col: str | None, test: Path | None,
-         strategies: str, out_dir: Path | None, seed: int, metric: str, backbone: str | None,
-         drop_invalid: bool, delimiter: str | None, force: bool) -> None:
+def _fit(
+    data: Path,
+    *,
+    text_col: str | None,
+    label_col: str | None,
+    test: Path | None,
+    strategies: str,
+    out_dir: Path | None,
+    seed: int,
+    metric: str,
+    backbone: str | None,
+    drop_invalid: bool,
+    delimiter: str | None,
+    force: bool,
+) -> None:
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     run_dir = out_dir or Path("runs") / f"{Path(data).stem}-{datetime.now():%Y%m%d-%H%M%S}"
     options = {"frozen_probe": {"backbone": backbone}} if backbone else None
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err, transient=False) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(event: str, info: dict[str, Any]) -> None:
@@ -189,15 +269,30 @@ def _fit(data: Path, *, text_col: str | None, label_col: str | None, test: Path 
                 tasks[name] = bar.add_task(f"fitting {name}", total=1)
             elif event == "done":
                 c: Candidate = info["candidate"]
-                bar.update(tasks[name], completed=1, description=f"{name}: val {metric} "
-                           f"{c.val.metric(metric):.3f}, {c.cost.cpu_s:.1f} CPU-s")
+                bar.update(
+                    tasks[name],
+                    completed=1,
+                    description=f"{name}: val {metric} "
+                    f"{c.val.metric(metric):.3f}, {c.cost.cpu_s:.1f} CPU-s",
+                )
             elif event == "skipped":
                 bar.add_task(f"{name}: skipped ({info['reason']})", total=1, completed=1)
 
-        result = api.fit(data, out=run_dir, text_col=text_col, label_col=label_col, test=test,
-                         strategies=names, metric=metric, split=SplitConfig(seed=seed),
-                         drop_invalid=drop_invalid, delimiter=delimiter, force=force,
-                         options=options, progress=progress)
+        result = api.fit(
+            data,
+            out=run_dir,
+            text_col=text_col,
+            label_col=label_col,
+            test=test,
+            strategies=names,
+            metric=metric,
+            split=SplitConfig(seed=seed),
+            drop_invalid=drop_invalid,
+            delimiter=delimiter,
+            force=force,
+            options=options,
+            progress=progress,
+        )
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}")
     _print_leaderboard(result, metric)
@@ -207,8 +302,18 @@ def _fit(data: Path, *, text_col: str | None, label_col: str | None, test: Path 
 
 def _print_leaderboard(result: api.FitResult, metric: str) -> None:
     table = RichTable(title="leaderboard (validation quality; cost of training)")
-    for column in ("strategy", f"val {metric} [95% CI]", "test acc", "train s", "CPU-s",
-                   "peak MB", "Wh", "$", "p50 ms", "texts/s"):
+    for column in (
+        "strategy",
+        f"val {metric} [95% CI]",
+        "test acc",
+        "train s",
+        "CPU-s",
+        "peak MB",
+        "Wh",
+        "$",
+        "p50 ms",
+        "texts/s",
+    ):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for c in result.ladder.candidates:
         low, high = getattr(c.val, f"{metric}_ci")
@@ -216,16 +321,23 @@ def _print_leaderboard(result: api.FitResult, metric: str) -> None:
             c.strategy + (" ✔" if c is result.ladder.chosen else ""),
             f"{c.val.metric(metric):.3f} [{low:.2f}, {high:.2f}]",
             f"{c.test.accuracy:.3f}" if c.test else "—",
-            f"{c.cost.wall_s:.1f}", f"{c.cost.cpu_s:.1f}", f"{c.cost.peak_rss_mb:.0f}",
+            f"{c.cost.wall_s:.1f}",
+            f"{c.cost.cpu_s:.1f}",
+            f"{c.cost.peak_rss_mb:.0f}",
             f"{c.cost.energy_kwh * 1000:.3f}{'*' if 'estimate' in c.cost.energy_source else ''}",
-            f"{c.cost.usd:.5f}", f"{c.speed.latency_p50_ms:.1f}", f"{c.speed.throughput_per_s:.0f}")
+            f"{c.cost.usd:.5f}",
+            f"{c.speed.latency_p50_ms:.1f}",
+            f"{c.speed.throughput_per_s:.0f}",
+        )
     out.print(table)
     if any("estimate" in c.cost.energy_source for c in result.ladder.candidates):
         source = result.ladder.candidates[0].cost.energy_source
         out.print(f"* energy is an {source}; no RAPL/NVML counter was readable")
 
 
-def _prediction_inputs(texts: list[str], input_file: Path | None, text_col: str | None) -> list[str]:
+def _prediction_inputs(
+    texts: list[str], input_file: Path | None, text_col: str | None
+) -> list[str]:
     if input_file is None:
         if not texts:
             raise ConfigError("nothing to predict", ["pass texts as arguments or --input FILE"])

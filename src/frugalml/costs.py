@@ -58,8 +58,10 @@ class CostCard:
     def summary(self) -> str:
         """One line for tables and logs."""
         flops = f", {self.flops:.2g} FLOPs" if self.flops else ""
-        return (f"{self.wall_s:.1f}s wall, {self.cpu_s:.1f} CPU-s, {self.peak_rss_mb:.0f} MB peak, "
-                f"{self.energy_kwh * 1000:.3f} Wh ({self.energy_source}), ${self.usd:.5f}{flops}")
+        return (
+            f"{self.wall_s:.1f}s wall, {self.cpu_s:.1f} CPU-s, {self.peak_rss_mb:.0f} MB peak, "
+            f"{self.energy_kwh * 1000:.3f} Wh ({self.energy_source}), ${self.usd:.5f}{flops}"
+        )
 
 
 def transformer_flops(n_params: int, n_tokens: int, *, training: bool = False) -> float:
@@ -110,7 +112,9 @@ class CostMeter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         wall = time.perf_counter() - self._t0
@@ -124,9 +128,16 @@ class CostMeter:
         if device_s:
             usd += device_s / 3600 * self.prices.gpu_usd_per_hour
         self._card = CostCard(
-            wall_s=wall, cpu_s=cpu, peak_rss_mb=peak_kb / 1024, energy_kwh=energy,
-            energy_source=source, usd=usd, price_basis=self._basis(device_s),
-            device_s=device_s, peak_device_mb=device_mb, flops=self._flops or None,
+            wall_s=wall,
+            cpu_s=cpu,
+            peak_rss_mb=peak_kb / 1024,
+            energy_kwh=energy,
+            energy_source=source,
+            usd=usd,
+            price_basis=self._basis(device_s),
+            device_s=device_s,
+            peak_device_mb=device_mb,
+            flops=self._flops or None,
         )
         if not self._hwm_reset:
             self._card.extra["peak_rss_is_process_lifetime"] = 1.0
@@ -204,7 +215,7 @@ def _nvml_energy() -> dict[str, tuple[float, float]]:
     if torch is None or not torch.cuda.is_available():
         return {}
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
 
         pynvml.nvmlInit()
         out = {}

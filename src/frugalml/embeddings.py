@@ -20,8 +20,14 @@ from frugalml.backbones import check_backbone_folder
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.errors import MissingExtraError
 
-_COPIED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-           "special_tokens_map.json", "vocab.txt")
+_COPIED = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 
 
 def _torch() -> Any:
@@ -46,13 +52,19 @@ def pick_device() -> str:
 class Encoder:
     """A frozen transformer that turns texts into unit-length mean-pooled vectors."""
 
-    def __init__(self, folder: Path, *, max_length: int = 128, batch_size: int = 32,
-                 device: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_length: int = 128,
+        batch_size: int = 32,
+        device: str | None = None,
+    ) -> None:
         torch = _torch()
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # a per-load weights bar is noise in our own progress
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a per-load weights bar is noise in our own progress
 
         self.folder = check_backbone_folder(Path(folder))
         self.max_length = max_length
@@ -67,8 +79,9 @@ class Encoder:
         self._torch = torch
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                                 add_special_tokens=True)
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True
+        )
         return list(encoded["input_ids"])
 
     def encode(self, texts: Sequence[str], meter: CostMeter | None = None) -> np.ndarray:
@@ -83,13 +96,13 @@ class Encoder:
         computed_tokens = 0
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
+                batch = order[start : start + self.batch_size]
                 width = max(len(ids[i]) for i in batch)
                 input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
-                    input_ids[row, :len(ids[i])] = torch.tensor(ids[i])
-                    mask[row, :len(ids[i])] = 1
+                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                    mask[row, : len(ids[i])] = 1
                 out[batch] = self._pool(input_ids.to(self.device), mask.to(self.device))
                 computed_tokens += len(batch) * width
         if meter is not None:
@@ -139,8 +152,9 @@ class EmbeddingCache:
         self.folder = root / "embeddings" / key
         self._rows: dict[bytes, np.ndarray] | None = None
 
-    def encode(self, encoder: Encoder, texts: Sequence[str],
-               meter: CostMeter | None = None) -> np.ndarray:
+    def encode(
+        self, encoder: Encoder, texts: Sequence[str], meter: CostMeter | None = None
+    ) -> np.ndarray:
         rows = self._load()
         digests = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
         missing = sorted({d: i for i, d in enumerate(digests) if d not in rows}.values())

@@ -15,7 +15,7 @@ from frugalml.config import SpeedConfig
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Rows are true classes, columns predictions."""
     flat = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
-    return flat.reshape(n_classes, n_classes)
+    return np.asarray(flat.reshape(n_classes, n_classes))
 
 
 def _f1_from_confusion(matrix: np.ndarray) -> np.ndarray:
@@ -23,7 +23,7 @@ def _f1_from_confusion(matrix: np.ndarray) -> np.ndarray:
     tp = np.diagonal(matrix, axis1=-2, axis2=-1).astype(np.float64)
     predicted, actual = matrix.sum(axis=-2), matrix.sum(axis=-1)
     denominator = predicted + actual
-    return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return np.asarray(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0))
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
@@ -52,8 +52,14 @@ class Quality:
         return float(getattr(self, name))
 
 
-def score(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], *,
-          n_boot: int = 1000, seed: int = 0) -> Quality:
+def score(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    labels: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Quality:
     """Bootstrap resamples whole examples; all resamples are scored at once with bincount."""
     k = len(labels)
     matrix = confusion(y_true, y_pred, k)
@@ -87,9 +93,15 @@ def _per_class(matrix: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str,
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     f1 = _f1_from_confusion(matrix)
-    return {label: {"precision": float(precision[i]), "recall": float(recall[i]),
-                    "f1": float(f1[i]), "support": int(support[i])}
-            for i, label in enumerate(labels)}
+    return {
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
 
 
 class _Predicts(Protocol):
@@ -109,7 +121,9 @@ class Speed:
         return asdict(self)
 
 
-def measure_speed(model: _Predicts, texts: Sequence[str], config: SpeedConfig | None = None) -> Speed:
+def measure_speed(
+    model: _Predicts, texts: Sequence[str], config: SpeedConfig | None = None
+) -> Speed:
     """Times real calls on real texts (cycled if there are few) after one warm-up call."""
     config = config or SpeedConfig()
     pool = list(texts) or ["hello"]
@@ -122,7 +136,7 @@ def measure_speed(model: _Predicts, texts: Sequence[str], config: SpeedConfig | 
     batch_texts = [pool[i % len(pool)] for i in range(config.throughput_texts)]
     start = time.perf_counter()
     for i in range(0, len(batch_texts), config.throughput_batch):
-        model.predict_proba(batch_texts[i:i + config.throughput_batch])
+        model.predict_proba(batch_texts[i : i + config.throughput_batch])
     elapsed = time.perf_counter() - start
     p50, p95 = np.percentile(np.asarray(latencies) * 1000, [50, 95])
     return Speed(float(p50), float(p95), len(batch_texts) / elapsed, config.throughput_batch)

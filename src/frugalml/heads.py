@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-Features = np.ndarray | sparse.spmatrix | sparse.sparray
+Features: TypeAlias = np.ndarray | sparse.spmatrix | sparse.sparray
 
 
 @dataclass
@@ -27,8 +28,14 @@ class LinearHead:
 
     @classmethod
     def fit(
-        cls, X: Features, y: np.ndarray, n_classes: int, *, C: float = 10.0,
-        class_weight: str | None = "balanced", max_iter: int = 300,
+        cls,
+        X: Features,
+        y: np.ndarray,
+        n_classes: int,
+        *,
+        C: float = 10.0,
+        class_weight: str | None = "balanced",
+        max_iter: int = 300,
     ) -> LinearHead:
         """L2-regularized logistic regression (lbfgs); one thread, since a second one only spins."""
         from sklearn.linear_model import LogisticRegression
@@ -50,8 +57,15 @@ class LinearHead:
 
     @classmethod
     def fit_select(
-        cls, X: Features, y: np.ndarray, X_val: Features, y_val: np.ndarray, n_classes: int, *,
-        Cs: tuple[float, ...], class_weight: str | None = None,
+        cls,
+        X: Features,
+        y: np.ndarray,
+        X_val: Features,
+        y_val: np.ndarray,
+        n_classes: int,
+        *,
+        Cs: tuple[float, ...],
+        class_weight: str | None = None,
     ) -> LinearHead:
         """Fit one head per C and keep the best on validation macro-F1 (ties: smaller C)."""
         from frugalml.evaluate import macro_f1
@@ -66,15 +80,21 @@ class LinearHead:
         return best[1]
 
     def logits(self, X: Features) -> np.ndarray:
-        out = X @ self.coef.T
-        return np.asarray(out, dtype=np.float32) + self.intercept
+        out = np.asarray(X @ self.coef.T, dtype=np.float32)
+        return np.asarray(out + self.intercept)
 
     def proba(self, X: Features) -> np.ndarray:
         return softmax(self.logits(X) / self.temperature)
 
     def save(self, path: Path) -> None:
-        save_file({"coef": self.coef, "intercept": self.intercept,
-                   "temperature": np.array([self.temperature], dtype=np.float64)}, str(path))
+        save_file(
+            {
+                "coef": self.coef,
+                "intercept": self.intercept,
+                "temperature": np.array([self.temperature], dtype=np.float64),
+            },
+            str(path),
+        )
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:

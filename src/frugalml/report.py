@@ -1,4 +1,4 @@
-"""The run report: the leaderboard and every cost card, as JSON for machines and Markdown for people."""
+"""The run report: leaderboard and cost cards, as JSON for machines and Markdown for people."""
 
 from __future__ import annotations
 
@@ -14,26 +14,38 @@ def leaderboard_rows(result: LadderResult, metric: str) -> list[dict[str, Any]]:
     rows = []
     for c in result.candidates:
         low, high = getattr(c.val, f"{metric}_ci")
-        rows.append({
-            "strategy": c.strategy, "chosen": c is result.chosen,
-            f"val_{metric}": c.val.metric(metric), f"val_{metric}_ci": [low, high],
-            "val_accuracy": c.val.accuracy,
-            "test_accuracy": c.test.accuracy if c.test else None,
-            "test_macro_f1": c.test.macro_f1 if c.test else None,
-            "train_wall_s": c.cost.wall_s, "train_cpu_s": c.cost.cpu_s,
-            "train_usd": c.cost.usd, "train_kwh": c.cost.energy_kwh,
-            "peak_rss_mb": c.cost.peak_rss_mb,
-            "latency_p50_ms": c.speed.latency_p50_ms, "latency_p95_ms": c.speed.latency_p95_ms,
-            "throughput_per_s": c.speed.throughput_per_s,
-        })
+        rows.append(
+            {
+                "strategy": c.strategy,
+                "chosen": c is result.chosen,
+                f"val_{metric}": c.val.metric(metric),
+                f"val_{metric}_ci": [low, high],
+                "val_accuracy": c.val.accuracy,
+                "test_accuracy": c.test.accuracy if c.test else None,
+                "test_macro_f1": c.test.macro_f1 if c.test else None,
+                "train_wall_s": c.cost.wall_s,
+                "train_cpu_s": c.cost.cpu_s,
+                "train_usd": c.cost.usd,
+                "train_kwh": c.cost.energy_kwh,
+                "peak_rss_mb": c.cost.peak_rss_mb,
+                "latency_p50_ms": c.speed.latency_p50_ms,
+                "latency_p95_ms": c.speed.latency_p95_ms,
+                "throughput_per_s": c.speed.throughput_per_s,
+            }
+        )
     return rows
 
 
-def write_reports(run_dir: Path, result: LadderResult, *, metric: str,
-                  header: dict[str, Any]) -> tuple[Path, Path]:
+def write_reports(
+    run_dir: Path, result: LadderResult, *, metric: str, header: dict[str, Any]
+) -> tuple[Path, Path]:
     data = {
-        **header, "metric": metric, "chosen": result.chosen.strategy, "reason": result.reason,
-        "skipped": result.skipped, "leaderboard": leaderboard_rows(result, metric),
+        **header,
+        "metric": metric,
+        "chosen": result.chosen.strategy,
+        "reason": result.reason,
+        "skipped": result.skipped,
+        "leaderboard": leaderboard_rows(result, metric),
         "candidates": [c.summary() for c in result.candidates],
     }
     json_path, md_path = run_dir / "report.json", run_dir / "report.md"
@@ -44,11 +56,16 @@ def write_reports(run_dir: Path, result: LadderResult, *, metric: str,
 
 def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
     lines = [
-        f"# frugalml run: {data.get('data', '')}", "",
-        f"**Chosen: `{result.chosen.strategy}`** — {result.reason}.", "",
+        f"# frugalml run: {data.get('data', '')}",
+        "",
+        f"**Chosen: `{result.chosen.strategy}`** — {result.reason}.",
+        "",
         f"Data: {data.get('n_train')} train / {data.get('n_val')} validation / "
-        f"{data.get('n_test')} test examples, {data.get('n_classes')} classes, seed {data.get('seed')}.",
-        "", "## Leaderboard", "",
+        f"{data.get('n_test')} test examples, {data.get('n_classes')} classes, "
+        f"seed {data.get('seed')}.",
+        "",
+        "## Leaderboard",
+        "",
         f"| strategy | val {metric} (95% CI) | test acc | train wall s | train CPU-s | "
         "train $ | p50 ms (b=1) | texts/s (b=32) |",
         "|---|---|---|---|---|---|---|---|",
@@ -61,7 +78,8 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
             f"| {row['strategy']}{mark} | {row[f'val_{metric}']:.3f} ({low:.3f}–{high:.3f}) | "
             f"{test} | {row['train_wall_s']:.1f} | {row['train_cpu_s']:.1f} | "
             f"{row['train_usd']:.5f} | {row['latency_p50_ms']:.1f} | "
-            f"{row['throughput_per_s']:.0f} |")
+            f"{row['throughput_per_s']:.0f} |"
+        )
     for name, why in result.skipped.items():
         lines.append(f"| {name} | skipped: {why} | | | | | | |")
     lines += ["", "## Cost cards", ""]
@@ -72,7 +90,8 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
 def _cost_card(c: Candidate) -> str:
     card = c.cost
     rows = [
-        ("wall time", f"{card.wall_s:.2f} s"), ("CPU time", f"{card.cpu_s:.2f} s"),
+        ("wall time", f"{card.wall_s:.2f} s"),
+        ("CPU time", f"{card.cpu_s:.2f} s"),
         ("peak memory", f"{card.peak_rss_mb:.0f} MB"),
         ("energy", f"{card.energy_kwh * 1000:.4f} Wh — {card.energy_source}"),
         ("money", f"${card.usd:.6f} — {card.price_basis}"),

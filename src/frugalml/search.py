@@ -39,9 +39,13 @@ class Candidate:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "strategy": self.strategy, "config": self.config,
-            "val": self.val.to_dict(), "test": self.test.to_dict() if self.test else None,
-            "cost": self.cost.to_dict(), "speed": self.speed.to_dict(), "bundle": str(self.bundle),
+            "strategy": self.strategy,
+            "config": self.config,
+            "val": self.val.to_dict(),
+            "test": self.test.to_dict() if self.test else None,
+            "cost": self.cost.to_dict(),
+            "speed": self.speed.to_dict(),
+            "bundle": str(self.bundle),
         }
 
 
@@ -54,9 +58,16 @@ class LadderResult:
 
 
 def run_ladder(
-    splits: Splits, strategies: list[str], run_dir: Path, *, budget: Budget | None = None,
-    metric: str = "macro_f1", target: float | None = None, prices: Prices | None = None,
-    speed: SpeedConfig | None = None, options: dict[str, dict[str, Any]] | None = None,
+    splits: Splits,
+    strategies: list[str],
+    run_dir: Path,
+    *,
+    budget: Budget | None = None,
+    metric: str = "macro_f1",
+    target: float | None = None,
+    prices: Prices | None = None,
+    speed: SpeedConfig | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
 ) -> LadderResult:
     """Fit each strategy in ladder order; write candidates under `run_dir/candidates/`."""
@@ -71,8 +82,9 @@ def run_ladder(
             notify("skipped", {"strategy": name, "reason": skipped[name]})
             continue
         notify("start", {"strategy": name})
-        candidate = _run_rung(name, splits, run_dir, budget, prices, speed,
-                              (options or {}).get(name, {}))
+        candidate = _run_rung(
+            name, splits, run_dir, budget, prices, speed, (options or {}).get(name, {})
+        )
         candidates.append(candidate)
         notify("done", {"strategy": name, "candidate": candidate})
     if not candidates:
@@ -82,17 +94,27 @@ def run_ladder(
 
 
 def _run_rung(
-    name: str, splits: Splits, run_dir: Path, budget: Budget, prices: Prices | None,
-    speed: SpeedConfig | None, options: dict[str, Any],
+    name: str,
+    splits: Splits,
+    run_dir: Path,
+    budget: Budget,
+    prices: Prices | None,
+    speed: SpeedConfig | None,
+    options: dict[str, Any],
 ) -> Candidate:
     strategy = get_strategy(name).build(**options)
     with CostMeter(prices) as meter:
         predictor = strategy.fit(splits.train, splits.val, budget=budget, meter=meter)
     config = strategy.config.model_dump(mode="json")
     folder = save_bundle(
-        run_dir / "candidates" / name, predictor, strategy=name, config=config,
-        task=splits.train.task, data_fingerprint=splits.train.fingerprint(),
-        extra={"train_cost": meter.card.to_dict()})
+        run_dir / "candidates" / name,
+        predictor,
+        strategy=name,
+        config=config,
+        task=splits.train.task,
+        data_fingerprint=splits.train.fingerprint(),
+        extra={"train_cost": meter.card.to_dict()},
+    )
     reloaded = load(folder)  # every figure below describes the saved model, not the live one
     labels = splits.train.labels
     val = score(splits.val.y, reloaded.predict_proba(splits.val.texts).argmax(1), labels)
@@ -100,8 +122,11 @@ def _run_rung(
     if len(splits.test):
         test = score(splits.test.y, reloaded.predict_proba(splits.test.texts).argmax(1), labels)
     timing = measure_speed(reloaded, splits.val.texts, speed)
-    update_manifest(folder, metrics={"val": val.to_dict(), "test": test.to_dict() if test else None},
-                    speed=timing.to_dict())
+    update_manifest(
+        folder,
+        metrics={"val": val.to_dict(), "test": test.to_dict() if test else None},
+        speed=timing.to_dict(),
+    )
     return Candidate(name, config, val, test, meter.card, timing, folder)
 
 
@@ -112,12 +137,15 @@ def choose(candidates: list[Candidate], metric: str, target: float | None) -> tu
         meeting = [c for c in by_cost if c.val.metric(metric) >= target]
         if meeting:
             pick = meeting[0]
-            return pick, (f"{pick.strategy} is the cheapest candidate with validation {metric} "
-                          f"≥ {target:g} ({pick.val.metric(metric):.3f})")
+            return pick, (
+                f"{pick.strategy} is the cheapest candidate with validation {metric} "
+                f"≥ {target:g} ({pick.val.metric(metric):.3f})"
+            )
     best = max(by_cost, key=lambda c: c.val.metric(metric))  # max keeps the first (cheapest) tie
-    lead = (f"no candidate reached {metric} {target:g}; " if target is not None else "")
-    return best, (f"{lead}{best.strategy} has the best validation {metric} "
-                  f"({best.val.metric(metric):.3f})")
+    lead = f"no candidate reached {metric} {target:g}; " if target is not None else ""
+    return best, (
+        f"{lead}{best.strategy} has the best validation {metric} ({best.val.metric(metric):.3f})"
+    )
 
 
 def publish(chosen: Candidate, run_dir: Path) -> Path:

@@ -7,7 +7,15 @@ from frugalml.data.split import Splits, split_off_validation, stratified_split
 from frugalml.data.validate import Validated, texts_for_prediction, to_dataset
 
 __all__ = [
-    "DEMO_INTENTS", "Dataset", "Splits", "Table", "Validated", "out_of_scope_texts",
-    "read_table", "split_off_validation", "stratified_split", "texts_for_prediction",
+    "DEMO_INTENTS",
+    "Dataset",
+    "Splits",
+    "Table",
+    "Validated",
+    "out_of_scope_texts",
+    "read_table",
+    "split_off_validation",
+    "stratified_split",
+    "texts_for_prediction",
     "to_dataset",
 ]

@@ -28,8 +28,12 @@ class Dataset:
 
     @classmethod
     def from_lists(
-        cls, texts: Sequence[str], labels: Sequence[str], *,
-        label_names: Sequence[str] | None = None, name: str = "data",
+        cls,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        label_names: Sequence[str] | None = None,
+        name: str = "data",
     ) -> Dataset:
         """Build from parallel lists of strings; label order is sorted unless given."""
         names = tuple(label_names) if label_names is not None else tuple(sorted(set(labels)))

@@ -81,14 +81,18 @@ def decode(raw: bytes, path: Path) -> tuple[str, str, list[str]]:
     if b"\x00" in raw[:_SNIFF_BYTES]:
         raise DataError(
             f"{path}: this looks like a binary file (it contains NUL bytes), not a text table",
-            ["pass a CSV, TSV, JSONL, Parquet or text file, or a saved Hugging Face dataset folder"],
+            [
+                "pass a CSV, TSV, JSONL, Parquet or text file, or a saved Hugging Face dataset "
+                "folder"
+            ],
         )
     try:
         return raw.decode("utf-8"), "utf-8", []
     except UnicodeDecodeError as err:
         line = raw[: err.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
         note = (
-            f"{path.name} is not valid UTF-8 (first bad byte 0x{raw[err.start]:02x} at line {line});"
+            f"{path.name} is not valid UTF-8 (first bad byte 0x{raw[err.start]:02x} "
+            f"at line {line});"
             " read it as latin-1. Re-save it as UTF-8 if accented characters look wrong."
         )
         return raw.decode("latin-1"), "latin-1", [note]
@@ -97,8 +101,13 @@ def decode(raw: bytes, path: Path) -> tuple[str, str, list[str]]:
 def _read_delimited(text: str, path: Path, sep: str) -> Table:
     try:
         frame = pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-            skipinitialspace=False, engine="c",
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            skipinitialspace=False,
+            engine="c",
         )
     except pd.errors.ParserError as err:
         raise DataError(
@@ -159,8 +168,10 @@ def _sniff_pair_delimiter(lines: list[str], path: Path) -> str:
             return sep
     raise DataError(
         f"{path}: cannot tell which character separates text from label",
-        [f"tried {', '.join(map(_sep_name, _TEXT_DELIMITERS))}; pass --delimiter, "
-         "or save the file as .csv/.tsv with a header"],
+        [
+            f"tried {', '.join(map(_sep_name, _TEXT_DELIMITERS))}; pass --delimiter, "
+            "or save the file as .csv/.tsv with a header"
+        ],
     )
 
 
@@ -184,7 +195,7 @@ def _read_json_lines(text: str, path: Path, *, whole_json: bool) -> Table:
             bad.append(f"line {number}: {err.msg}")
             continue
         if not isinstance(record, dict):
-            bad.append(f"line {number}: expected an object like {{\"text\": ..., \"label\": ...}}")
+            bad.append(f'line {number}: expected an object like {{"text": ..., "label": ...}}')
             continue
         rows.append(record)
         lines.append(number)
@@ -228,8 +239,11 @@ def _read_hf_hub(name: str, split: str) -> Table:
     except Exception as err:  # the hub raises many types; all mean "cannot get it"
         raise DataError(
             f"{name}: is not a file here and could not be loaded from the Hugging Face hub",
-            [f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-             "if you are offline, download it elsewhere and save_to_disk(), then pass the folder"],
+            [
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                "if you are offline, download it elsewhere and save_to_disk(), then pass "
+                "the folder",
+            ],
         ) from None
     return _from_hf(loaded, split, name)
 

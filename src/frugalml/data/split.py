@@ -17,7 +17,11 @@ class Splits:
 
 
 def stratified_split(
-    data: Dataset, *, val_frac: float = 0.15, test_frac: float = 0.15, seed: int = 0,
+    data: Dataset,
+    *,
+    val_frac: float = 0.15,
+    test_frac: float = 0.15,
+    seed: int = 0,
 ) -> Splits:
     """Split per class so that even a 3-example class lands once in each split.
 
@@ -38,7 +42,11 @@ def split_off_validation(data: Dataset, *, val_frac: float = 0.15, seed: int = 0
 
 
 def _split_two(
-    data: Dataset, frac: float, seed: int, name: str = "val", base: str | None = None,
+    data: Dataset,
+    frac: float,
+    seed: int,
+    name: str = "val",
+    base: str | None = None,
 ) -> tuple[Dataset, Dataset]:
     base = base or data.name  # so that train is 'name:train', not 'name:train:train'
     rng = np.random.default_rng(seed)

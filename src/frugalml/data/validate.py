@@ -32,8 +32,13 @@ class Validated:
 
 
 def to_dataset(
-    table: Table, *, text_col: str | None = None, label_col: str | None = None,
-    drop_invalid: bool = False, min_per_class: int = 3, name: str | None = None,
+    table: Table,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    drop_invalid: bool = False,
+    min_per_class: int = 3,
+    name: str | None = None,
 ) -> Validated:
     """Validate `table` and build a Dataset; raise DataError listing every problem found.
 
@@ -49,8 +54,10 @@ def to_dataset(
         raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
     assert text_col is not None and label_col is not None
     if text_col == label_col:
-        raise DataError(f"{table.source}: text and label are both column '{text_col}'",
-                        ["pass different --text-col and --label-col"])
+        raise DataError(
+            f"{table.source}: text and label are both column '{text_col}'",
+            ["pass different --text-col and --label-col"],
+        )
 
     texts = _as_strings(frame[text_col])
     labels = _as_strings(frame[label_col])
@@ -60,9 +67,11 @@ def to_dataset(
         empty = np.array([v == "" for v in values])
         if empty.any():
             first = table.where(int(np.argmax(empty)))
-            problems.append(f"column '{column}': {plural(int(empty.sum()), 'row')} "
-                            f"{'is' if empty.sum() == 1 else 'are'} empty (first at {first}); "
-                            "fill them in or pass --drop-invalid")
+            problems.append(
+                f"column '{column}': {plural(int(empty.sum()), 'row')} "
+                f"{'is' if empty.sum() == 1 else 'are'} empty (first at {first}); "
+                "fill them in or pass --drop-invalid"
+            )
             drop |= empty
 
     conflicts = _conflicting_texts(texts, labels, drop, table)
@@ -73,8 +82,9 @@ def to_dataset(
     valid_labels = [label for label, d in zip(labels, drop, strict=True) if not d]
     free_text = _free_text_problem(valid_labels, label_col, text_col)
     if free_text:
-        raise DataError(f"{table.source} has {plural(len(problems) + 1, 'problem')}:",
-                        [*problems, free_text])
+        raise DataError(
+            f"{table.source} has {plural(len(problems) + 1, 'problem')}:", [*problems, free_text]
+        )
 
     counts = pd.Series(valid_labels).value_counts()
     rare = counts[counts < min_per_class]
@@ -82,21 +92,28 @@ def to_dataset(
         problems.append(
             f"class '{label}' has {plural(int(n), 'example')}; a class needs at least "
             f"{min_per_class} to be split into {_split_names(min_per_class)}; "
-            "add examples, merge or remove the class, or pass --drop-invalid")
+            "add examples, merge or remove the class, or pass --drop-invalid"
+        )
     drop |= np.isin(np.asarray(labels, dtype=object), list(rare.index))
     needed = min(2, min_per_class)  # training needs two classes; a test set may hold one
     if len(counts) - len(rare) < needed:
-        raise DataError(f"{table.source} has {plural(len(problems) + 1, 'problem')}:", [
-            *problems,
-            f"column '{label_col}' has {_classes(len(counts) - len(rare))} with enough "
-            f"examples; {'classification' if needed == 2 else 'a test set'} needs at least "
-            f"{_classes(needed)}"])
+        raise DataError(
+            f"{table.source} has {plural(len(problems) + 1, 'problem')}:",
+            [
+                *problems,
+                f"column '{label_col}' has {_classes(len(counts) - len(rare))} with enough "
+                f"examples; {'classification' if needed == 2 else 'a test set'} needs at least "
+                f"{_classes(needed)}",
+            ],
+        )
 
     if problems and not drop_invalid:
         raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
     if problems:
-        notes.append(f"--drop-invalid: dropped {plural(int(drop.sum()), 'row')} of {len(frame)} "
-                     f"for: {'; '.join(p.split(';')[0] for p in problems)}")
+        notes.append(
+            f"--drop-invalid: dropped {plural(int(drop.sum()), 'row')} of {len(frame)} "
+            f"for: {'; '.join(p.split(';')[0] for p in problems)}"
+        )
     keep = ~drop
     dataset = Dataset.from_lists(
         [t for t, k in zip(texts, keep, strict=True) if k],
@@ -107,7 +124,10 @@ def to_dataset(
 
 
 def _pick_column(
-    frame: pd.DataFrame, wanted: str | None, candidates: Sequence[str], role: str,
+    frame: pd.DataFrame,
+    wanted: str | None,
+    candidates: Sequence[str],
+    role: str,
 ) -> tuple[str | None, list[str]]:
     columns = [str(c) for c in frame.columns]
     if wanted is not None:
@@ -115,15 +135,18 @@ def _pick_column(
             return wanted, []
         close = difflib.get_close_matches(wanted, columns, n=1, cutoff=0.5)
         lowered = [c for c in columns if c.lower() == wanted.lower()]
-        hint = (lowered or close or [None])[0]
+        hints = lowered or close
+        hint = hints[0] if hints else None
         fix = f"did you mean '{hint}'?" if hint else f"pass --{role}-col with one of them"
         return None, [f"column '{wanted}' not found (columns: {', '.join(columns)}); {fix}"]
     by_lower = {c.lower(): c for c in columns}
     for name in candidates:
         if name in by_lower:
             return by_lower[name], []
-    return None, [f"no {role} column found among {', '.join(columns)} (looked for "
-                  f"{', '.join(candidates[:4])}, ...); pass --{role}-col NAME"]
+    return None, [
+        f"no {role} column found among {', '.join(columns)} (looked for "
+        f"{', '.join(candidates[:4])}, ...); pass --{role}-col NAME"
+    ]
 
 
 def _as_strings(column: pd.Series) -> list[str]:
@@ -136,7 +159,10 @@ def _is_missing(value: object) -> bool:
 
 
 def _conflicting_texts(
-    texts: list[str], labels: list[str], skip: np.ndarray, table: Table,
+    texts: list[str],
+    labels: list[str],
+    skip: np.ndarray,
+    table: Table,
 ) -> tuple[str, np.ndarray] | None:
     seen: dict[str, tuple[int, str]] = {}
     bad_texts: set[str] = set()
@@ -155,9 +181,11 @@ def _conflicting_texts(
     mask = np.array([" ".join(t.lower().split()) in bad_texts for t in texts])
     shown = texts[a] if len(texts[a]) <= 60 else texts[a][:57] + "..."
     verb = "appears" if len(bad_texts) == 1 else "appear"
-    message = (f"{plural(len(bad_texts), 'text')} {verb} with conflicting labels (first: "
-               f"'{shown}' is '{labels[a]}' at {table.where(a)} and '{labels[b]}' at "
-               f"{table.where(b)}); correct the labels or pass --drop-invalid to drop them")
+    message = (
+        f"{plural(len(bad_texts), 'text')} {verb} with conflicting labels (first: "
+        f"'{shown}' is '{labels[a]}' at {table.where(a)} and '{labels[b]}' at "
+        f"{table.where(b)}); correct the labels or pass --drop-invalid to drop them"
+    )
     return message, mask
 
 
@@ -165,9 +193,11 @@ def _free_text_problem(labels: list[str], label_col: str, text_col: str) -> str 
     n_unique = len(set(labels))
     if len(labels) < FREE_TEXT_MIN_ROWS or n_unique <= FREE_TEXT_UNIQUE_SHARE * len(labels):
         return None
-    return (f"column '{label_col}' looks like free text, not labels ({n_unique} of "
-            f"{len(labels)} values are unique); is '{label_col}' the text column? "
-            f"pass --label-col with the column of class names (text column: '{text_col}')")
+    return (
+        f"column '{label_col}' looks like free text, not labels ({n_unique} of "
+        f"{len(labels)} values are unique); is '{label_col}' the text column? "
+        f"pass --label-col with the column of class names (text column: '{text_col}')"
+    )
 
 
 def _classes(n: int) -> str:
@@ -187,6 +217,8 @@ def texts_for_prediction(table: Table, text_col: str | None = None) -> list[str]
     texts = _as_strings(table.frame[column])
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:
-        raise DataError(f"{table.source}: column '{column}' has {plural(len(empty), 'empty row')} "
-                        f"(first at {table.where(empty[0])}); remove them or fill them in")
+        raise DataError(
+            f"{table.source}: column '{column}' has {plural(len(empty), 'empty row')} "
+            f"(first at {table.where(empty[0])}); remove them or fill them in"
+        )
     return texts

@@ -13,6 +13,12 @@ from frugalml.strategies.base import (
 )
 
 __all__ = [
-    "Predictor", "Registered", "Strategy", "StrategyConfig", "get_strategy",
-    "register_strategy", "registered", "strategy_names",
+    "Predictor",
+    "Registered",
+    "Strategy",
+    "StrategyConfig",
+    "get_strategy",
+    "register_strategy",
+    "registered",
+    "strategy_names",
 ]

@@ -48,8 +48,9 @@ class Strategy(Protocol):
 
     config: StrategyConfig
 
-    def fit(self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter) -> Predictor:
-        ...
+    def fit(
+        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter
+    ) -> Predictor: ...
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,13 @@ S = TypeVar("S")
 
 
 def register_strategy(
-    name: str, *, config: type[StrategyConfig], predictor: type[Any], cost_rank: int,
-    extra: str | None = None, needs: tuple[str, ...] = (),
+    name: str,
+    *,
+    config: type[StrategyConfig],
+    predictor: type[Any],
+    cost_rank: int,
+    extra: str | None = None,
+    needs: tuple[str, ...] = (),
 ) -> Callable[[S], S]:
     """Class decorator: `@register_strategy("lora", config=LoraConfig, ...)`; refuses duplicates."""
 
@@ -94,8 +100,11 @@ def register_strategy(
         if kind != name:
             raise ValueError(f"{config.__name__}.kind must default to '{name}', not {kind!r}")
         doc = (getattr(cls, "__doc__", None) or "").strip().splitlines()
-        _REGISTRY[name] = Registered(name, cls, config, predictor, cost_rank,  # type: ignore[arg-type]
-                                     extra, needs, doc[0] if doc else "")
+        factory: Callable[[Any], Strategy] = cls  # type: ignore[assignment]
+        summary = doc[0] if doc else ""
+        _REGISTRY[name] = Registered(
+            name, factory, config, predictor, cost_rank, extra, needs, summary
+        )
         return cls
 
     return decorate
@@ -117,5 +126,3 @@ def strategy_names() -> list[str]:
 
 def registered() -> list[Registered]:
     return [_REGISTRY[name] for name in strategy_names()]
-
-

@@ -36,8 +36,9 @@ _VECTORIZER_KEYS = ("analyzer", "ngram_range", "lowercase", "sublinear_tf", "nor
 class TfidfPredictor:
     """Sparse n-gram features → linear head. Saved as vocabularies (JSON) + arrays (safetensors)."""
 
-    def __init__(self, vectorizers: list[TfidfVectorizer], head: LinearHead,
-                 labels: tuple[str, ...]) -> None:
+    def __init__(
+        self, vectorizers: list[TfidfVectorizer], head: LinearHead, labels: tuple[str, ...]
+    ) -> None:
         self.vectorizers = vectorizers
         self.head = head
         self.labels = labels
@@ -80,13 +81,19 @@ class TfidfStrategy:
     def __init__(self, config: TfidfConfig) -> None:
         self.config = config
 
-    def fit(self, train: Dataset, val: Dataset, *, budget: Budget,
-            meter: CostMeter) -> TfidfPredictor:
+    def fit(
+        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter
+    ) -> TfidfPredictor:
         c = self.config
         vectorizers = [
             TfidfVectorizer(ngram_range=c.word_ngrams, sublinear_tf=True, dtype=np.float32),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=c.char_ngrams, sublinear_tf=True,
-                            min_df=c.char_min_df, dtype=np.float32),
+            TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=c.char_ngrams,
+                sublinear_tf=True,
+                min_df=c.char_min_df,
+                dtype=np.float32,
+            ),
         ]
         X = sparse.hstack([v.fit_transform(train.texts) for v in vectorizers], format="csr")
         head = LinearHead.fit(X, train.y, len(train.labels), C=c.C, class_weight=c.class_weight)
