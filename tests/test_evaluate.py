@@ -58,3 +58,21 @@ def test_speed_times_batch_one_calls_and_full_batches() -> None:
     assert model.calls == [3, 1, 1, 1, 1, 1, 4, 4]  # warm-up, 5 singles, 2 batches
     assert 0 < speed.latency_p50_ms <= speed.latency_p95_ms
     assert speed.throughput_per_s > 0 and speed.throughput_batch == 4
+
+
+def test_temperature_scaling_fixes_overconfidence_without_changing_labels() -> None:
+    from frugalml.calibration import calibrated_proba, expected_calibration_error, fit_temperature
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 2000)
+    true_logits = rng.normal(size=(2000, 3))
+    true_logits[np.arange(2000), y] += 1.0
+    overconfident = true_logits * 5.0  # the same ranking, far too sharp
+    temperature = fit_temperature(overconfident, y)
+    assert 3.5 < temperature < 7.0
+    before = expected_calibration_error(calibrated_proba(overconfident, 1.0), y)
+    after = expected_calibration_error(calibrated_proba(overconfident, temperature), y)
+    assert after < before / 3
+    np.testing.assert_array_equal(
+        calibrated_proba(overconfident, temperature).argmax(1), overconfident.argmax(1)
+    )

@@ -305,6 +305,7 @@ def _print_leaderboard(result: api.FitResult, metric: str) -> None:
     for column in (
         "strategy",
         f"val {metric} [95% CI]",
+        "ECE",
         "test acc",
         "train s",
         "CPU-s",
@@ -320,6 +321,7 @@ def _print_leaderboard(result: api.FitResult, metric: str) -> None:
         table.add_row(
             c.strategy + (" ✔" if c is result.ladder.chosen else ""),
             f"{c.val.metric(metric):.3f} [{low:.2f}, {high:.2f}]",
+            f"{c.ece:.3f}",
             f"{c.test.accuracy:.3f}" if c.test else "—",
             f"{c.cost.wall_s:.1f}",
             f"{c.cost.cpu_s:.1f}",

@@ -21,6 +21,7 @@ def leaderboard_rows(result: LadderResult, metric: str) -> list[dict[str, Any]]:
                 f"val_{metric}": c.val.metric(metric),
                 f"val_{metric}_ci": [low, high],
                 "val_accuracy": c.val.accuracy,
+                "val_ece": c.ece,
                 "test_accuracy": c.test.accuracy if c.test else None,
                 "test_macro_f1": c.test.macro_f1 if c.test else None,
                 "train_wall_s": c.cost.wall_s,
@@ -66,9 +67,9 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
         "",
         "## Leaderboard",
         "",
-        f"| strategy | val {metric} (95% CI) | test acc | train wall s | train CPU-s | "
+        f"| strategy | val {metric} (95% CI) | val ECE | test acc | train wall s | train CPU-s | "
         "train $ | p50 ms (b=1) | texts/s (b=32) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in data["leaderboard"]:
         low, high = row[f"val_{metric}_ci"]
@@ -76,12 +77,13 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
         mark = " ✔" if row["chosen"] else ""
         lines.append(
             f"| {row['strategy']}{mark} | {row[f'val_{metric}']:.3f} ({low:.3f}–{high:.3f}) | "
-            f"{test} | {row['train_wall_s']:.1f} | {row['train_cpu_s']:.1f} | "
+            f"{row['val_ece']:.3f} | {test} | {row['train_wall_s']:.1f} | "
+            f"{row['train_cpu_s']:.1f} | "
             f"{row['train_usd']:.5f} | {row['latency_p50_ms']:.1f} | "
             f"{row['throughput_per_s']:.0f} |"
         )
     for name, why in result.skipped.items():
-        lines.append(f"| {name} | skipped: {why} | | | | | | |")
+        lines.append(f"| {name} | skipped: {why} | | | | | | | |")
     lines += ["", "## Cost cards", ""]
     lines += [_cost_card(c) for c in result.candidates]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from frugalml.bundle import load, save_bundle, update_manifest
+from frugalml.calibration import calibrated_proba, expected_calibration_error, fit_temperature
 from frugalml.config import Budget, SpeedConfig
 from frugalml.costs import CostCard, CostMeter, Prices
 from frugalml.data.split import Splits
@@ -36,6 +37,7 @@ class Candidate:
     cost: CostCard
     speed: Speed
     bundle: Path
+    ece: float  # expected calibration error on validation, after temperature scaling
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class Candidate:
             "cost": self.cost.to_dict(),
             "speed": self.speed.to_dict(),
             "bundle": str(self.bundle),
+            "val_ece": self.ece,
         }
 
 
@@ -103,8 +106,14 @@ def _run_rung(
     options: dict[str, Any],
 ) -> Candidate:
     strategy = get_strategy(name).build(**options)
-    with CostMeter(prices) as meter:
+    labels = splits.train.labels
+    with CostMeter(prices) as meter:  # calibration is part of what training costs
         predictor = strategy.fit(splits.train, splits.val, budget=budget, meter=meter)
+        val_logits = predictor.logits(splits.val.texts)
+        predictor.temperature = fit_temperature(val_logits, splits.val.y)
+    val_proba = calibrated_proba(val_logits, predictor.temperature)
+    val = score(splits.val.y, val_proba.argmax(1), labels)
+    ece = expected_calibration_error(val_proba, splits.val.y)
     config = strategy.config.model_dump(mode="json")
     folder = save_bundle(
         run_dir / "candidates" / name,
@@ -115,19 +124,17 @@ def _run_rung(
         data_fingerprint=splits.train.fingerprint(),
         extra={"train_cost": meter.card.to_dict()},
     )
-    reloaded = load(folder)  # every figure below describes the saved model, not the live one
-    labels = splits.train.labels
-    val = score(splits.val.y, reloaded.predict_proba(splits.val.texts).argmax(1), labels)
+    reloaded = load(folder)  # test quality and speed describe the saved model, not the live one
     test = None
     if len(splits.test):
         test = score(splits.test.y, reloaded.predict_proba(splits.test.texts).argmax(1), labels)
     timing = measure_speed(reloaded, splits.val.texts, speed)
     update_manifest(
         folder,
-        metrics={"val": val.to_dict(), "test": test.to_dict() if test else None},
+        metrics={"val": val.to_dict(), "test": test.to_dict() if test else None, "val_ece": ece},
         speed=timing.to_dict(),
     )
-    return Candidate(name, config, val, test, meter.card, timing, folder)
+    return Candidate(name, config, val, test, meter.card, timing, folder, ece)
 
 
 def choose(candidates: list[Candidate], metric: str, target: float | None) -> tuple[Candidate, str]:

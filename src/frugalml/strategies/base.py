@@ -29,14 +29,24 @@ class StrategyConfig(Frozen):
 
 @runtime_checkable
 class Predictor(Protocol):
-    """A fitted model: class probabilities for inputs, saved without pickles."""
+    """A fitted model: class probabilities for inputs, saved without pickles.
+
+    `logits` are the raw scores; `predict_proba` is softmax(logits / temperature), where the
+    ladder sets `temperature` on validation data (temperature scaling) before saving.
+    """
 
     labels: tuple[str, ...]
+    temperature: float
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def save(self, folder: Path) -> dict[str, Any]:
-        """Write weights (safetensors/JSON) into `folder`; return what `load` needs."""
+        """Write weights (safetensors/JSON) into `folder`; return what `load` needs.
+
+        The returned spec must include `temperature`.
+        """
         ...
 
     @classmethod

@@ -14,7 +14,7 @@ from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.embeddings import EmbeddingCache, Encoder, default_cache_dir
-from frugalml.heads import LinearHead
+from frugalml.heads import LinearHead, softmax
 from frugalml.strategies.base import StrategyConfig, register_strategy
 
 
@@ -33,13 +33,19 @@ class FrozenProbeConfig(StrategyConfig):
 class FrozenProbePredictor:
     """Encoder (copied into the bundle as safetensors) → linear head."""
 
-    def __init__(self, encoder: Encoder, head: LinearHead, labels: tuple[str, ...]) -> None:
+    def __init__(
+        self, encoder: Encoder, head: LinearHead, labels: tuple[str, ...], temperature: float = 1.0
+    ) -> None:
+        self.temperature = temperature
         self.encoder = encoder
         self.head = head
         self.labels = labels
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.head.proba(self.encoder.encode(texts))
+        return softmax(self.logits(texts) / self.temperature)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head.logits(self.encoder.encode(texts))
 
     def save(self, folder: Path) -> dict[str, Any]:
         self.encoder.save(folder / "encoder")
@@ -49,6 +55,7 @@ class FrozenProbePredictor:
             "batch_size": self.encoder.batch_size,
             "pooling": "mean",
             "normalize": True,
+            "temperature": self.temperature,
         }
 
     @classmethod
@@ -60,7 +67,8 @@ class FrozenProbePredictor:
             max_length=int(spec["max_length"]),
             batch_size=int(spec["batch_size"]),
         )
-        return cls(encoder, LinearHead.load(folder / "head.safetensors"), labels)
+        head = LinearHead.load(folder / "head.safetensors")
+        return cls(encoder, head, labels, float(spec["temperature"]))
 
 
 @register_strategy(

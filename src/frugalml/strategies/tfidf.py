@@ -16,7 +16,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.heads import LinearHead
+from frugalml.heads import LinearHead, softmax
 from frugalml.strategies.base import StrategyConfig, register_strategy
 
 
@@ -37,17 +37,25 @@ class TfidfPredictor:
     """Sparse n-gram features → linear head. Saved as vocabularies (JSON) + arrays (safetensors)."""
 
     def __init__(
-        self, vectorizers: list[TfidfVectorizer], head: LinearHead, labels: tuple[str, ...]
+        self,
+        vectorizers: list[TfidfVectorizer],
+        head: LinearHead,
+        labels: tuple[str, ...],
+        temperature: float = 1.0,
     ) -> None:
         self.vectorizers = vectorizers
         self.head = head
         self.labels = labels
+        self.temperature = temperature
 
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return sparse.hstack([v.transform(texts) for v in self.vectorizers], format="csr")
 
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head.logits(self.features(texts))
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.head.proba(self.features(texts))
+        return softmax(self.logits(texts) / self.temperature)
 
     def save(self, folder: Path) -> dict[str, Any]:
         specs, arrays = [], {}
@@ -59,7 +67,7 @@ class TfidfPredictor:
             specs.append({key: params[key] for key in _VECTORIZER_KEYS})
         save_file(arrays, str(folder / "idf.safetensors"))
         self.head.save(folder / "head.safetensors")
-        return {"vectorizers": specs}
+        return {"vectorizers": specs, "temperature": self.temperature}
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> TfidfPredictor:
@@ -71,7 +79,8 @@ class TfidfPredictor:
             vectorizer = TfidfVectorizer(vocabulary=vocab, dtype=np.float32, **params)
             vectorizer.idf_ = arrays[f"idf_{i}"]
             vectorizers.append(vectorizer)
-        return cls(vectorizers, LinearHead.load(folder / "head.safetensors"), labels)
+        head = LinearHead.load(folder / "head.safetensors")
+        return cls(vectorizers, head, labels, float(spec["temperature"]))
 
 
 @register_strategy("tfidf", config=TfidfConfig, predictor=TfidfPredictor, cost_rank=0)
