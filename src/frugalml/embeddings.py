@@ -49,8 +49,26 @@ def pick_device() -> str:
     return "cpu"
 
 
+def mean_pool(hidden: Any, mask: Any) -> Any:
+    """Average of the token vectors that are not padding: how MiniLM-style encoders were trained."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) padded to the longest sequence in this batch only."""
+    torch = _torch()
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
 class Encoder:
-    """A frozen transformer that turns texts into unit-length mean-pooled vectors."""
+    """A transformer that turns texts into mean-pooled vectors (unit length when `normalize`)."""
 
     def __init__(
         self,
@@ -59,6 +77,7 @@ class Encoder:
         max_length: int = 128,
         batch_size: int = 32,
         device: str | None = None,
+        normalize: bool = True,
     ) -> None:
         torch = _torch()
         from transformers import AutoModel, AutoTokenizer
@@ -69,6 +88,7 @@ class Encoder:
         self.folder = check_backbone_folder(Path(folder))
         self.max_length = max_length
         self.batch_size = batch_size
+        self.normalize = normalize
         self.device = device or pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         self.model = AutoModel.from_pretrained(str(self.folder), use_safetensors=True)
@@ -76,6 +96,8 @@ class Encoder:
         embedding_params = sum(p.numel() for p in self.model.embeddings.parameters())
         self.n_params = sum(p.numel() for p in self.model.parameters()) - embedding_params
         self.dim = int(self.model.config.hidden_size)
+        self.trained = False  # set when a strategy fine-tunes self.model in place
+        self.memo: dict[str, np.ndarray] = {}
         self._torch = torch
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -85,36 +107,47 @@ class Encoder:
         return list(encoded["input_ids"])
 
     def encode(self, texts: Sequence[str], meter: CostMeter | None = None) -> np.ndarray:
-        """(len(texts), dim) float32; rows are in the order of `texts`."""
+        """(len(texts), dim) float32; rows are in the order of `texts`.
+
+        Texts in `memo` (vectors a strategy already computed, e.g. the validation set that
+        calibration scores again) are not recomputed.
+        """
+        if self.memo:
+            missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+            fresh = self._encode(missing, meter)
+            found = {**dict(zip(missing, fresh, strict=True)), **self.memo}
+            return np.stack([found[t] for t in texts]) if texts else fresh
+        return self._encode(texts, meter)
+
+    def _encode(self, texts: Sequence[str], meter: CostMeter | None) -> np.ndarray:
         torch = self._torch
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         ids = self.tokenize(texts)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        pad = self.tokenizer.pad_token_id or 0
+        pad = self.pad_id
         computed_tokens = 0
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                width = max(len(ids[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                    mask[row, : len(ids[i])] = 1
+                input_ids, mask = pad_batch([ids[i] for i in batch], pad)
                 out[batch] = self._pool(input_ids.to(self.device), mask.to(self.device))
-                computed_tokens += len(batch) * width
+                computed_tokens += input_ids.numel()
         if meter is not None:
             meter.add_flops(transformer_flops(self.n_params, computed_tokens))
         return out
 
     def _pool(self, input_ids: Any, mask: Any) -> np.ndarray:
         hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        pooled = self._torch.nn.functional.normalize(pooled.float(), dim=-1)
+        pooled = mean_pool(hidden, mask).float()
+        if self.normalize:
+            pooled = self._torch.nn.functional.normalize(pooled, dim=-1)
         return np.asarray(pooled.cpu().numpy(), dtype=np.float32)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
 
     def _autocast(self) -> Any:
         torch = self._torch
@@ -124,7 +157,7 @@ class Encoder:
 
     def fingerprint(self) -> str:
         """Names the exact weights, tokenizer and settings: the embedding cache's key."""
-        digest = hashlib.sha256(f"mean-normalized|{self.max_length}".encode())
+        digest = hashlib.sha256(f"mean|{self.normalize}|{self.max_length}".encode())
         for name in _COPIED:
             path = self.folder / name
             if path.exists():
@@ -134,8 +167,15 @@ class Encoder:
         return digest.hexdigest()[:32]
 
     def save(self, folder: Path) -> None:
-        """Copy the backbone's safe files (no pickles) so the bundle stands alone."""
+        """Weights as safetensors and the tokenizer as JSON/text, so the bundle stands alone.
+
+        A frozen encoder's files are copied as they are; a fine-tuned one is serialized.
+        """
         folder.mkdir(parents=True, exist_ok=True)
+        if self.trained:
+            self.model.save_pretrained(str(folder), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(folder))
+            return
         for name in _COPIED:
             if (self.folder / name).exists():
                 shutil.copyfile(self.folder / name, folder / name)

@@ -59,8 +59,18 @@ class Strategy(Protocol):
     config: StrategyConfig
 
     def fit(
-        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter
-    ) -> Predictor: ...
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        budget: Budget,
+        meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> Predictor:
+        """Train on `train`, select on `val`; stay within `budget` (what is left of the
+        ladder's); report FLOPs to `meter`; keep checkpoints in `workdir`, and resume from
+        them when it already holds some."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
@@ -14,8 +12,9 @@ from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.embeddings import EmbeddingCache, Encoder, default_cache_dir
-from frugalml.heads import LinearHead, softmax
+from frugalml.heads import LinearHead
 from frugalml.strategies.base import StrategyConfig, register_strategy
+from frugalml.strategies.encoder_head import EncoderHeadPredictor
 
 
 class FrozenProbeConfig(StrategyConfig):
@@ -30,51 +29,10 @@ class FrozenProbeConfig(StrategyConfig):
     cache: bool = Field(True, description="Cache training embeddings on disk ($FRUGALML_CACHE).")
 
 
-class FrozenProbePredictor:
-    """Encoder (copied into the bundle as safetensors) → linear head."""
-
-    def __init__(
-        self, encoder: Encoder, head: LinearHead, labels: tuple[str, ...], temperature: float = 1.0
-    ) -> None:
-        self.temperature = temperature
-        self.encoder = encoder
-        self.head = head
-        self.labels = labels
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return softmax(self.logits(texts) / self.temperature)
-
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self.head.logits(self.encoder.encode(texts))
-
-    def save(self, folder: Path) -> dict[str, Any]:
-        self.encoder.save(folder / "encoder")
-        self.head.save(folder / "head.safetensors")
-        return {
-            "max_length": self.encoder.max_length,
-            "batch_size": self.encoder.batch_size,
-            "pooling": "mean",
-            "normalize": True,
-            "temperature": self.temperature,
-        }
-
-    @classmethod
-    def load(
-        cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]
-    ) -> FrozenProbePredictor:
-        encoder = Encoder(
-            folder / "encoder",
-            max_length=int(spec["max_length"]),
-            batch_size=int(spec["batch_size"]),
-        )
-        head = LinearHead.load(folder / "head.safetensors")
-        return cls(encoder, head, labels, float(spec["temperature"]))
-
-
 @register_strategy(
     "frozen_probe",
     config=FrozenProbeConfig,
-    predictor=FrozenProbePredictor,
+    predictor=EncoderHeadPredictor,
     cost_rank=1,
     extra="transformers",
     needs=("torch", "transformers"),
@@ -86,8 +44,14 @@ class FrozenProbeStrategy:
         self.config = config
 
     def fit(
-        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter
-    ) -> FrozenProbePredictor:
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        budget: Budget,
+        meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> EncoderHeadPredictor:
         c = self.config
         encoder = Encoder(
             resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.batch_size
@@ -100,4 +64,5 @@ class FrozenProbeStrategy:
         head = LinearHead.fit_select(
             X, train.y, X_val, val.y, len(train.labels), Cs=c.Cs, class_weight=c.class_weight
         )
-        return FrozenProbePredictor(encoder, head, train.labels)
+        encoder.memo = dict(zip(val.texts, X_val, strict=True))  # calibration reuses them
+        return EncoderHeadPredictor(encoder, head, train.labels)

@@ -91,7 +91,13 @@ class TfidfStrategy:
         self.config = config
 
     def fit(
-        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        budget: Budget,
+        meter: CostMeter,
+        workdir: Path | None = None,
     ) -> TfidfPredictor:
         c = self.config
         vectorizers = [

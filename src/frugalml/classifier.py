@@ -1,0 +1,140 @@
+"""Fine-tuning an encoder for classification with the one training loop.
+
+`TextClassifier` is encoder → mean pooling → dropout → linear head (pooling the way MiniLM
+was trained; a [CLS] head underfits it). `fit_classifier` tokenizes once, feeds length-bucketed
+batches to `training.train`, and returns the shared `EncoderHeadPredictor`.
+Importing this module imports torch, so strategies import it inside `fit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from frugalml.config import Budget
+from frugalml.costs import CostMeter, transformer_flops
+from frugalml.data.dataset import Dataset
+from frugalml.embeddings import Encoder, mean_pool, pad_batch
+from frugalml.evaluate import macro_f1
+from frugalml.heads import LinearHead
+from frugalml.strategies.encoder_head import EncoderHeadPredictor
+from frugalml.training import Batch, TrainConfig, TrainState, bucketed_batches, train
+
+log = logging.getLogger("frugalml")
+
+
+class TextClassifier(nn.Module):
+    """Encoder, mean pooling, dropout, linear head."""
+
+    def __init__(self, encoder: nn.Module, hidden: int, n_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(self.dropout(mean_pool(hidden, attention_mask)))  # type: ignore[no-any-return]
+
+
+def deadline_from(budget: Budget) -> float | None:
+    """The ladder hands each rung the wall seconds it may still spend."""
+    return None if budget.max_wall_s is None else time.perf_counter() + budget.max_wall_s
+
+
+def fit_classifier(
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    backbone: Path,
+    config: TrainConfig,
+    max_length: int,
+    budget: Budget,
+    meter: CostMeter,
+    workdir: Path | None,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    export: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    class_weighted: bool = False,
+) -> tuple[EncoderHeadPredictor, TrainState]:
+    """Fine-tune `backbone` (after `adapt`, e.g. LoRA); export it (after `export`, e.g. merge)."""
+    encoder = Encoder(
+        backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
+    )
+    torch.manual_seed(config.seed)  # the head's initial weights
+    model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
+    model.to(encoder.device)
+    train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
+    lengths = np.array([len(x) for x in train_ids])
+    labels = torch.as_tensor(train_data.y)
+    weights = _class_weights(train_data) if class_weighted else None
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
+            input_ids, mask = pad_batch([train_ids[i] for i in idx], encoder.pad_id)
+            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels[idx]}
+
+    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
+        logits = m(batch["input_ids"], batch["attention_mask"])
+        w = None if weights is None else weights.to(logits.device)
+        return nn.functional.cross_entropy(logits.float(), batch["labels"], weight=w)
+
+    def evaluate(m: nn.Module) -> float:
+        predicted = predict_logits(m, val_ids, encoder.pad_id, config.batch_size).argmax(1)
+        return macro_f1(val.y, predicted, len(val.labels))
+
+    state = train(
+        model,
+        batches,
+        loss_fn,
+        evaluate,
+        config,
+        checkpoint_dir=workdir / "checkpoints" if workdir else None,
+        deadline=deadline_from(budget),
+        meter=meter,
+        flops_per_batch=lambda b: transformer_flops(
+            encoder.n_params, int(b["input_ids"].numel()), training=True
+        ),
+        log=log.info,
+    )
+    encoder.model = export(model.encoder).eval()
+    encoder.trained = True
+    head = LinearHead(
+        model.head.weight.detach().float().cpu().numpy(),
+        model.head.bias.detach().float().cpu().numpy(),
+    )
+    return EncoderHeadPredictor(encoder, head, train_data.labels), state
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int
+) -> np.ndarray:
+    """Logits in input order, computed in length-sorted batches."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
+        logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    model.train(was_training)
+    assert out is not None, "no inputs"
+    return out
+
+
+def _class_weights(data: Dataset) -> torch.Tensor:
+    """Inverse class frequency, mean 1: rare classes count as much as common ones."""
+    counts = np.maximum(data.class_counts(), 1).astype(np.float32)
+    weights = counts.sum() / (len(counts) * counts)
+    return torch.as_tensor(weights)

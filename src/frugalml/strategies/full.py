@@ -1,0 +1,64 @@
+"""Full fine-tuning: every encoder weight trains. The dearest rung, and the usual ceiling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.config import Budget
+from frugalml.costs import CostMeter
+from frugalml.data.dataset import Dataset
+from frugalml.strategies.base import StrategyConfig, register_strategy
+from frugalml.strategies.encoder_head import EncoderHeadPredictor
+from frugalml.training import TrainConfig
+
+
+class FullConfig(StrategyConfig):
+    kind: Literal["full"] = "full"
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, HF hub id or local folder.")
+    max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
+    class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency.")
+    train: TrainConfig = TrainConfig(epochs=3, lr=1e-4, head_lr=2e-3)
+
+
+@register_strategy(
+    "full",
+    config=FullConfig,
+    predictor=EncoderHeadPredictor,
+    cost_rank=5,
+    extra="transformers",
+    needs=("torch", "transformers"),
+)
+class FullStrategy:
+    """Fine-tune every encoder weight with a mean-pooled linear head."""
+
+    def __init__(self, config: FullConfig) -> None:
+        self.config = config
+
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        budget: Budget,
+        meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> EncoderHeadPredictor:
+        from frugalml.classifier import fit_classifier
+
+        c = self.config
+        predictor, _ = fit_classifier(
+            train,
+            val,
+            backbone=resolve_backbone(c.backbone),
+            config=c.train,
+            max_length=c.max_length,
+            budget=budget,
+            meter=meter,
+            workdir=workdir,
+            class_weighted=c.class_weighted,
+        )
+        return predictor
