@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ def fit(
     config: TrainConfig,
     workdir: Path | None,
     budget: Budget | None = None,
-):  # noqa: ANN201 - returns (predictor, state)
+) -> tuple[Any, Any, Any]:  # (predictor, train state, cost card)
     from frugalml.classifier import fit_classifier
 
     with CostMeter() as meter:
@@ -107,4 +109,4 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     values = [_schedule(step, 100, 0.1) for step in range(100)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[50] == pytest.approx(50 / 90) and values[-1] == pytest.approx(1 / 90)
-    assert all(a >= b for a, b in zip(values[9:], values[10:], strict=False))
+    assert all(a >= b for a, b in pairwise(values[9:]))
