@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from frugalml.search import METRICS, LadderResult, Progress, publish, run_ladder
 from frugalml.strategies import get_strategy, strategy_names
 
 RUN_MARKER = ".frugalml-run"
+RUN_SETTINGS = "run.json"
 DEFAULT_STRATEGIES = ("tfidf", "frozen_probe")
 
 
@@ -31,7 +33,9 @@ class FitResult:
     bundle: bundles.Bundle
     report_json: Path
     report_md: Path
+    report_html: Path
     notes: list[str] = field(default_factory=list)
+    metric: str = "macro_f1"  # the metric the ladder chose by
 
 
 def fit(
@@ -53,8 +57,14 @@ def fit(
     speed: SpeedConfig | None = None,
     options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> FitResult:
-    """Load and validate data, climb the ladder, publish the chosen bundle and the report."""
+    """Load and validate data, climb the ladder, publish the chosen bundle and the report.
+
+    With `resume`, `out` is a run folder a killed `fit` left: finished rungs are reused and
+    an interrupted one continues from its checkpoint (use `resume_fit(out)` to reuse its
+    settings too).
+    """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got '{metric}'")
     for name in strategies:
@@ -62,7 +72,22 @@ def fit(
     split = split or SplitConfig()
     notes: list[str] = []
     splits = _splits(data, test, text_col, label_col, split, drop_invalid, delimiter, notes)
-    run_dir = prepare_run_dir(Path(out), force=force)
+    settings = {
+        "data": None if isinstance(data, Dataset) else str(data),
+        "test": None if test is None or isinstance(test, Dataset) else str(test),
+        "text_col": text_col,
+        "label_col": label_col,
+        "strategies": list(strategies),
+        "metric": metric,
+        "target": target,
+        "budget": (budget or Budget()).model_dump(),
+        "split": split.model_dump(),
+        "drop_invalid": drop_invalid,
+        "delimiter": delimiter,
+        "options": options or {},
+        "fingerprint": splits.train.fingerprint(),
+    }
+    run_dir = _open_run_dir(Path(out), settings, force=force, resume=resume)
     ladder = run_ladder(
         splits,
         list(strategies),
@@ -74,6 +99,7 @@ def fit(
         speed=speed,
         options=options,
         progress=progress,
+        resume=resume,
     )
     bundle_dir = publish(ladder.chosen, run_dir)
     header = {
@@ -88,8 +114,10 @@ def fit(
         "bundle": str(bundle_dir),
         "notes": notes,
     }
-    json_path, md_path = write_reports(run_dir, ladder, metric=metric, header=header)
-    return FitResult(run_dir, ladder, bundles.load(bundle_dir), json_path, md_path, notes)
+    json_path, md_path, html_path = write_reports(run_dir, ladder, metric=metric, header=header)
+    return FitResult(
+        run_dir, ladder, bundles.load(bundle_dir), json_path, md_path, html_path, notes, metric
+    )
 
 
 def load_dataset(
@@ -156,6 +184,58 @@ def _splits(
     )
     parts = split_off_validation(dataset, val_frac=split.val_frac, seed=split.seed)
     return Splits(parts.train, parts.val, mapped)
+
+
+def resume_fit(run_dir: str | Path, *, progress: Progress | None = None) -> FitResult:
+    """Finish a run a crash or kill interrupted, with the settings it was started with."""
+    folder = Path(run_dir)
+    settings_path = folder / RUN_SETTINGS
+    if not settings_path.exists():
+        raise ConfigError(
+            f"{folder} is not a frugalml run folder that can be resumed (no {RUN_SETTINGS})",
+            ["pass the --out folder of an earlier fit"],
+        )
+    s = json.loads(settings_path.read_text(encoding="utf-8"))
+    if s["data"] is None:
+        raise ConfigError(
+            f"{folder} was fitted on an in-memory Dataset; call "
+            "frugalml.fit(data, out=..., resume=True) with the same data"
+        )
+    return fit(
+        s["data"],
+        out=folder,
+        text_col=s["text_col"],
+        label_col=s["label_col"],
+        test=s["test"],
+        strategies=s["strategies"],
+        metric=s["metric"],
+        target=s["target"],
+        budget=Budget(**s["budget"]),
+        split=SplitConfig(**s["split"]),
+        drop_invalid=s["drop_invalid"],
+        delimiter=s["delimiter"],
+        options=s["options"],
+        progress=progress,
+        resume=True,
+    )
+
+
+def _open_run_dir(path: Path, settings: dict[str, Any], *, force: bool, resume: bool) -> Path:
+    """A fresh run folder with its settings, or, to resume, the same folder and data."""
+    if not resume:
+        run_dir = prepare_run_dir(path, force=force)
+        (run_dir / RUN_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+        return run_dir
+    if not (path / RUN_MARKER).exists() or not (path / RUN_SETTINGS).exists():
+        raise ConfigError(f"{path} is not a frugalml run folder that can be resumed")
+    before = json.loads((path / RUN_SETTINGS).read_text(encoding="utf-8"))
+    if before["fingerprint"] != settings["fingerprint"]:
+        raise ConfigError(
+            f"cannot resume {path}: the training data changed since it started",
+            ["start a new run with another --out"],
+        )
+    shutil.rmtree(path / "bundle", ignore_errors=True)  # published again at the end
+    return path
 
 
 def prepare_run_dir(path: Path, *, force: bool) -> Path:

@@ -22,6 +22,7 @@ from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.embeddings import Encoder, mean_pool, pad_batch
 from frugalml.evaluate import macro_f1
+from frugalml.forecast import Forecast, Stopwatch, stopwatch
 from frugalml.heads import LinearHead
 from frugalml.strategies.encoder_head import EncoderHeadPredictor
 from frugalml.training import Batch, TrainConfig, TrainState, bucketed_batches, train
@@ -108,7 +109,9 @@ def fit_classifier(
         model.head.weight.detach().float().cpu().numpy(),
         model.head.bias.detach().float().cpu().numpy(),
     )
-    return EncoderHeadPredictor(encoder, head, train_data.labels), state
+    predictor = EncoderHeadPredictor(encoder, head, train_data.labels)
+    predictor.stopped = state.stopped if state.stopped == "deadline" else ""
+    return predictor, state
 
 
 @torch.inference_mode()
@@ -138,3 +141,52 @@ def _class_weights(data: Dataset) -> torch.Tensor:
     counts = np.maximum(data.class_counts(), 1).astype(np.float32)
     weights = counts.sum() / (len(counts) * counts)
     return torch.as_tensor(weights)
+
+
+def forecast_classifier(
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    backbone: Path,
+    config: TrainConfig,
+    max_length: int,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+) -> Forecast:
+    """Time real optimizer steps and a validation pass on a few batches; scale by tokens."""
+    with stopwatch() as load:
+        encoder = Encoder(
+            backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
+        )
+        model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
+        model.to(encoder.device)
+    train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.choice(len(train_ids), min(config.batch_size, len(train_ids)), replace=False)
+        for _ in range(3)
+    ]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    labels = torch.as_tensor(train_data.y)
+    sample_tokens, watch = 0, Stopwatch()
+    model.train()
+    for i, idx in enumerate(batches):
+        input_ids, mask = pad_batch([train_ids[j] for j in idx], encoder.pad_id)
+        with stopwatch() as step:
+            loss = nn.functional.cross_entropy(model(input_ids, mask), labels[idx])
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            optimizer.zero_grad()
+        if i:  # the first step warms up allocators and kernels
+            watch.wall_s, watch.cpu_s = watch.wall_s + step.wall_s, watch.cpu_s + step.cpu_s
+            sample_tokens += int(input_ids.numel())
+    per_epoch = sum(len(x) for x in train_ids) * 1.1 / sample_tokens  # ~10% padding left
+    with stopwatch() as evaluation:
+        predict_logits(model, val_ids[:256], encoder.pad_id, config.batch_size)
+    eval_scale = len(val_ids) / max(1, min(256, len(val_ids)))
+    return (
+        load.forecast("load")
+        + watch.forecast("").scaled(
+            per_epoch * config.epochs, f"2 timed steps scaled to {config.epochs} epochs of tokens"
+        )
+        + evaluation.forecast("").scaled(eval_scale * config.epochs, "validation each epoch")
+    )

@@ -5,23 +5,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.logging import RichHandler
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from frugalml import api
 from frugalml import bundle as bundles
-from frugalml.config import SplitConfig
+from frugalml.config import SplitConfig, parse_budget, parse_overrides, parse_target
 from frugalml.data import DEMO_INTENTS, read_table, texts_for_prediction
 from frugalml.errors import ConfigError, FrugalError, OutputExistsError
 from frugalml.evaluate import score
-from frugalml.search import METRICS, Candidate
+from frugalml.search import METRICS, Candidate, Progress
+from frugalml.strategies import get_strategy
 
 app = typer.Typer(
     add_completion=False,
@@ -44,19 +49,45 @@ Delimiter = Annotated[
 @app.command()
 def fit(
     data: Annotated[
-        Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, text file or HF dataset.")
-    ],
+        Path | None, typer.Argument(help="CSV, TSV, JSONL, Parquet, text file or HF dataset.")
+    ] = None,
     text_col: TextCol = None,
     label_col: LabelCol = None,
     test: Annotated[Path | None, typer.Option(help="A separate test set (else split off).")] = None,
-    strategies: Annotated[str, typer.Option(help="Comma-separated rungs to climb.")] = ",".join(
-        api.DEFAULT_STRATEGIES
-    ),
+    strategies: Annotated[
+        str, typer.Option(help="Comma-separated rungs to climb (see `frugalml strategies`).")
+    ] = ",".join(api.DEFAULT_STRATEGIES),
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to create.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 0,
     metric: Annotated[str, typer.Option(help=f"One of {', '.join(METRICS)}.")] = "macro_f1",
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Quality bar, e.g. macro_f1=0.90 or accuracy=0.9: stop at the first rung to meet it"
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Hard cap for the whole ladder: 10m, 90s, $0.05, 0.01kWh (comma-join several)."
+        ),
+    ] = None,
     backbone: Annotated[
-        str | None, typer.Option(help="Encoder: 'minilm', hub id or folder.")
+        str | None,
+        typer.Option(help="Encoder of every transformer rung: 'minilm', hub id, folder."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Strategy setting, e.g. lora.r=16 or full.train.epochs=5 (repeatable)."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Finish a killed run in this folder: finished rungs are kept, the interrupted one "
+            "continues from its last checkpoint."
+        ),
     ] = None,
     drop_invalid: Annotated[
         bool, typer.Option(help="Drop invalid rows instead of failing.")
@@ -65,19 +96,44 @@ def fit(
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
 ) -> None:
     """Climb the ladder on DATA, print the leaderboard, write the report and the chosen bundle."""
-    _fit(
-        data,
-        text_col=text_col,
-        label_col=label_col,
-        test=test,
-        strategies=strategies,
-        out_dir=out_dir,
-        seed=seed,
-        metric=metric,
-        backbone=backbone,
-        drop_invalid=drop_invalid,
-        delimiter=delimiter,
-        force=force,
+    if resume is not None:
+        if data is not None:
+            raise ConfigError(
+                "pass DATA or --resume RUN_DIR, not both: a resumed run reuses "
+                "the data and settings it started with"
+            )
+        _show(lambda progress: api.resume_fit(resume, progress=progress))
+        return
+    if data is None:
+        raise ConfigError(
+            "missing DATA", ["frugalml fit DATA [options], or frugalml fit --resume RUN_DIR"]
+        )
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    metric_name, bar = (metric, None) if target is None else parse_target(target)
+    options = parse_overrides(overrides or [])
+    if backbone:
+        for name in names:
+            if "backbone" in get_strategy(name).config.model_fields:
+                options.setdefault(name, {})["backbone"] = backbone
+    run_dir = out_dir or Path("runs") / f"{data.stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    _show(
+        lambda progress: api.fit(
+            data,
+            out=run_dir,
+            text_col=text_col,
+            label_col=label_col,
+            test=test,
+            strategies=names,
+            metric=metric_name,
+            target=bar,
+            budget=parse_budget(budget) if budget else None,
+            split=SplitConfig(seed=seed),
+            drop_invalid=drop_invalid,
+            delimiter=delimiter,
+            force=force,
+            options=options,
+            progress=progress,
+        )
     )
 
 
@@ -87,21 +143,16 @@ def demo(
     strategies: Annotated[str, typer.Option(help="Comma-separated rungs.")] = ",".join(
         api.DEFAULT_STRATEGIES
     ),
+    target: Annotated[str | None, typer.Option(help="Quality bar, e.g. macro_f1=0.9.")] = None,
 ) -> None:
     """Run the ladder on the embedded bank customer-service demo (14 intents)."""
-    _fit(
+    fit(
         DEMO_INTENTS,
         text_col="text",
         label_col="label",
-        test=None,
         strategies=strategies,
-        out_dir=out_dir,
-        seed=0,
-        metric="macro_f1",
-        backbone=None,
-        drop_invalid=False,
-        delimiter=None,
-        force=False,
+        out_dir=out_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}",
+        target=target,
     )
 
 
@@ -236,68 +287,62 @@ def list_strategies() -> None:
 
 
 # -- helpers -------------------------------------------------------------------------
-def _fit(
-    data: Path,
-    *,
-    text_col: str | None,
-    label_col: str | None,
-    test: Path | None,
-    strategies: str,
-    out_dir: Path | None,
-    seed: int,
-    metric: str,
-    backbone: str | None,
-    drop_invalid: bool,
-    delimiter: str | None,
-    force: bool,
-) -> None:
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
-    run_dir = out_dir or Path("runs") / f"{Path(data).stem}-{datetime.now():%Y%m%d-%H%M%S}"
-    options = {"frozen_probe": {"backbone": backbone}} if backbone else None
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(event: str, info: dict[str, Any]) -> None:
-            name = info["strategy"]
-            if event == "start":
-                tasks[name] = bar.add_task(f"fitting {name}", total=1)
-            elif event == "done":
-                c: Candidate = info["candidate"]
-                bar.update(
-                    tasks[name],
-                    completed=1,
-                    description=f"{name}: val {metric} "
-                    f"{c.val.metric(metric):.3f}, {c.cost.cpu_s:.1f} CPU-s",
-                )
-            elif event == "skipped":
-                bar.add_task(f"{name}: skipped ({info['reason']})", total=1, completed=1)
-
-        result = api.fit(
-            data,
-            out=run_dir,
-            text_col=text_col,
-            label_col=label_col,
-            test=test,
-            strategies=names,
-            metric=metric,
-            split=SplitConfig(seed=seed),
-            drop_invalid=drop_invalid,
-            delimiter=delimiter,
-            force=force,
-            options=options,
-            progress=progress,
-        )
+def _show(run: Callable[[Progress], api.FitResult]) -> None:
+    """Run a fit with live progress (forecast, then actual, per rung) and print the outcome."""
+    handler = RichHandler(console=err, show_time=False, show_path=False)
+    logging.getLogger("frugalml").addHandler(handler)
+    logging.getLogger("frugalml").setLevel(logging.INFO)
+    try:
+        with RichProgress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        ) as bar:
+            result = run(_progress_printer(bar))
+    finally:
+        logging.getLogger("frugalml").removeHandler(handler)
+    metric = result.metric
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}")
     _print_leaderboard(result, metric)
     out.print(f"\n[bold]chosen:[/] {result.ladder.chosen.strategy} — {result.ladder.reason}")
     out.print(f"bundle: {result.run_dir / 'bundle'}\nreport: {result.report_md}")
+    html = result.run_dir / "report.html"
+    if html.exists():
+        out.print(f"report.html: {html}")
+
+
+def _progress_printer(bar: RichProgress) -> Progress:
+    tasks: dict[str, Any] = {}
+    forecasts: dict[str, dict[str, Any]] = {}
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        name = info["strategy"]
+        if event == "forecast":
+            f = forecasts[name] = info["forecast"]
+            err.print(
+                f"  {name}: forecast {f['wall_s']:.1f} s, {f['cpu_s']:.1f} CPU-s, ${f['usd']:.5f}"
+            )
+        elif event == "start":
+            tasks[name] = bar.add_task(f"fitting {name}", total=1)
+        elif event in ("done", "reused"):
+            c: Candidate = info["candidate"]
+            what = (
+                "reused from the earlier run"
+                if event == "reused"
+                else (f"actual {c.cost.wall_s:.1f} s, {c.cost.cpu_s:.1f} CPU-s, ${c.cost.usd:.5f}")
+            )
+            text = f"{name}: {what}; val macro-F1 {c.val.macro_f1:.3f}"
+            if name in tasks:
+                bar.update(tasks[name], completed=1, description=text)
+            else:
+                bar.add_task(text, total=1, completed=1)
+        elif event == "skipped":
+            bar.add_task(f"{name}: skipped ({info['reason']})", total=1, completed=1)
+
+    return progress
 
 
 def _print_leaderboard(result: api.FitResult, metric: str) -> None:

@@ -196,13 +196,18 @@ class EmbeddingCache:
         self, encoder: Encoder, texts: Sequence[str], meter: CostMeter | None = None
     ) -> np.ndarray:
         rows = self._load()
-        digests = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
+        digests = [_digest(t) for t in texts]
         missing = sorted({d: i for i, d in enumerate(digests) if d not in rows}.values())
         if missing:
             fresh = encoder.encode([texts[i] for i in missing], meter)
             self._append([digests[i] for i in missing], fresh)
             rows.update({digests[i]: fresh[k] for k, i in enumerate(missing)})
         return np.stack([rows[d] for d in digests]) if digests else np.zeros((0, encoder.dim))
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The texts whose embeddings are not cached yet."""
+        rows = self._load()
+        return [t for t in texts if _digest(t) not in rows]
 
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._rows is None:
@@ -223,3 +228,7 @@ class EmbeddingCache:
         digest_array = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16)
         save_file({"digests": digest_array, "vectors": vectors}, str(tmp))
         tmp.rename(self.folder / f"{uuid.uuid4().hex}.safetensors")  # atomic: no torn shards
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()

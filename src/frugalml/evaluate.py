@@ -48,6 +48,15 @@ class Quality:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Quality:
+        fields = {
+            **data,
+            "accuracy_ci": tuple(data["accuracy_ci"]),
+            "macro_f1_ci": tuple(data["macro_f1_ci"]),
+        }
+        return cls(**fields)
+
     def metric(self, name: str) -> float:
         return float(getattr(self, name))
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frugalml.bundle import load, save_bundle, update_manifest
+from frugalml.bundle import load, read_manifest, save_bundle, update_manifest
 from frugalml.calibration import calibrated_proba, expected_calibration_error, fit_temperature
 from frugalml.config import Budget, SpeedConfig
 from frugalml.costs import CostCard, CostMeter, Prices
 from frugalml.data.split import Splits
+from frugalml.errors import FrugalError
 from frugalml.evaluate import Quality, Speed, measure_speed, score
-from frugalml.strategies import get_strategy
+from frugalml.forecast import Forecast, stopwatch
+from frugalml.strategies import Strategy, get_strategy
 
 METRICS = ("accuracy", "macro_f1")
 Progress = Callable[[str, dict[str, Any]], None]
@@ -38,6 +41,14 @@ class Candidate:
     speed: Speed
     bundle: Path
     ece: float  # expected calibration error on validation, after temperature scaling
+    forecast: dict[str, Any] | None = None  # wall_s, cpu_s, usd, basis: predicted before fitting
+    stopped: str = ""  # "deadline" when the budget stopped training early
+
+    def forecast_ratio(self) -> float | None:
+        """Actual / forecast wall time: 1.0 is a perfect forecast."""
+        if not self.forecast or not self.forecast.get("wall_s"):
+            return None
+        return self.cost.wall_s / float(self.forecast["wall_s"])
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -49,6 +60,9 @@ class Candidate:
             "speed": self.speed.to_dict(),
             "bundle": str(self.bundle),
             "val_ece": self.ece,
+            "forecast": self.forecast,
+            "forecast_ratio": self.forecast_ratio(),
+            "stopped": self.stopped,
         }
 
 
@@ -58,6 +72,30 @@ class LadderResult:
     chosen: Candidate
     reason: str
     skipped: dict[str, str] = field(default_factory=dict)
+    forecast_cost: dict[str, float] = field(default_factory=dict)  # what forecasting itself cost
+
+
+class LadderClock:
+    """What the whole ladder has spent so far, for a hard budget across rungs."""
+
+    def __init__(self, budget: Budget, prices: Prices) -> None:
+        self.budget, self.prices = budget, prices
+        self._t0, self._c0 = time.perf_counter(), os.times()
+
+    def left_s(self) -> float | None:
+        """Wall seconds left under the tightest cap ($ and kWh converted at the set prices)."""
+        wall = time.perf_counter() - self._t0
+        cpu = sum(os.times()[:4]) - sum(self._c0[:4])
+        b, p = self.budget, self.prices
+        limits = []
+        if b.max_wall_s is not None:
+            limits.append(b.max_wall_s - wall)
+        if b.max_usd is not None:
+            limits.append(b.max_usd / p.usd_per_hour * 3600 - wall)
+        if b.max_kwh is not None:  # estimated energy: CPU-s at watts_per_core, all cores busy
+            joules_left = b.max_kwh * 3.6e6 - cpu * p.watts_per_core
+            limits.append(joules_left / (p.watts_per_core * (os.cpu_count() or 1)))
+        return min(limits) if limits else None
 
 
 def run_ladder(
@@ -72,51 +110,119 @@ def run_ladder(
     speed: SpeedConfig | None = None,
     options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> LadderResult:
-    """Fit each strategy in ladder order; write candidates under `run_dir/candidates/`."""
+    """Climb cheapest first; stop at the first rung meeting `target`; never overrun `budget`.
+
+    Before each rung its cost is forecast; a rung forecast to overrun what is left is skipped.
+    With `resume`, finished rungs in `run_dir` are reused and an interrupted one continues
+    from its last checkpoint.
+    """
     notify = progress or (lambda event, data: None)
-    budget = budget or Budget()
-    ordered = sorted(strategies, key=lambda name: get_strategy(name).cost_rank)
-    candidates, skipped = [], {}
-    for name in ordered:
-        registered = get_strategy(name)
-        if not registered.available():
-            skipped[name] = f"needs the '{registered.extra}' extra"
-            notify("skipped", {"strategy": name, "reason": skipped[name]})
+    prices = prices or Prices()
+    clock = LadderClock(budget or Budget(), prices)
+    candidates: list[Candidate] = []
+    skipped: dict[str, str] = {}
+    forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0}
+    met: Candidate | None = None
+    for name in sorted(strategies, key=lambda n: get_strategy(n).cost_rank):
+        reason = _why_skip(name, met, metric, target, clock)
+        finished = _finished(run_dir / "candidates" / name) if resume and not reason else None
+        if finished:
+            candidates.append(finished)
+            notify("reused", {"strategy": name, "candidate": finished})
+        elif reason:
+            skipped[name] = reason
+            notify("skipped", {"strategy": name, "reason": reason})
             continue
-        notify("start", {"strategy": name})
-        candidate = _run_rung(
-            name, splits, run_dir, budget, prices, speed, (options or {}).get(name, {})
-        )
-        candidates.append(candidate)
-        notify("done", {"strategy": name, "candidate": candidate})
+        else:
+            strategy = get_strategy(name).build(**(options or {}).get(name, {}))
+            forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
+            left = clock.left_s()
+            if forecast and left is not None and forecast["wall_s"] > left:
+                skipped[name] = (
+                    f"forecast {forecast['wall_s']:.0f} s > {max(left, 0):.0f} s left of the budget"
+                )
+                notify("skipped", {"strategy": name, "reason": skipped[name]})
+                continue
+            notify("start", {"strategy": name})
+            candidate = _run_rung(
+                name, strategy, splits, run_dir, Budget(max_wall_s=left), prices, speed, forecast
+            )
+            candidates.append(candidate)
+            notify("done", {"strategy": name, "candidate": candidate})
+        if target is not None and candidates[-1].val.metric(metric) >= target and met is None:
+            met = candidates[-1]
     if not candidates:
-        raise RuntimeError(f"no strategy could run: {skipped}")
+        raise FrugalError("no strategy could run", [f"{k}: {v}" for k, v in skipped.items()])
     chosen, reason = choose(candidates, metric, target)
-    return LadderResult(candidates, chosen, reason, skipped)
+    return LadderResult(candidates, chosen, reason, skipped, forecast_cost)
+
+
+def _why_skip(
+    name: str, met: Candidate | None, metric: str, target: float | None, clock: LadderClock
+) -> str:
+    registered = get_strategy(name)
+    if not registered.available():
+        return f"needs the '{registered.extra}' extra: pip install 'frugalml[{registered.extra}]'"
+    if met is not None:
+        return f"target {metric} ≥ {target:g} already met by {met.strategy}"
+    left = clock.left_s()
+    if left is not None and left <= 0:
+        return "the budget is spent"
+    return ""
+
+
+def _forecast(
+    strategy: Strategy,
+    splits: Splits,
+    prices: Prices,
+    total: dict[str, float],
+    notify: Progress,
+    name: str,
+) -> dict[str, Any] | None:
+    forecast_fn = getattr(strategy, "forecast", None)
+    if forecast_fn is None:
+        return None
+    with stopwatch() as watch:
+        forecast: Forecast = forecast_fn(splits.train, splits.val)
+    total["wall_s"] += watch.wall_s
+    total["cpu_s"] += watch.cpu_s
+    data = {
+        **forecast.to_dict(),
+        "usd": forecast.wall_s / 3600 * prices.usd_per_hour,
+        "took_s": watch.wall_s,
+    }
+    notify("forecast", {"strategy": name, "forecast": data})
+    return data
 
 
 def _run_rung(
     name: str,
+    strategy: Strategy,
     splits: Splits,
     run_dir: Path,
     budget: Budget,
-    prices: Prices | None,
+    prices: Prices,
     speed: SpeedConfig | None,
-    options: dict[str, Any],
+    forecast: dict[str, Any] | None,
 ) -> Candidate:
-    strategy = get_strategy(name).build(**options)
     labels = splits.train.labels
+    workdir = run_dir / "work" / name
     with CostMeter(prices) as meter:  # calibration is part of what training costs
-        predictor = strategy.fit(splits.train, splits.val, budget=budget, meter=meter)
+        predictor = strategy.fit(
+            splits.train, splits.val, budget=budget, meter=meter, workdir=workdir
+        )
         val_logits = predictor.logits(splits.val.texts)
         predictor.temperature = fit_temperature(val_logits, splits.val.y)
     val_proba = calibrated_proba(val_logits, predictor.temperature)
     val = score(splits.val.y, val_proba.argmax(1), labels)
     ece = expected_calibration_error(val_proba, splits.val.y)
     config = strategy.config.model_dump(mode="json")
-    folder = save_bundle(
-        run_dir / "candidates" / name,
+    folder = run_dir / "candidates" / name
+    shutil.rmtree(folder, ignore_errors=True)  # an unfinished one left by a killed run
+    save_bundle(
+        folder,
         predictor,
         strategy=name,
         config=config,
@@ -129,12 +235,39 @@ def _run_rung(
     if len(splits.test):
         test = score(splits.test.y, reloaded.predict_proba(splits.test.texts).argmax(1), labels)
     timing = measure_speed(reloaded, splits.val.texts, speed)
+    stopped = str(getattr(predictor, "stopped", ""))
     update_manifest(
         folder,
         metrics={"val": val.to_dict(), "test": test.to_dict() if test else None, "val_ece": ece},
         speed=timing.to_dict(),
+        forecast=forecast,
+        stopped=stopped,
     )
-    return Candidate(name, config, val, test, meter.card, timing, folder, ece)
+    shutil.rmtree(workdir, ignore_errors=True)  # checkpoints served their purpose
+    return Candidate(name, config, val, test, meter.card, timing, folder, ece, forecast, stopped)
+
+
+def _finished(folder: Path) -> Candidate | None:
+    """A candidate a previous run completed (its manifest has metrics), else None."""
+    try:
+        m = read_manifest(folder)
+    except FrugalError:
+        return None
+    if "speed" not in m or "metrics" not in m:
+        return None
+    metrics = m["metrics"]
+    return Candidate(
+        m["strategy"],
+        m["config"],
+        Quality.from_dict(metrics["val"]),
+        Quality.from_dict(metrics["test"]) if metrics["test"] else None,
+        CostCard.from_dict(m["train_cost"]),
+        Speed(**m["speed"]),
+        folder,
+        float(metrics["val_ece"]),
+        m.get("forecast"),
+        m.get("stopped", ""),
+    )
 
 
 def choose(candidates: list[Candidate], metric: str, target: float | None) -> tuple[Candidate, str]:

@@ -1,6 +1,6 @@
 """The ladder's rungs. Importing this package registers every built-in strategy."""
 
-from frugalml.strategies import frozen_probe, full, lora, tfidf  # noqa: F401 - registers them
+from frugalml.strategies import frozen_probe, full, lora, setfit, tfidf  # noqa: F401 - registers them
 from frugalml.strategies.base import (
     Predictor,
     Registered,

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+from pydantic import ValidationError
 
-from frugalml.config import Budget, Frozen
+from frugalml.config import Budget, Frozen, deep_merge
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError, MissingExtraError
@@ -94,8 +95,21 @@ class Registered:
             raise MissingExtraError(f"The '{self.name}' strategy", self.extra or self.name)
 
     def build(self, **options: Any) -> Strategy:
+        """Options override the strategy's defaults key by key (nested settings too)."""
         self.require()
-        return self.factory(self.config(**options))
+        defaults = self.config.model_validate({}).model_dump(mode="json")
+        try:
+            config = self.config(**deep_merge(defaults, options))
+        except ValidationError as err:
+            raise ConfigError(
+                f"invalid options for strategy '{self.name}'",
+                [
+                    f"{self.name}.{'.'.join(map(str, e['loc']))}: {e['msg']} "
+                    f"(got {e.get('input')!r})"
+                    for e in err.errors()
+                ],
+            ) from None
+        return self.factory(config)
 
 
 _REGISTRY: dict[str, Registered] = {}

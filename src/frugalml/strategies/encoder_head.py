@@ -26,6 +26,7 @@ class EncoderHeadPredictor:
         self.head = head
         self.labels = labels
         self.temperature = temperature
+        self.stopped = ""  # "deadline" when training was cut short by the budget
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         return self.head.logits(self.encoder.encode(texts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
@@ -12,6 +13,7 @@ from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.embeddings import EmbeddingCache, Encoder, default_cache_dir
+from frugalml.forecast import Forecast, stopwatch, timed
 from frugalml.heads import LinearHead
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.strategies.encoder_head import EncoderHeadPredictor
@@ -66,3 +68,29 @@ class FrozenProbeStrategy:
         )
         encoder.memo = dict(zip(val.texts, X_val, strict=True))  # calibration reuses them
         return EncoderHeadPredictor(encoder, head, train.labels)
+
+    def forecast(self, train: Dataset, val: Dataset) -> Forecast:
+        """Encoder load + 64 texts embedded, scaled by uncached tokens + a head fit on noise."""
+        c = self.config
+        with stopwatch() as load:
+            encoder = Encoder(
+                resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.batch_size
+            )
+        texts = list(dict.fromkeys([*train.texts, *val.texts]))
+        if c.cache:
+            texts = EmbeddingCache(default_cache_dir(), encoder.fingerprint()).missing(texts)
+        total = sum(len(x) for x in encoder.tokenize(texts)) if texts else 0
+        sample = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[:64]]
+        embed = timed(lambda: encoder.encode(sample), "")
+        tokens = max(1, sum(len(x) for x in encoder.tokenize(sample))) if sample else 1
+        n, k = len(train), len(train.labels)
+        n_head = min(n, 1000)
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(n_head, encoder.dim)).astype(np.float32)
+        y = np.arange(n_head) % k
+        head = timed(lambda: LinearHead.fit_select(X, y, X[:100], y[:100], k, Cs=c.Cs), "")
+        return (
+            load.forecast("load")
+            + embed.scaled(total / tokens, f"64 texts timed, scaled to {total} uncached tokens")
+            + head.scaled(n / n_head, f"head on {n_head} noise rows, scaled to {n}")
+        )

@@ -11,6 +11,7 @@ from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
+from frugalml.forecast import Forecast
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.strategies.encoder_head import EncoderHeadPredictor
 from frugalml.training import TrainConfig
@@ -68,6 +69,19 @@ class LoraStrategy:
             class_weighted=c.class_weighted,
         )
         return predictor
+
+    def forecast(self, train: Dataset, val: Dataset) -> Forecast:
+        from frugalml.classifier import forecast_classifier
+
+        c = self.config
+        return forecast_classifier(
+            train,
+            val,
+            backbone=resolve_backbone(c.backbone),
+            config=c.train,
+            max_length=c.max_length,
+            adapt=self._add_adapters,
+        )
 
     def _add_adapters(self, encoder: Any) -> Any:
         import peft

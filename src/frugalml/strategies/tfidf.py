@@ -16,6 +16,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
+from frugalml.forecast import Forecast, timed
 from frugalml.heads import LinearHead, softmax
 from frugalml.strategies.base import StrategyConfig, register_strategy
 
@@ -113,3 +114,12 @@ class TfidfStrategy:
         X = sparse.hstack([v.fit_transform(train.texts) for v in vectorizers], format="csr")
         head = LinearHead.fit(X, train.y, len(train.labels), C=c.C, class_weight=c.class_weight)
         return TfidfPredictor(vectorizers, head, train.labels)
+
+    def forecast(self, train: Dataset, val: Dataset) -> Forecast:
+        """Fit on a subsample and scale linearly in examples (vectorizing and lbfgs both are)."""
+        n = len(train)
+        n_sub = min(n, max(400, n // 8))
+        sample = train.subset(np.sort(np.random.default_rng(0).permutation(n)[:n_sub]))
+        with CostMeter() as meter:
+            measured = timed(lambda: self.fit(sample, val, budget=Budget(), meter=meter), "")
+        return measured.scaled(n / n_sub, f"fit on {n_sub} of {n} examples, scaled linearly")

@@ -1,0 +1,306 @@
+"""SetFit: contrastive fine-tuning of the encoder on sentence pairs, then a linear head.
+
+A few labeled examples make many pairs (same class: similar; different: dissimilar), so even
+8 examples per class can reshape the embedding space before the head is fit. This follows
+Tunstall et al. (2022) and the `setfit` package, rebuilt on frugalml's one training loop and
+encoder, and ships the same bundle as the frozen probe: a (tuned) encoder and a linear head.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from frugalml import training
+from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.config import Budget
+from frugalml.costs import CostMeter, transformer_flops
+from frugalml.data.dataset import Dataset
+from frugalml.embeddings import Encoder, mean_pool, pad_batch
+from frugalml.evaluate import macro_f1
+from frugalml.heads import LinearHead
+from frugalml.strategies.base import StrategyConfig, register_strategy
+from frugalml.strategies.encoder_head import EncoderHeadPredictor
+from frugalml.training import Batch, TrainConfig, TrainState
+
+# Of the wall seconds left when pairs are sized, the contrastive phase is planned to use this
+# share; the rest embeds the data and fits the head. The loop stops hard at the larger share.
+PLANNED_SHARE = 0.7
+DEADLINE_SHARE = 0.85
+TIMED_BATCHES = 3  # the first warms up; the others are timed
+
+
+class SetfitConfig(StrategyConfig):
+    kind: Literal["setfit"] = "setfit"
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, HF hub id or local folder.")
+    max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
+    shots: int | None = Field(
+        None,
+        ge=1,
+        description="Examples per class drawn from the training set (all of a smaller class); "
+        "None trains on every example.",
+    )
+    iterations: int = Field(
+        20, ge=1, description="Pair rounds: each gives every example one positive and one negative."
+    )
+    max_pairs: int = Field(
+        4000, ge=2, description="Most pairs trained on; a wall-clock budget may lower it further."
+    )
+    Cs: tuple[float, ...] = Field(
+        (3.0, 10.0, 30.0), min_length=1, description="Inverse L2 strengths tried on validation."
+    )
+    train: TrainConfig = Field(
+        TrainConfig(epochs=1, lr=2e-5, batch_size=16, warmup_ratio=0.1),
+        description="The contrastive phase; batch_size counts pairs, head_lr is unused.",
+    )
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Indices of two training examples and their target cosine: 1 same class, 0 different."""
+
+    a: np.ndarray
+    b: np.ndarray
+    label: np.ndarray  # float32
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def first(self, n: int) -> Pairs:
+        """The first n pairs, rounded down to even: positives and negatives stay balanced."""
+        n -= n % 2
+        return Pairs(self.a[:n], self.b[:n], self.label[:n])
+
+
+def few_shot(data: Dataset, shots: int, seed: int) -> Dataset:
+    """`shots` examples per class drawn with `seed`; a class with fewer gives all it has."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(data.y == c))[:shots] for c in range(len(data.labels))]
+    return data.subset(np.sort(np.concatenate(picked)), f"{data.name}:{shots}-shot")
+
+
+def sample_pairs(y: np.ndarray, *, iterations: int, max_pairs: int, seed: int) -> Pairs:
+    """SetFit's pairs: each round gives every example one same-class and one other-class partner.
+
+    Rounds stop at `max_pairs`; examples come in a fresh random order each round, so a cut
+    round favours none of them. A positive partner is never the example itself unless it is
+    alone in its class.
+    """
+    if len(np.unique(y)) < 2:
+        raise ValueError("SetFit pairs need at least 2 classes in the training data")
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    order = np.argsort(y, kind="stable")  # the examples, grouped by class
+    counts = np.bincount(y)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    a, b = [], []
+    for _ in range(min(iterations, math.ceil(max_pairs / (2 * n)))):
+        anchor = rng.permutation(n)
+        k, start = counts[y[anchor]], starts[y[anchor]]
+        shift = rng.integers(1, np.maximum(k, 2))  # 1..k-1 places on within the class
+        positive = order[start + (rank[anchor] - start + shift) % k]
+        other = rng.integers(0, n - k)  # a position among the other classes' examples
+        negative = order[np.where(other < start, other, other + k)]
+        a.append(np.repeat(anchor, 2))
+        b.append(np.stack([positive, negative], axis=1).ravel())
+    label = np.tile(np.array([1.0, 0.0], dtype=np.float32), n * len(a))
+    return Pairs(np.concatenate(a), np.concatenate(b), label).first(max_pairs)
+
+
+def cosine_loss(model: Any, batch: Batch) -> Any:
+    """SetFit's CosineSimilarityLoss: MSE between cos(u, v) of pooled embeddings and the target.
+
+    A batch holds the first texts of its pairs, then the second ones, padded together so one
+    forward pass embeds both.
+    """
+    from torch.nn import functional
+
+    mask = batch["attention_mask"]
+    hidden = model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+    u, v = mean_pool(hidden, mask).float().chunk(2)
+    return functional.mse_loss(functional.cosine_similarity(u, v), batch["labels"])
+
+
+def pair_batches(
+    ids: list[list[int]], pairs: Pairs, batch_size: int, seed: int, pad_id: int
+) -> Callable[[int], Iterator[Batch]]:
+    """Length-bucketed batches of pairs, the same ones for the same epoch (resumable)."""
+    import torch
+
+    lengths = np.array([len(x) for x in ids])
+    pair_lengths = np.maximum(lengths[pairs.a], lengths[pairs.b])
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        for idx in training.bucketed_batches(pair_lengths, batch_size, seed + epoch):
+            texts = [ids[i] for i in pairs.a[idx]] + [ids[i] for i in pairs.b[idx]]
+            input_ids, mask = pad_batch(texts, pad_id)
+            labels = torch.as_tensor(pairs.label[idx])
+            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    return batches
+
+
+def seconds_per_token(encoder: Encoder, batches: Sequence[Batch], meter: CostMeter) -> float:
+    """Forward + backward seconds per padded token, timed on real batches; weights unchanged."""
+    model = encoder.model.train()
+    seconds, tokens = 0.0, 0
+    for i, batch in enumerate(batches):
+        start = time.perf_counter()
+        cosine_loss(model, {k: v.to(encoder.device) for k, v in batch.items()}).backward()
+        if i > 0 or len(batches) == 1:
+            seconds += time.perf_counter() - start
+            tokens += int(batch["input_ids"].numel())
+        meter.add_flops(_training_flops(encoder, batch))
+    model.zero_grad(set_to_none=True)  # the loop's first step must not see these gradients
+    return seconds / max(tokens, 1)
+
+
+def budget_cap(
+    pairs: Pairs, ids: list[list[int]], epochs: int, seconds_per_token: float, seconds: float
+) -> Pairs:
+    """The longest prefix of `pairs` whose training is forecast to take at most `seconds`."""
+    lengths = np.array([len(x) for x in ids])
+    tokens = 2 * np.maximum(lengths[pairs.a], lengths[pairs.b]) * epochs
+    affordable = max(seconds, 0.0) / seconds_per_token
+    return pairs.first(int(np.searchsorted(np.cumsum(tokens), affordable, side="right")))
+
+
+def _training_flops(encoder: Encoder, batch: Batch) -> float:
+    return transformer_flops(encoder.n_params, int(batch["input_ids"].numel()), training=True)
+
+
+class HeadOnValidation:
+    """The loop's evaluation: embed, fit the head, score macro-F1 on validation.
+
+    It keeps the embeddings and head of the best epoch, so that with the default single
+    epoch, evaluating is the final step rather than a second pass over the data.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        train: Dataset,
+        val: Dataset,
+        Cs: tuple[float, ...],
+        meter: CostMeter,
+    ) -> None:
+        self.encoder, self.train, self.val, self.Cs, self.meter = encoder, train, val, Cs, meter
+        self.scores: list[float] = []
+        self.best: tuple[np.ndarray, LinearHead] | None = None
+
+    def __call__(self, model: Any) -> float:
+        model.eval()  # no dropout while embedding; the loop sets train mode each epoch
+        X_val, head = self.fit_head()
+        score = macro_f1(self.val.y, head.logits(X_val).argmax(1), len(self.val.labels))
+        if not self.scores or score > max(self.scores):
+            self.best = (X_val, head)
+        self.scores.append(score)
+        return score
+
+    def fit_head(self) -> tuple[np.ndarray, LinearHead]:
+        """Validation embeddings and the head chosen on them, from the encoder as it is now."""
+        X, X_val = (self.encoder.encode(d.texts, self.meter) for d in (self.train, self.val))
+        head = LinearHead.fit_select(
+            X, self.train.y, X_val, self.val.y, len(self.train.labels), Cs=self.Cs
+        )
+        return X_val, head
+
+    def final(self, state: TrainState | None) -> tuple[np.ndarray, LinearHead]:
+        """Reuse the best epoch's result when the loop kept that epoch's weights (no resume)."""
+        if state is not None and self.best is not None and len(self.scores) == len(state.history):
+            return self.best
+        return self.fit_head()
+
+
+@register_strategy(
+    "setfit",
+    config=SetfitConfig,
+    predictor=EncoderHeadPredictor,
+    cost_rank=3,
+    extra="transformers",
+    needs=("torch", "transformers"),
+)
+class SetfitStrategy:
+    """Contrastive pairs tune the encoder, then a linear head: strong with few labels."""
+
+    def __init__(self, config: SetfitConfig) -> None:
+        self.config = config
+
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        budget: Budget,
+        meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> EncoderHeadPredictor:
+        c, started = self.config, time.perf_counter()
+        encoder = Encoder(
+            resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.train.batch_size
+        )
+        if c.shots is not None:
+            train = few_shot(train, c.shots, c.train.seed)
+        ids = encoder.tokenize(train.texts)
+        pairs = sample_pairs(
+            train.y, iterations=c.iterations, max_pairs=c.max_pairs, seed=c.train.seed
+        )
+        deadline = None
+        if budget.max_wall_s is not None:
+            left = budget.max_wall_s - (time.perf_counter() - started)
+            pairs = self._fit_to_budget(encoder, ids, pairs, left, meter)
+            deadline = time.perf_counter() + DEADLINE_SHARE * left
+        evaluate = HeadOnValidation(encoder, train, val, c.Cs, meter)
+        self.state_ = self._tune(encoder, ids, pairs, evaluate, deadline, meter, workdir)
+        self.pairs_, self.train_ = pairs, train
+        encoder.model.eval()
+        encoder.trained = self.state_ is not None and self.state_.step > 0
+        X_val, head = evaluate.final(self.state_)
+        encoder.memo = dict(zip(val.texts, X_val, strict=True))  # calibration reuses them
+        return EncoderHeadPredictor(encoder, head, train.labels)
+
+    def _fit_to_budget(
+        self, encoder: Encoder, ids: list[list[int]], pairs: Pairs, left: float, meter: CostMeter
+    ) -> Pairs:
+        """Time a few real batches, then keep the pairs forecast to fit the planned share."""
+        c = self.config
+        batches = pair_batches(ids, pairs, c.train.batch_size, c.train.seed, encoder.pad_id)
+        per_token = seconds_per_token(encoder, list(islice(batches(0), TIMED_BATCHES)), meter)
+        return budget_cap(pairs, ids, c.train.epochs, per_token, PLANNED_SHARE * left)
+
+    def _tune(
+        self,
+        encoder: Encoder,
+        ids: list[list[int]],
+        pairs: Pairs,
+        evaluate: HeadOnValidation,
+        deadline: float | None,
+        meter: CostMeter,
+        workdir: Path | None,
+    ) -> TrainState | None:
+        """Fine-tune the encoder body on the pairs; None when the budget left room for none."""
+        if not len(pairs):
+            return None
+        c = self.config
+        return training.train(
+            encoder.model,
+            pair_batches(ids, pairs, c.train.batch_size, c.train.seed, encoder.pad_id),
+            cosine_loss,
+            evaluate,
+            c.train,
+            head_prefixes=(),  # no new layers: every weight is the pretrained body's
+            checkpoint_dir=workdir / "checkpoints" if workdir else None,
+            deadline=deadline,
+            meter=meter,
+            flops_per_batch=lambda batch: _training_flops(encoder, batch),
+        )
