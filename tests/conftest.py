@@ -6,8 +6,13 @@ Nothing here touches the network; the tiny model trains and predicts in well und
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
+
+# Tiny test models gain nothing from threads, and idle threads that spin make them crawl when
+# the machine is busy. Set before torch loads; subprocesses started by tests inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

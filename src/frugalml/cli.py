@@ -63,7 +63,7 @@ def fit(
     target: Annotated[
         str | None,
         typer.Option(
-            help="Quality bar, e.g. macro_f1=0.90 or accuracy=0.9: stop at the first rung to meet it"
+            help="Quality bar (macro_f1=0.90, accuracy=0.9): stop at the first rung meeting it"
         ),
     ] = None,
     budget: Annotated[

@@ -80,10 +80,14 @@ class Encoder:
         normalize: bool = True,
     ) -> None:
         torch = _torch()
+        from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a per-load weights bar is noise in our own progress
+        # Per-load and per-save bars ("Loading weights", "Writing model shards") are noise
+        # beside our own progress display.
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        disable_progress_bars()
 
         self.folder = check_backbone_folder(Path(folder))
         self.max_length = max_length

@@ -1,6 +1,7 @@
 """The ladder's rungs. Importing this package registers every built-in strategy."""
 
-from frugalml.strategies import frozen_probe, full, lora, setfit, tfidf  # noqa: F401 - registers them
+# Importing registers them.
+from frugalml.strategies import frozen_probe, full, hybrid, lora, setfit, tfidf  # noqa: F401
 from frugalml.strategies.base import (
     Predictor,
     Registered,

@@ -34,31 +34,32 @@ class TfidfConfig(StrategyConfig):
 _VECTORIZER_KEYS = ("analyzer", "ngram_range", "lowercase", "sublinear_tf", "norm", "smooth_idf")
 
 
-class TfidfPredictor:
-    """Sparse n-gram features → linear head. Saved as vocabularies (JSON) + arrays (safetensors)."""
+class NgramFeatures:
+    """Word and character n-gram TF-IDF, saved as vocabularies (JSON) + idf (safetensors)."""
 
-    def __init__(
-        self,
-        vectorizers: list[TfidfVectorizer],
-        head: LinearHead,
-        labels: tuple[str, ...],
-        temperature: float = 1.0,
-    ) -> None:
+    def __init__(self, vectorizers: list[TfidfVectorizer]) -> None:
         self.vectorizers = vectorizers
-        self.head = head
-        self.labels = labels
-        self.temperature = temperature
 
-    def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
+    @classmethod
+    def fit(cls, texts: Sequence[str], config: TfidfConfig) -> tuple[NgramFeatures, Any]:
+        """The fitted features and the training matrix (computed once, while fitting)."""
+        vectorizers = [
+            TfidfVectorizer(ngram_range=config.word_ngrams, sublinear_tf=True, dtype=np.float32),
+            TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=config.char_ngrams,
+                sublinear_tf=True,
+                min_df=config.char_min_df,
+                dtype=np.float32,
+            ),
+        ]
+        X = sparse.hstack([v.fit_transform(texts) for v in vectorizers], format="csr")
+        return cls(vectorizers), X
+
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return sparse.hstack([v.transform(texts) for v in self.vectorizers], format="csr")
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self.head.logits(self.features(texts))
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return softmax(self.logits(texts) / self.temperature)
-
-    def save(self, folder: Path) -> dict[str, Any]:
+    def save(self, folder: Path) -> list[dict[str, Any]]:
         specs, arrays = [], {}
         for i, vectorizer in enumerate(self.vectorizers):
             vocab = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
@@ -67,21 +68,52 @@ class TfidfPredictor:
             params = vectorizer.get_params()
             specs.append({key: params[key] for key in _VECTORIZER_KEYS})
         save_file(arrays, str(folder / "idf.safetensors"))
-        self.head.save(folder / "head.safetensors")
-        return {"vectorizers": specs, "temperature": self.temperature}
+        return specs
 
     @classmethod
-    def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> TfidfPredictor:
+    def load(cls, folder: Path, specs: list[dict[str, Any]]) -> NgramFeatures:
         arrays = load_file(str(folder / "idf.safetensors"))
         vectorizers = []
-        for i, params in enumerate(spec["vectorizers"]):
+        for i, params in enumerate(specs):
             vocab = json.loads((folder / f"vocab_{i}.json").read_text())
             params = {**params, "ngram_range": tuple(params["ngram_range"])}
             vectorizer = TfidfVectorizer(vocabulary=vocab, dtype=np.float32, **params)
             vectorizer.idf_ = arrays[f"idf_{i}"]
             vectorizers.append(vectorizer)
+        return cls(vectorizers)
+
+
+class TfidfPredictor:
+    """Sparse n-gram features → linear head."""
+
+    def __init__(
+        self,
+        features: NgramFeatures,
+        head: LinearHead,
+        labels: tuple[str, ...],
+        temperature: float = 1.0,
+    ) -> None:
+        self.features = features
+        self.head = head
+        self.labels = labels
+        self.temperature = temperature
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head.logits(self.features.transform(texts))
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return softmax(self.logits(texts) / self.temperature)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        specs = self.features.save(folder)
+        self.head.save(folder / "head.safetensors")
+        return {"vectorizers": specs, "temperature": self.temperature}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> TfidfPredictor:
+        features = NgramFeatures.load(folder, spec["vectorizers"])
         head = LinearHead.load(folder / "head.safetensors")
-        return cls(vectorizers, head, labels, float(spec["temperature"]))
+        return cls(features, head, labels, float(spec["temperature"]))
 
 
 @register_strategy("tfidf", config=TfidfConfig, predictor=TfidfPredictor, cost_rank=0)
@@ -101,19 +133,9 @@ class TfidfStrategy:
         workdir: Path | None = None,
     ) -> TfidfPredictor:
         c = self.config
-        vectorizers = [
-            TfidfVectorizer(ngram_range=c.word_ngrams, sublinear_tf=True, dtype=np.float32),
-            TfidfVectorizer(
-                analyzer="char_wb",
-                ngram_range=c.char_ngrams,
-                sublinear_tf=True,
-                min_df=c.char_min_df,
-                dtype=np.float32,
-            ),
-        ]
-        X = sparse.hstack([v.fit_transform(train.texts) for v in vectorizers], format="csr")
+        features, X = NgramFeatures.fit(train.texts, c)
         head = LinearHead.fit(X, train.y, len(train.labels), C=c.C, class_weight=c.class_weight)
-        return TfidfPredictor(vectorizers, head, train.labels)
+        return TfidfPredictor(features, head, train.labels)
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """Fit on a subsample and scale linearly in examples (vectorizing and lbfgs both are)."""

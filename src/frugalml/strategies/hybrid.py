@@ -1,0 +1,168 @@
+"""One linear head over TF-IDF n-grams and frozen embeddings together.
+
+Words the encoder blurs (product names, amounts, negations) survive in the n-grams; meaning
+the n-grams miss lives in the embeddings. After `frozen_probe`, the embeddings come from the
+disk cache, so this rung costs little more than `tfidf`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+from scipy import sparse
+
+from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.config import Budget
+from frugalml.costs import CostMeter
+from frugalml.data.dataset import Dataset
+from frugalml.embeddings import EmbeddingCache, Encoder, default_cache_dir
+from frugalml.forecast import Forecast
+from frugalml.heads import LinearHead, softmax
+from frugalml.strategies.base import StrategyConfig, register_strategy
+from frugalml.strategies.frozen_probe import FrozenProbeConfig, FrozenProbeStrategy
+from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, TfidfStrategy
+
+
+class HybridConfig(StrategyConfig):
+    kind: Literal["hybrid"] = "hybrid"
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, HF hub id or local folder.")
+    max_length: int = Field(128, ge=8, description="Tokens per text for the encoder.")
+    batch_size: int = Field(32, ge=1)
+    ngrams: TfidfConfig = Field(TfidfConfig(), description="The n-gram features' settings.")
+    embedding_weight: float = Field(
+        1.0, gt=0, description="Scale of the unit-length embedding beside the n-gram blocks."
+    )
+    Cs: tuple[float, ...] = Field(
+        (3.0, 10.0, 30.0), min_length=1, description="Inverse L2 strengths tried on validation."
+    )
+    class_weight: Literal["balanced"] | None = None
+    cache: bool = Field(True, description="Reuse cached embeddings ($FRUGALML_CACHE).")
+
+
+class HybridPredictor:
+    """[n-gram TF-IDF | weight * embedding] → linear head."""
+
+    def __init__(
+        self,
+        ngrams: NgramFeatures,
+        encoder: Encoder,
+        head: LinearHead,
+        weight: float,
+        labels: tuple[str, ...],
+        temperature: float = 1.0,
+    ) -> None:
+        self.ngrams, self.encoder, self.head, self.weight = ngrams, encoder, head, weight
+        self.labels = labels
+        self.temperature = temperature
+
+    def features(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> Any:
+        vectors = self.encoder.encode(texts) if embeddings is None else embeddings
+        dense = sparse.csr_matrix(vectors * self.weight)
+        return sparse.hstack([self.ngrams.transform(texts), dense], format="csr")
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head.logits(self.features(texts))
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return softmax(self.logits(texts) / self.temperature)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        specs = self.ngrams.save(folder)
+        self.encoder.save(folder / "encoder")
+        self.head.save(folder / "head.safetensors")
+        return {
+            "vectorizers": specs,
+            "max_length": self.encoder.max_length,
+            "batch_size": self.encoder.batch_size,
+            "embedding_weight": self.weight,
+            "temperature": self.temperature,
+        }
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> HybridPredictor:
+        encoder = Encoder(
+            folder / "encoder",
+            max_length=int(spec["max_length"]),
+            batch_size=int(spec["batch_size"]),
+        )
+        return cls(
+            NgramFeatures.load(folder, spec["vectorizers"]),
+            encoder,
+            LinearHead.load(folder / "head.safetensors"),
+            float(spec["embedding_weight"]),
+            labels,
+            float(spec["temperature"]),
+        )
+
+
+@register_strategy(
+    "hybrid",
+    config=HybridConfig,
+    predictor=HybridPredictor,
+    cost_rank=2,
+    extra="transformers",
+    needs=("torch", "transformers"),
+)
+class HybridStrategy:
+    """TF-IDF n-grams and frozen embeddings side by side, one linear head: cheap and strong."""
+
+    def __init__(self, config: HybridConfig) -> None:
+        self.config = config
+
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        budget: Budget,
+        meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> HybridPredictor:
+        c = self.config
+        encoder = Encoder(
+            resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.batch_size
+        )
+        if c.cache:
+            cache = EmbeddingCache(default_cache_dir(), encoder.fingerprint())
+            E, E_val = (cache.encode(encoder, d.texts, meter) for d in (train, val))
+        else:
+            E, E_val = (encoder.encode(d.texts, meter) for d in (train, val))
+        ngrams, X_ngrams = NgramFeatures.fit(train.texts, c.ngrams)
+        unfitted = HybridPredictor(
+            ngrams, encoder, LinearHead(np.zeros(0), np.zeros(0)), c.embedding_weight, train.labels
+        )
+        X = sparse.hstack([X_ngrams, sparse.csr_matrix(E * c.embedding_weight)], format="csr")
+        head = LinearHead.fit_select(
+            X,
+            train.y,
+            unfitted.features(val.texts, E_val),
+            val.y,
+            len(train.labels),
+            Cs=c.Cs,
+            class_weight=c.class_weight,
+        )
+        encoder.memo = dict(zip(val.texts, E_val, strict=True))  # calibration reuses them
+        return HybridPredictor(ngrams, encoder, head, c.embedding_weight, train.labels)
+
+    def forecast(self, train: Dataset, val: Dataset) -> Forecast:
+        """The n-gram fit once per C, plus embedding what the cache lacks."""
+        c = self.config
+        ngram_part = (
+            TfidfStrategy(c.ngrams)
+            .forecast(train, val)
+            .scaled(len(c.Cs), f"n-gram fit × {len(c.Cs)} values of C")
+        )
+        embed_part = FrozenProbeStrategy(
+            FrozenProbeConfig(
+                backbone=c.backbone,
+                max_length=c.max_length,
+                batch_size=c.batch_size,
+                Cs=(1.0,),
+                cache=c.cache,
+            )
+        ).forecast(train, val)
+        return ngram_part + embed_part

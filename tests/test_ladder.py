@@ -1,0 +1,168 @@
+"""The ladder's controls: quality bar, budget, forecasts, overrides, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import frugalml
+from frugalml.config import Budget, parse_budget, parse_overrides, parse_target
+from frugalml.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10m", Budget(max_wall_s=600)),
+        ("90s", Budget(max_wall_s=90)),
+        ("1.5h", Budget(max_wall_s=5400)),
+        ("$0.05", Budget(max_usd=0.05)),
+        ("0.01kWh", Budget(max_kwh=0.01)),
+        ("5Wh", Budget(max_kwh=0.005)),
+        ("2m, $1", Budget(max_wall_s=120, max_usd=1.0)),
+    ],
+)
+def test_budgets_parse(text: str, expected: Budget) -> None:
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "$", "-5m", "0s"])
+def test_bad_budgets_say_what_is_allowed(text: str) -> None:
+    with pytest.raises(ConfigError, match="--budget"):
+        parse_budget(text)
+
+
+def test_targets_and_overrides_parse() -> None:
+    assert parse_target("macro_f1=0.9") == ("macro_f1", 0.9)
+    assert parse_target("accuracy=1") == ("accuracy", 1.0)
+    for bad in ("f1=0.9", "accuracy=90", "accuracy"):
+        with pytest.raises(ConfigError, match="--target must look like"):
+            parse_target(bad)
+    assert parse_overrides(["full.train.epochs=5", "lora.r=16", "lora.target_modules=[query]"]) == {
+        "full": {"train": {"epochs": 5}},
+        "lora": {"r": 16, "target_modules": ["query"]},
+    }
+    with pytest.raises(ConfigError, match=r"STRATEGY\.FIELD=VALUE"):
+        parse_overrides(["epochs=5"])
+
+
+def test_nested_override_keeps_the_strategy_defaults() -> None:
+    from frugalml.strategies import get_strategy
+
+    strategy = get_strategy("lora").build(train={"epochs": 1})
+    assert strategy.config.train.epochs == 1  # type: ignore[attr-defined]
+    assert strategy.config.train.lr == 1e-3  # lora's own default, not TrainConfig's
+    with pytest.raises(ConfigError, match=r"lora\.r: Input should be greater than or equal to 1"):
+        get_strategy("lora").build(r=0)
+
+
+def test_target_stops_at_the_first_rung_that_meets_it(
+    small_csv: Path,
+    tmp_path: Path,
+    tiny_backbone: Path,
+) -> None:
+    result = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["frozen_probe", "tfidf"],
+        target=0.05,
+        options={"frozen_probe": {"backbone": str(tiny_backbone)}},
+    )
+    assert [c.strategy for c in result.ladder.candidates] == ["tfidf"]
+    assert "already met by tfidf" in result.ladder.skipped["frozen_probe"]
+    report = json.loads(result.report_json.read_text())
+    assert report["skipped"]["frozen_probe"].startswith("target macro_f1")
+
+
+def test_forecasts_are_kept_beside_the_actuals(
+    small_csv: Path,
+    tmp_path: Path,
+    tiny_backbone: Path,
+) -> None:
+    result = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["tfidf", "full"],
+        options={"full": {"backbone": str(tiny_backbone), "train": {"epochs": 2}}},
+    )
+    for candidate in result.ladder.candidates:
+        assert candidate.forecast is not None and candidate.forecast["wall_s"] > 0
+        assert candidate.forecast_ratio() is not None
+        manifest = json.loads((candidate.bundle / "manifest.json").read_text())
+        assert manifest["forecast"]["wall_s"] == candidate.forecast["wall_s"]
+
+
+def test_a_rung_forecast_to_overrun_the_budget_is_skipped(
+    small_csv: Path,
+    tmp_path: Path,
+    tiny_backbone: Path,
+) -> None:
+    result = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["tfidf", "full"],
+        budget=Budget(max_wall_s=3.0),
+        options={"full": {"backbone": str(tiny_backbone), "train": {"epochs": 5000}}},
+    )
+    assert [c.strategy for c in result.ladder.candidates] == ["tfidf"]
+    assert "left of the budget" in result.ladder.skipped["full"]
+
+
+def test_sigkill_mid_rung_then_resume_finishes_without_redoing_work(
+    small_csv: Path,
+    tmp_path: Path,
+    tiny_backbone: Path,
+) -> None:
+    run = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "frugalml",
+        "fit",
+        str(small_csv),
+        "--strategies",
+        "tfidf,full",
+        "--backbone",
+        str(tiny_backbone),
+        "--set",
+        "full.train.epochs=25",
+        "--set",
+        "full.train.patience=1000",
+        "--out",
+        str(run),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = run / "work" / "full" / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    killed_at = json.loads(state.read_text())["epoch"]
+    tfidf_manifest = (run / "candidates" / "tfidf" / "manifest.json").read_bytes()
+    assert not (run / "report.json").exists()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "frugalml", "fit", "--resume", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "tfidf: reused from the earlier run" in resumed.stderr
+    assert f"resuming from epoch {killed_at}" in resumed.stderr
+    assert (run / "candidates" / "tfidf" / "manifest.json").read_bytes() == tfidf_manifest
+    report = json.loads((run / "report.json").read_text())
+    assert {row["strategy"] for row in report["leaderboard"]} == {"tfidf", "full"}
+    assert not (run / "work" / "full").exists()  # checkpoints removed once the rung finished
