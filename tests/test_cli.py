@@ -38,6 +38,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Pa
     result = frugalml(
         "fit",
         folder / "intents.csv",
+        "--strategies",
+        "tfidf,frozen_probe",
         "--backbone",
         tiny_backbone,
         "--out",

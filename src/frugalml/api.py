@@ -21,7 +21,8 @@ from frugalml.strategies import get_strategy, strategy_names
 
 RUN_MARKER = ".frugalml-run"
 RUN_SETTINGS = "run.json"
-DEFAULT_STRATEGIES = ("tfidf", "frozen_probe")
+# The whole ladder, cheapest first; with a target it stops at the first rung meeting it.
+DEFAULT_STRATEGIES = ("tfidf", "frozen_probe", "hybrid", "setfit", "lora", "full")
 
 
 @dataclass
