@@ -54,6 +54,11 @@ class SetfitConfig(StrategyConfig):
     max_pairs: int = Field(
         4000, ge=2, description="Most pairs trained on; a wall-clock budget may lower it further."
     )
+    freeze_embeddings: bool = Field(
+        True,
+        description="Keep the token-embedding table fixed: half of MiniLM's weights, whose "
+        "optimizer updates cost a third of each step for little gain on a few pairs.",
+    )
     Cs: tuple[float, ...] = Field(
         (3.0, 10.0, 30.0), min_length=1, description="Inverse L2 strengths tried on validation."
     )
@@ -120,21 +125,25 @@ def sample_pairs(y: np.ndarray, *, iterations: int, max_pairs: int, seed: int) -
 def cosine_loss(model: Any, batch: Batch) -> Any:
     """SetFit's CosineSimilarityLoss: MSE between cos(u, v) of pooled embeddings and the target.
 
-    A batch holds the first texts of its pairs, then the second ones, padded together so one
-    forward pass embeds both.
+    A batch embeds each of its distinct texts once; `a` and `b` pick each pair's two rows.
     """
     from torch.nn import functional
 
     mask = batch["attention_mask"]
     hidden = model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-    u, v = mean_pool(hidden, mask).float().chunk(2)
-    return functional.mse_loss(functional.cosine_similarity(u, v), batch["labels"])
+    pooled = mean_pool(hidden, mask).float()
+    cosine = functional.cosine_similarity(pooled[batch["a"]], pooled[batch["b"]])
+    return functional.mse_loss(cosine, batch["labels"])
 
 
 def pair_batches(
     ids: list[list[int]], pairs: Pairs, batch_size: int, seed: int, pad_id: int
 ) -> Callable[[int], Iterator[Batch]]:
-    """Length-bucketed batches of pairs, the same ones for the same epoch (resumable)."""
+    """Length-bucketed batches of pairs, the same ones for the same epoch (resumable).
+
+    With few shots, the pairs of a batch share many texts: each is embedded once (the loss
+    and its gradient are the same), which saves two thirds of the compute at 8 shots per class.
+    """
     import torch
 
     lengths = np.array([len(x) for x in ids])
@@ -142,10 +151,17 @@ def pair_batches(
 
     def batches(epoch: int) -> Iterator[Batch]:
         for idx in training.bucketed_batches(pair_lengths, batch_size, seed + epoch):
-            texts = [ids[i] for i in pairs.a[idx]] + [ids[i] for i in pairs.b[idx]]
-            input_ids, mask = pad_batch(texts, pad_id)
-            labels = torch.as_tensor(pairs.label[idx])
-            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+            texts, rows = np.unique(
+                np.concatenate([pairs.a[idx], pairs.b[idx]]), return_inverse=True
+            )
+            input_ids, mask = pad_batch([ids[i] for i in texts], pad_id)
+            yield {
+                "input_ids": input_ids,
+                "attention_mask": mask,
+                "a": torch.as_tensor(rows[: len(idx)]),
+                "b": torch.as_tensor(rows[len(idx) :]),
+                "labels": torch.as_tensor(pairs.label[idx]),
+            }
 
     return batches
 
@@ -292,6 +308,8 @@ class SetfitStrategy:
         if not len(pairs):
             return None
         c = self.config
+        if c.freeze_embeddings:
+            encoder.model.get_input_embeddings().requires_grad_(False)
         return training.train(
             encoder.model,
             pair_batches(ids, pairs, c.train.batch_size, c.train.seed, encoder.pad_id),
