@@ -78,12 +78,12 @@ def test_shots_train_on_exactly_k_per_class(demo_splits: Splits, tiny_backbone: 
     assert predictor.labels == demo_splits.train.labels
 
 
-def test_budget_cap_keeps_the_pairs_that_fit_the_forecast() -> None:
-    ids = [[1, 2, 3, 4, 5]] * 10  # every pair pads to 2 x 5 tokens
+def test_budget_cap_keeps_the_pairs_forecast_to_fit() -> None:
     pairs = sample_pairs(np.repeat([0, 1], 5), iterations=20, max_pairs=400, seed=0)
-    assert len(budget_cap(pairs, ids, 1, seconds_per_token=1e-3, seconds=0.5)) == 50
-    assert len(budget_cap(pairs, ids, 2, seconds_per_token=1e-3, seconds=0.5)) == 24  # even
-    assert len(budget_cap(pairs, ids, 1, seconds_per_token=1e-3, seconds=-1.0)) == 0
+    assert len(budget_cap(pairs, seconds_per_pair=0.01, epochs=1, seconds=0.5)) == 50
+    assert len(budget_cap(pairs, seconds_per_pair=0.01, epochs=2, seconds=0.5)) == 24  # even
+    assert len(budget_cap(pairs, seconds_per_pair=0.01, epochs=1, seconds=100.0)) == 400
+    assert len(budget_cap(pairs, seconds_per_pair=0.01, epochs=1, seconds=-1.0)) == 0
 
 
 def test_a_small_wall_budget_trains_on_fewer_pairs(

@@ -22,6 +22,8 @@ def options_for(name: str, backbone: Path) -> dict[str, Any]:
     options: dict[str, Any] = {"backbone": str(backbone)} if "backbone" in fields else {}
     if "train" in fields:
         options["train"] = {"epochs": 6, "lr": 5e-3, "head_lr": 2e-2, "batch_size": 16}
+    if "max_pairs" in fields:
+        options["max_pairs"] = 512
     return options
 
 

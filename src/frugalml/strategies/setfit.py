@@ -31,10 +31,12 @@ from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.strategies.encoder_head import EncoderHeadPredictor
 from frugalml.training import Batch, TrainConfig, TrainState
 
-# Of the wall seconds left when pairs are sized, the contrastive phase is planned to use this
-# share; the rest embeds the data and fits the head. The loop stops hard at the larger share.
+# Under a wall budget, the seconds left once embedding for the head is set aside are the
+# tuning's: pairs are planned for PLANNED_SHARE of them (optimizer steps and the head's fit use
+# the rest) and the loop stops at DEADLINE_SHARE if the forecast was still too low.
 PLANNED_SHARE = 0.7
 DEADLINE_SHARE = 0.85
+FORWARD_SHARE = 1 / 3  # embedding is a forward pass: 2·N·T of training's 6·N·T FLOPs
 TIMED_BATCHES = 3  # the first warms up; the others are timed
 
 
@@ -57,7 +59,7 @@ class SetfitConfig(StrategyConfig):
     freeze_embeddings: bool = Field(
         True,
         description="Keep the token-embedding table fixed: half of MiniLM's weights, whose "
-        "optimizer updates cost a third of each step for little gain on a few pairs.",
+        "gradients and optimizer updates cost about a fifth of the training CPU.",
     )
     Cs: tuple[float, ...] = Field(
         (3.0, 10.0, 30.0), min_length=1, description="Inverse L2 strengths tried on validation."
@@ -142,7 +144,7 @@ def pair_batches(
     """Length-bucketed batches of pairs, the same ones for the same epoch (resumable).
 
     With few shots, the pairs of a batch share many texts: each is embedded once (the loss
-    and its gradient are the same), which saves two thirds of the compute at 8 shots per class.
+    and its gradient are the same). At 8 shots on 3 classes that is a third of the tokens.
     """
     import torch
 
@@ -167,7 +169,10 @@ def pair_batches(
 
 
 def seconds_per_token(encoder: Encoder, batches: Sequence[Batch], meter: CostMeter) -> float:
-    """Forward + backward seconds per padded token, timed on real batches; weights unchanged."""
+    """Forward + backward seconds per padded token, timed on real batches; weights unchanged.
+
+    The first batch only warms up (allocations, kernel choice) unless it is the only one.
+    """
     model = encoder.model.train()
     seconds, tokens = 0.0, 0
     for i, batch in enumerate(batches):
@@ -181,14 +186,9 @@ def seconds_per_token(encoder: Encoder, batches: Sequence[Batch], meter: CostMet
     return seconds / max(tokens, 1)
 
 
-def budget_cap(
-    pairs: Pairs, ids: list[list[int]], epochs: int, seconds_per_token: float, seconds: float
-) -> Pairs:
-    """The longest prefix of `pairs` whose training is forecast to take at most `seconds`."""
-    lengths = np.array([len(x) for x in ids])
-    tokens = 2 * np.maximum(lengths[pairs.a], lengths[pairs.b]) * epochs
-    affordable = max(seconds, 0.0) / seconds_per_token
-    return pairs.first(int(np.searchsorted(np.cumsum(tokens), affordable, side="right")))
+def budget_cap(pairs: Pairs, seconds_per_pair: float, epochs: int, seconds: float) -> Pairs:
+    """The first pairs (all rounds in order) whose training is forecast to take `seconds`."""
+    return pairs.first(int(max(seconds, 0.0) / (seconds_per_pair * epochs)))
 
 
 def _training_flops(encoder: Encoder, batch: Batch) -> float:
@@ -247,7 +247,11 @@ class HeadOnValidation:
     needs=("torch", "transformers"),
 )
 class SetfitStrategy:
-    """Contrastive pairs tune the encoder, then a linear head: strong with few labels."""
+    """Contrastive pairs tune the encoder, then a linear head: strong with few labels.
+
+    After `fit`, `train_` is the (few-shot) data it learned from, `pairs_` the pairs it
+    tuned on, and `state_` the loop's record (None when the budget left time for no pairs).
+    """
 
     def __init__(self, config: SetfitConfig) -> None:
         self.config = config
@@ -273,9 +277,8 @@ class SetfitStrategy:
         )
         deadline = None
         if budget.max_wall_s is not None:
-            left = budget.max_wall_s - (time.perf_counter() - started)
-            pairs = self._fit_to_budget(encoder, ids, pairs, left, meter)
-            deadline = time.perf_counter() + DEADLINE_SHARE * left
+            end = started + budget.max_wall_s
+            pairs, deadline = self._fit_to_budget(encoder, ids, val, pairs, end, meter)
         evaluate = HeadOnValidation(encoder, train, val, c.Cs, meter)
         self.state_ = self._tune(encoder, ids, pairs, evaluate, deadline, meter, workdir)
         self.pairs_, self.train_ = pairs, train
@@ -286,13 +289,25 @@ class SetfitStrategy:
         return EncoderHeadPredictor(encoder, head, train.labels)
 
     def _fit_to_budget(
-        self, encoder: Encoder, ids: list[list[int]], pairs: Pairs, left: float, meter: CostMeter
-    ) -> Pairs:
-        """Time a few real batches, then keep the pairs forecast to fit the planned share."""
+        self,
+        encoder: Encoder,
+        ids: list[list[int]],
+        val: Dataset,
+        pairs: Pairs,
+        end: float,
+        meter: CostMeter,
+    ) -> tuple[Pairs, float]:
+        """Time a few real batches; return the pairs forecast to fit, and the loop's deadline."""
         c = self.config
         batches = pair_batches(ids, pairs, c.train.batch_size, c.train.seed, encoder.pad_id)
         per_token = seconds_per_token(encoder, list(islice(batches(0), TIMED_BATCHES)), meter)
-        return budget_cap(pairs, ids, c.train.epochs, per_token, PLANNED_SHARE * left)
+        # padded tokens per pair over the whole epoch: shared texts and padding included
+        tokens_per_pair = sum(int(b["input_ids"].numel()) for b in batches(0)) / len(pairs)
+        head_tokens = sum(map(len, ids)) + sum(map(len, encoder.tokenize(val.texts)))
+        tuning_s = end - time.perf_counter() - per_token * FORWARD_SHARE * head_tokens
+        per_pair = per_token * tokens_per_pair
+        kept = budget_cap(pairs, per_pair, c.train.epochs, PLANNED_SHARE * tuning_s)
+        return kept, time.perf_counter() + DEADLINE_SHARE * tuning_s
 
     def _tune(
         self,
