@@ -206,7 +206,8 @@ def main() -> None:
             )
         _ratios(row)
         rows[name] = row
-    print(f"wrote {write_result('ladder_vs_peers', {'machine': machine(), 'rows': rows})}")
+        path = write_result("ladder_vs_peers", {"machine": machine(), "rows": rows})
+    print(f"wrote {path}")
 
 
 def _ratios(row: dict[str, Any]) -> None:

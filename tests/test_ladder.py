@@ -97,6 +97,9 @@ def test_forecasts_are_kept_beside_the_actuals(
         assert candidate.forecast_ratio() is not None
         manifest = json.loads((candidate.bundle / "manifest.json").read_text())
         assert manifest["forecast"]["wall_s"] == candidate.forecast["wall_s"]
+    curves = (result.run_dir / "curves" / "full" / "scalars.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in curves] == [0, 1]  # training curves, per epoch
+    assert not (result.run_dir / "work").exists() or not any((result.run_dir / "work").iterdir())
 
 
 def test_a_rung_forecast_to_overrun_the_budget_is_skipped(

@@ -28,6 +28,7 @@ from frugalml.strategies.encoder_head import EncoderHeadPredictor
 from frugalml.training import Batch, TrainConfig, TrainState, bucketed_batches, train
 
 log = logging.getLogger("frugalml")
+CURVES = "curves"  # inside a rung's workdir; the ladder keeps it as RUN_DIR/curves/<rung>
 
 
 class TextClassifier(nn.Module):
@@ -102,6 +103,7 @@ def fit_classifier(
             encoder.n_params, int(b["input_ids"].numel()), training=True
         ),
         log=log.info,
+        curves_dir=workdir / CURVES if workdir else None,
     )
     encoder.model = export(model.encoder).eval()
     encoder.trained = True

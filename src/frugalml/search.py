@@ -243,6 +243,10 @@ def _run_rung(
         forecast=forecast,
         stopped=stopped,
     )
+    if (workdir / "curves").exists():  # training curves outlive the checkpoints
+        shutil.rmtree(run_dir / "curves" / name, ignore_errors=True)
+        (run_dir / "curves").mkdir(exist_ok=True)
+        shutil.move(workdir / "curves", run_dir / "curves" / name)
     shutil.rmtree(workdir, ignore_errors=True)  # checkpoints served their purpose
     return Candidate(name, config, val, test, meter.card, timing, folder, ece, forecast, stopped)
 

@@ -77,6 +77,7 @@ def train(
     meter: CostMeter | None = None,
     flops_per_batch: Callable[[Batch], float] | None = None,
     log: Callable[[str], None] = lambda message: None,
+    curves_dir: Path | None = None,
 ) -> TrainState:
     """Train `model` in place and leave it holding its best validation weights.
 
@@ -121,6 +122,12 @@ def train(
             {"epoch": state.epoch, "loss": float(np.mean(losses or [0.0])), "val": score}
         )
         log(f"epoch {state.epoch}: loss {state.history[-1]['loss']:.4f}, val {score:.4f}")
+        if curves_dir is not None:
+            write_scalars(
+                curves_dir,
+                state.epoch,
+                {"train/loss": state.history[-1]["loss"], "val/score": score},
+            )
         if score > state.best_score:
             state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
             best = {k: v.detach().clone() for k, v in _trainable(model).items()}
@@ -280,3 +287,18 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int) -> list[np
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def write_scalars(folder: Path, step: int, scalars: dict[str, float]) -> None:
+    """Training curves as TensorBoard scalars when a writer is installed, and always as JSON
+    lines (readable without TensorBoard)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "scalars.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"step": step, **scalars}) + "\n")
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return
+    with SummaryWriter(str(folder)) as writer:
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
