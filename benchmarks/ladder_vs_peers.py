@@ -31,8 +31,9 @@ from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
 from frugalml.evaluate import score
 
-# The quality bar a user of each dataset would set, on validation accuracy.
-TARGETS = {"banking77": 0.92, "phrasebank": 0.92}
+# The quality bar on validation accuracy: the bar for Banking77 (0.915), and for
+# PhraseBank the accuracy a full fine-tune reaches (the Trainer row measured 0.93 here).
+TARGETS = {"banking77": 0.915, "phrasebank": 0.93}
 
 
 def ladder(name: str, splits: Splits, workdir: Path) -> dict[str, Any]:

@@ -49,6 +49,7 @@ def test_target_picks_the_cheapest_candidate_meeting_it(
         small_csv,
         out=tmp_path / "run",
         target=0.0,
+        strategies=["tfidf", "frozen_probe"],
         options={"frozen_probe": {"backbone": str(tiny_backbone)}},
     )
     assert result.ladder.chosen.strategy == "tfidf"  # both meet 0.0; tfidf costs less

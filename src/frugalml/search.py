@@ -7,6 +7,7 @@ quality bar, else the best one, with a one-line reason.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -125,29 +126,30 @@ def run_ladder(
     skipped: dict[str, str] = {}
     forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0}
     met: Candidate | None = None
-    for name in sorted(strategies, key=lambda n: get_strategy(n).cost_rank):
-        reason = _why_skip(name, met, metric, target, clock)
-        finished = _finished(run_dir / "candidates" / name) if resume and not reason else None
-        if finished:
+    plans = _plan(
+        strategies, splits, run_dir, resume, options or {}, prices, forecast_cost, notify, skipped
+    )
+    for name, strategy, forecast, finished in plans:
+        if finished is not None:
             candidates.append(finished)
             notify("reused", {"strategy": name, "candidate": finished})
-        elif reason:
-            skipped[name] = reason
-            notify("skipped", {"strategy": name, "reason": reason})
-            continue
         else:
-            strategy = get_strategy(name).build(**(options or {}).get(name, {}))
-            forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
-            left = clock.left_s()
-            if forecast and left is not None and forecast["wall_s"] > left:
-                skipped[name] = (
-                    f"forecast {forecast['wall_s']:.0f} s > {max(left, 0):.0f} s left of the budget"
-                )
-                notify("skipped", {"strategy": name, "reason": skipped[name]})
+            assert strategy is not None
+            reason = _why_skip(met, metric, target, clock, forecast)
+            if reason:
+                skipped[name] = reason
+                notify("skipped", {"strategy": name, "reason": reason})
                 continue
             notify("start", {"strategy": name})
             candidate = _run_rung(
-                name, strategy, splits, run_dir, Budget(max_wall_s=left), prices, speed, forecast
+                name,
+                strategy,
+                splits,
+                run_dir,
+                Budget(max_wall_s=clock.left_s()),
+                prices,
+                speed,
+                forecast,
             )
             candidates.append(candidate)
             notify("done", {"strategy": name, "candidate": candidate})
@@ -159,17 +161,58 @@ def run_ladder(
     return LadderResult(candidates, chosen, reason, skipped, forecast_cost)
 
 
+_Plan = tuple[str, Strategy | None, dict[str, Any] | None, Candidate | None]
+
+
+def _plan(
+    strategies: list[str],
+    splits: Splits,
+    run_dir: Path,
+    resume: bool,
+    options: dict[str, dict[str, Any]],
+    prices: Prices,
+    forecast_cost: dict[str, float],
+    notify: Progress,
+    skipped: dict[str, str],
+) -> list[_Plan]:
+    """Finished rungs first (on resume), then the rest in order of forecast cost on *this*
+    data: which rung is cheaper depends on the data (full fine-tuning of short texts can cost
+    less than contrastive tuning on many pairs), so the fixed rank only breaks ties."""
+    finished: list[_Plan] = []
+    todo: list[_Plan] = []
+    for name in sorted(strategies, key=lambda n: get_strategy(n).cost_rank):
+        registered = get_strategy(name)
+        if not registered.available():
+            skipped[name] = (
+                f"needs the '{registered.extra}' extra: pip install 'frugalml[{registered.extra}]'"
+            )
+            notify("skipped", {"strategy": name, "reason": skipped[name]})
+            continue
+        done = _finished(run_dir / "candidates" / name) if resume else None
+        if done is not None:
+            finished.append((name, None, done.forecast, done))
+            continue
+        strategy = registered.build(**options.get(name, {}))
+        forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
+        todo.append((name, strategy, forecast, None))
+    todo.sort(key=lambda plan: float(plan[2]["wall_s"]) if plan[2] else math.inf)
+    return finished + todo
+
+
 def _why_skip(
-    name: str, met: Candidate | None, metric: str, target: float | None, clock: LadderClock
+    met: Candidate | None,
+    metric: str,
+    target: float | None,
+    clock: LadderClock,
+    forecast: dict[str, Any] | None,
 ) -> str:
-    registered = get_strategy(name)
-    if not registered.available():
-        return f"needs the '{registered.extra}' extra: pip install 'frugalml[{registered.extra}]'"
     if met is not None:
         return f"target {metric} ≥ {target:g} already met by {met.strategy}"
     left = clock.left_s()
     if left is not None and left <= 0:
         return "the budget is spent"
+    if forecast and left is not None and forecast["wall_s"] > left:
+        return f"forecast {forecast['wall_s']:.0f} s > {left:.0f} s left of the budget"
     return ""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,11 @@ class FullConfig(StrategyConfig):
     backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, HF hub id or local folder.")
     max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency.")
+    freeze_embeddings: bool = Field(
+        True,
+        description="Keep the token-embedding table fixed: about half of MiniLM's weights, "
+        "whose gradients and optimizer updates cost CPU and rarely help a classifier.",
+    )
     train: TrainConfig = TrainConfig(epochs=3, lr=1e-4, head_lr=2e-3)
 
 
@@ -61,8 +66,14 @@ class FullStrategy:
             meter=meter,
             workdir=workdir,
             class_weighted=c.class_weighted,
+            adapt=self._adapt,
         )
         return predictor
+
+    def _adapt(self, encoder: Any) -> Any:
+        if self.config.freeze_embeddings:
+            encoder.get_input_embeddings().requires_grad_(False)
+        return encoder
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         from frugalml.classifier import forecast_classifier
@@ -74,4 +85,5 @@ class FullStrategy:
             backbone=resolve_backbone(c.backbone),
             config=c.train,
             max_length=c.max_length,
+            adapt=self._adapt,
         )

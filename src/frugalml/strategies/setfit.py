@@ -26,6 +26,7 @@ from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.embeddings import Encoder, mean_pool, pad_batch
 from frugalml.evaluate import macro_f1
+from frugalml.forecast import Forecast, stopwatch
 from frugalml.heads import LinearHead
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.strategies.encoder_head import EncoderHeadPredictor
@@ -287,6 +288,36 @@ class SetfitStrategy:
         X_val, head = evaluate.final(self.state_)
         encoder.memo = dict(zip(val.texts, X_val, strict=True))  # calibration reuses them
         return EncoderHeadPredictor(encoder, head, train.labels)
+
+    def forecast(self, train: Dataset, val: Dataset) -> Forecast:
+        """Timed pair batches scaled to every pair's tokens (+25% for optimizer steps), plus
+        embedding train and validation for the head once per epoch and once at the end."""
+        c = self.config
+        with stopwatch() as load:
+            encoder = Encoder(
+                resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.train.batch_size
+            )
+        if c.shots is not None:
+            train = few_shot(train, c.shots, c.train.seed)
+        ids = encoder.tokenize(train.texts)
+        pairs = sample_pairs(
+            train.y, iterations=c.iterations, max_pairs=c.max_pairs, seed=c.train.seed
+        )
+        batches = pair_batches(ids, pairs, c.train.batch_size, c.train.seed, encoder.pad_id)
+        with CostMeter() as meter, stopwatch() as timing:
+            per_token = seconds_per_token(encoder, list(islice(batches(0), TIMED_BATCHES)), meter)
+        cpu_per_wall = timing.cpu_s / max(timing.wall_s, 1e-9)
+        pair_tokens = sum(int(b["input_ids"].numel()) for b in batches(0))
+        head_tokens = sum(map(len, ids)) + sum(map(len, encoder.tokenize(val.texts)))
+        wall = (
+            per_token * pair_tokens * c.train.epochs * 1.25
+            + per_token * FORWARD_SHARE * head_tokens * (c.train.epochs + 1)
+        )
+        return load.forecast("load") + Forecast(
+            wall,
+            wall * cpu_per_wall,
+            f"{TIMED_BATCHES - 1} timed pair batches scaled to {len(pairs)} pairs",
+        )
 
     def _fit_to_budget(
         self,
