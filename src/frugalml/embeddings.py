@@ -234,5 +234,16 @@ class EmbeddingCache:
         tmp.rename(self.folder / f"{uuid.uuid4().hex}.safetensors")  # atomic: no torn shards
 
 
+def embed_for_training(
+    encoder: Encoder, parts: Sequence[Sequence[str]], meter: CostMeter, *, cache: bool
+) -> list[np.ndarray]:
+    """Embeddings of each text list (e.g. train and validation), through the disk cache when
+    `cache` is set; what a strategy embeds once and then fits heads on."""
+    if not cache:
+        return [encoder.encode(texts, meter) for texts in parts]
+    store = EmbeddingCache(default_cache_dir(), encoder.fingerprint())
+    return [store.encode(encoder, texts, meter) for texts in parts]
+
+
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()

@@ -12,7 +12,12 @@ from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.embeddings import EmbeddingCache, Encoder, default_cache_dir
+from frugalml.embeddings import (
+    EmbeddingCache,
+    Encoder,
+    default_cache_dir,
+    embed_for_training,
+)
 from frugalml.forecast import Forecast, stopwatch, timed
 from frugalml.heads import LinearHead
 from frugalml.strategies.base import StrategyConfig, register_strategy
@@ -58,11 +63,7 @@ class FrozenProbeStrategy:
         encoder = Encoder(
             resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.batch_size
         )
-        if c.cache:
-            cache = EmbeddingCache(default_cache_dir(), encoder.fingerprint())
-            X, X_val = (cache.encode(encoder, d.texts, meter) for d in (train, val))
-        else:
-            X, X_val = (encoder.encode(d.texts, meter) for d in (train, val))
+        X, X_val = embed_for_training(encoder, [train.texts, val.texts], meter, cache=c.cache)
         head = LinearHead.fit_select(
             X, train.y, X_val, val.y, len(train.labels), Cs=c.Cs, class_weight=c.class_weight
         )

@@ -19,7 +19,10 @@ from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.embeddings import EmbeddingCache, Encoder, default_cache_dir
+from frugalml.embeddings import (
+    Encoder,
+    embed_for_training,
+)
 from frugalml.forecast import Forecast
 from frugalml.heads import LinearHead, softmax
 from frugalml.strategies.base import StrategyConfig, register_strategy
@@ -126,11 +129,7 @@ class HybridStrategy:
         encoder = Encoder(
             resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.batch_size
         )
-        if c.cache:
-            cache = EmbeddingCache(default_cache_dir(), encoder.fingerprint())
-            E, E_val = (cache.encode(encoder, d.texts, meter) for d in (train, val))
-        else:
-            E, E_val = (encoder.encode(d.texts, meter) for d in (train, val))
+        E, E_val = embed_for_training(encoder, [train.texts, val.texts], meter, cache=c.cache)
         ngrams, X_ngrams = NgramFeatures.fit(train.texts, c.ngrams)
         unfitted = HybridPredictor(
             ngrams, encoder, LinearHead(np.zeros(0), np.zeros(0)), c.embedding_weight, train.labels
