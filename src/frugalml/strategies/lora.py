@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,7 +91,14 @@ class LoraStrategy:
         adapters = peft.LoraConfig(
             r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=list(c.target_modules)
         )
-        return peft.get_peft_model(encoder, adapters)
+        with warnings.catch_warnings():
+            # peft still calls a transformers API deprecated for v6; nothing a user can act on
+            warnings.filterwarnings(
+                "ignore",
+                message="`is_gradient_checkpointing` is deprecated",
+                category=FutureWarning,
+            )
+            return peft.get_peft_model(encoder, adapters)
 
 
 def _merge(encoder: Any) -> Any:
