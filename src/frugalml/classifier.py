@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from frugalml.backbones import resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
@@ -191,4 +193,63 @@ def forecast_classifier(
             per_epoch * config.epochs, f"2 timed steps scaled to {config.epochs} epochs of tokens"
         )
         + evaluation.forecast("").scaled(eval_scale * config.epochs, "validation each epoch")
+    )
+
+
+class FineTuneSettings(Protocol):
+    """What `full` and `lora` configs share: the fields these two helpers read."""
+
+    @property
+    def backbone(self) -> str: ...
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def class_weighted(self) -> bool: ...
+    @property
+    def train(self) -> TrainConfig: ...
+
+
+def fine_tune(
+    settings: FineTuneSettings,
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    budget: Budget,
+    meter: CostMeter,
+    workdir: Path | None,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    export: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+) -> EncoderHeadPredictor:
+    """A fine-tuning rung's `fit`, given how it adapts and exports the encoder."""
+    predictor, _ = fit_classifier(
+        train_data,
+        val,
+        backbone=resolve_backbone(settings.backbone),
+        config=settings.train,
+        max_length=settings.max_length,
+        budget=budget,
+        meter=meter,
+        workdir=workdir,
+        adapt=adapt,
+        export=export,
+        class_weighted=settings.class_weighted,
+    )
+    return predictor
+
+
+def forecast_fine_tune(
+    settings: FineTuneSettings,
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+) -> Forecast:
+    """A fine-tuning rung's `forecast`."""
+    return forecast_classifier(
+        train_data,
+        val,
+        backbone=resolve_backbone(settings.backbone),
+        config=settings.train,
+        max_length=settings.max_length,
+        adapt=adapt,
     )

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -215,7 +216,7 @@ def evaluate(
             [f"the bundle's labels are: {', '.join(model.labels[:20])}"],
         )
     index = {label: i for i, label in enumerate(model.labels)}
-    y_true = __import__("numpy").array([index[dataset.labels[i]] for i in dataset.y])
+    y_true = np.array([index[dataset.labels[i]] for i in dataset.y])
     quality = score(y_true, model.predict_proba(dataset.texts).argmax(1), model.labels)
     if as_json:
         sys.stdout.write(json.dumps(quality.to_dict(), indent=2) + "\n")

@@ -253,12 +253,13 @@ class Checkpoints:
 
 
 def _flatten_optimizer(optimizer: Any) -> dict[str, Any]:
+    """AdamW's per-parameter state as flat tensors ('3.exp_avg'); scalar steps become tensors."""
+    import torch
+
     flat = {}
     for index, values in optimizer.state_dict()["state"].items():
         for key, value in values.items():
-            flat[f"{index}.{key}"] = (
-                value if hasattr(value, "shape") else __import__("torch").tensor(float(value))
-            )
+            flat[f"{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(float(value))
     return flat
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.backbones import DEFAULT_BACKBONE
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
@@ -53,36 +53,23 @@ class LoraStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> EncoderHeadPredictor:
-        from frugalml.classifier import fit_classifier
+        from frugalml.classifier import fine_tune
 
-        c = self.config
-        predictor, _ = fit_classifier(
+        return fine_tune(
+            self.config,
             train,
             val,
-            backbone=resolve_backbone(c.backbone),
-            config=c.train,
-            max_length=c.max_length,
             budget=budget,
             meter=meter,
             workdir=workdir,
             adapt=self._add_adapters,
             export=_merge,
-            class_weighted=c.class_weighted,
         )
-        return predictor
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
-        from frugalml.classifier import forecast_classifier
+        from frugalml.classifier import forecast_fine_tune
 
-        c = self.config
-        return forecast_classifier(
-            train,
-            val,
-            backbone=resolve_backbone(c.backbone),
-            config=c.train,
-            max_length=c.max_length,
-            adapt=self._add_adapters,
-        )
+        return forecast_fine_tune(self.config, train, val, adapt=self._add_adapters)
 
     def _add_adapters(self, encoder: Any) -> Any:
         import peft
