@@ -33,6 +33,8 @@ from frugalml.evaluate import score
 
 # The quality bar on validation accuracy: the bar for Banking77 (0.915), and for
 # PhraseBank the accuracy a full fine-tune reaches (the Trainer row measured 0.93 here).
+# `strict`: the low end of the 95% interval must clear it; PhraseBank's validation set is
+# only 272 texts, where a point estimate is ±2.5 points of luck.
 TARGETS = {"banking77": 0.915, "phrasebank": 0.93}
 
 
@@ -44,6 +46,7 @@ def ladder(name: str, splits: Splits, workdir: Path) -> dict[str, Any]:
         strategies=frugalml.api.DEFAULT_STRATEGIES,
         metric="accuracy",
         target=TARGETS[name],
+        strict=True,
     )
     chosen = result.ladder.chosen
     assert chosen.test is not None

@@ -68,17 +68,50 @@ def test_target_stops_at_the_first_rung_that_meets_it(
     tmp_path: Path,
     tiny_backbone: Path,
 ) -> None:
+    events: list[tuple[str, str]] = []
     result = frugalml.fit(
         small_csv,
         out=tmp_path / "run",
         strategies=["frozen_probe", "tfidf"],
         target=0.05,
         options={"frozen_probe": {"backbone": str(tiny_backbone)}},
+        progress=lambda event, info: events.append((event, info.get("strategy", ""))),
     )
     assert [c.strategy for c in result.ladder.candidates] == ["tfidf"]
     assert "already met by tfidf" in result.ladder.skipped["frozen_probe"]
     report = json.loads(result.report_json.read_text())
     assert report["skipped"]["frozen_probe"].startswith("target macro_f1")
+    # A rung above the one that met the bar is not even forecast: forecasts cost real work.
+    assert ("forecast", "tfidf") in events
+    assert ("forecast", "frozen_probe") not in events
+
+
+def test_strict_target_needs_the_intervals_low_end_to_clear_the_bar(
+    small_csv: Path,
+    tmp_path: Path,
+    tiny_backbone: Path,
+) -> None:
+    first = frugalml.fit(small_csv, out=tmp_path / "plain", strategies=["tfidf"])
+    val = first.ladder.chosen.val
+    low, point = val.macro_f1_ci[0], val.macro_f1
+    assert low < point
+    between = (low + point) / 2  # met by the point estimate, not by the interval
+    options = {"frozen_probe": {"backbone": str(tiny_backbone)}}
+    kept = frugalml.fit(
+        small_csv, out=tmp_path / "a", strategies=["tfidf", "frozen_probe"], target=between
+    )
+    assert [c.strategy for c in kept.ladder.candidates] == ["tfidf"]
+    strict = frugalml.fit(
+        small_csv,
+        out=tmp_path / "b",
+        strategies=["tfidf", "frozen_probe"],
+        target=between,
+        strict=True,
+        options=options,
+    )
+    assert [c.strategy for c in strict.ladder.candidates] == ["tfidf", "frozen_probe"]
+    assert "interval" in strict.ladder.reason
+    assert json.loads((strict.run_dir / "run.json").read_text())["strict"] is True
 
 
 def test_forecasts_are_kept_beside_the_actuals(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from frugalml import bundle as bundles
+from frugalml import tracking
 from frugalml.config import Budget, SpeedConfig, SplitConfig
 from frugalml.costs import Prices
 from frugalml.data import Dataset, read_table, stratified_split, to_dataset
@@ -22,7 +23,15 @@ from frugalml.strategies import get_strategy, strategy_names
 RUN_MARKER = ".frugalml-run"
 RUN_SETTINGS = "run.json"
 # The whole ladder, cheapest first; with a target it stops at the first rung meeting it.
-DEFAULT_STRATEGIES = ("tfidf", "frozen_probe", "hybrid", "setfit", "lora", "full")
+DEFAULT_STRATEGIES = (
+    "tfidf",
+    "frozen_probe",
+    "hybrid",
+    "top_layers",
+    "setfit",
+    "lora",
+    "full",
+)
 
 
 @dataclass
@@ -37,6 +46,7 @@ class FitResult:
     report_html: Path
     notes: list[str] = field(default_factory=list)
     metric: str = "macro_f1"  # the metric the ladder chose by
+    mlflow_run_id: str | None = None  # the parent run, when the fit was logged to MLflow
 
 
 def fit(
@@ -49,6 +59,7 @@ def fit(
     strategies: Sequence[str] = DEFAULT_STRATEGIES,
     metric: str = "macro_f1",
     target: float | None = None,
+    strict: bool = False,
     budget: Budget | None = None,
     split: SplitConfig | None = None,
     drop_invalid: bool = False,
@@ -59,13 +70,18 @@ def fit(
     options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
     resume: bool = False,
+    mlflow: str | None = None,
 ) -> FitResult:
     """Load and validate data, climb the ladder, publish the chosen bundle and the report.
 
     With `resume`, `out` is a run folder a killed `fit` left: finished rungs are reused and
     an interrupted one continues from its checkpoint (use `resume_fit(out)` to reuse its
-    settings too).
+    settings too). With `mlflow` (a tracking URI), the finished run is logged there too.
+    With `strict`, a rung meets `target` only when its validation score's 95% interval lies
+    above it: fewer stops on a lucky draw of a small validation set.
     """
+    if mlflow is not None:
+        tracking.check(mlflow)  # a missing extra or a bad URI fails now, not after the ladder
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got '{metric}'")
     for name in strategies:
@@ -81,6 +97,7 @@ def fit(
         "strategies": list(strategies),
         "metric": metric,
         "target": target,
+        "strict": strict,
         "budget": (budget or Budget()).model_dump(),
         "split": split.model_dump(),
         "drop_invalid": drop_invalid,
@@ -101,6 +118,7 @@ def fit(
         options=options,
         progress=progress,
         resume=resume,
+        strict=strict,
     )
     bundle_dir = publish(ladder.chosen, run_dir)
     header = {
@@ -111,14 +129,18 @@ def fit(
         "n_classes": len(splits.train.labels),
         "seed": split.seed,
         "target": target,
+        "strict": strict,
         "strategies": list(strategies),
         "bundle": str(bundle_dir),
         "notes": notes,
     }
     json_path, md_path, html_path = write_reports(run_dir, ladder, metric=metric, header=header)
-    return FitResult(
+    result = FitResult(
         run_dir, ladder, bundles.load(bundle_dir), json_path, md_path, html_path, notes, metric
     )
+    if mlflow is not None:
+        result.mlflow_run_id = tracking.log_run(run_dir, mlflow)
+    return result
 
 
 def load_dataset(
@@ -187,7 +209,9 @@ def _splits(
     return Splits(parts.train, parts.val, mapped)
 
 
-def resume_fit(run_dir: str | Path, *, progress: Progress | None = None) -> FitResult:
+def resume_fit(
+    run_dir: str | Path, *, progress: Progress | None = None, mlflow: str | None = None
+) -> FitResult:
     """Finish a run a crash or kill interrupted, with the settings it was started with."""
     folder = Path(run_dir)
     settings_path = folder / RUN_SETTINGS
@@ -211,6 +235,7 @@ def resume_fit(run_dir: str | Path, *, progress: Progress | None = None) -> FitR
         strategies=s["strategies"],
         metric=s["metric"],
         target=s["target"],
+        strict=s.get("strict", False),
         budget=Budget(**s["budget"]),
         split=SplitConfig(**s["split"]),
         drop_invalid=s["drop_invalid"],
@@ -218,6 +243,7 @@ def resume_fit(run_dir: str | Path, *, progress: Progress | None = None) -> FitR
         options=s["options"],
         progress=progress,
         resume=True,
+        mlflow=mlflow,
     )
 
 

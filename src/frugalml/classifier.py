@@ -76,7 +76,7 @@ def fit_classifier(
     train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
     lengths = np.array([len(x) for x in train_ids])
     labels = torch.as_tensor(train_data.y)
-    weights = _class_weights(train_data) if class_weighted else None
+    weights = class_weights(train_data) if class_weighted else None
 
     def batches(epoch: int) -> Iterator[Batch]:
         for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
@@ -140,7 +140,7 @@ def predict_logits(
     return out
 
 
-def _class_weights(data: Dataset) -> torch.Tensor:
+def class_weights(data: Dataset) -> torch.Tensor:
     """Inverse class frequency, mean 1: rare classes count as much as common ones."""
     counts = np.maximum(data.class_counts(), 1).astype(np.float32)
     weights = counts.sum() / (len(counts) * counts)

@@ -16,11 +16,12 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from frugalml import api
+from frugalml import api, tracking
 from frugalml import bundle as bundles
 from frugalml.config import SplitConfig, parse_budget, parse_overrides, parse_target
 from frugalml.data import DEMO_INTENTS, read_table, texts_for_prediction
@@ -45,6 +46,25 @@ Delimiter = Annotated[
     str | None,
     typer.Option("--delimiter", help="Field separator for .txt files such as 'sentence@label'."),
 ]
+Mlflow = Annotated[
+    bool,
+    typer.Option(
+        "--mlflow",
+        help="Log the finished run to MLflow: a run for the ladder (settings, reports, bundle) "
+        "with a nested run per rung (metrics, cost card, training curve). Logs to "
+        f"$MLFLOW_TRACKING_URI if set, else {tracking.DEFAULT_URI} in the current folder "
+        f"(artifacts in ./{tracking.ARTIFACTS}). Needs the 'mlflow' extra.",
+    ),
+]
+MlflowUri = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-uri",
+        metavar="<uri>",
+        help="Log to this MLflow tracking URI instead (implies --mlflow), e.g. "
+        "sqlite:///path/runs.db or http://host:5000.",
+    ),
+]
 
 
 @app.command()
@@ -67,6 +87,14 @@ def fit(
             help="Quality bar (macro_f1=0.90, accuracy=0.9): stop at the first rung meeting it"
         ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Count the target as met only when the low end of the validation score's 95% "
+            "interval clears it: no stop on a lucky small validation set, at the price of "
+            "climbing further."
+        ),
+    ] = False,
     budget: Annotated[
         str | None,
         typer.Option(
@@ -95,15 +123,18 @@ def fit(
     ] = False,
     delimiter: Delimiter = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+    mlflow: Mlflow = False,
+    mlflow_uri: MlflowUri = None,
 ) -> None:
     """Climb the ladder on DATA, print the leaderboard, write the report and the chosen bundle."""
+    uri = mlflow_uri or (tracking.default_uri() if mlflow else None)
     if resume is not None:
         if data is not None:
             raise ConfigError(
                 "pass DATA or --resume RUN_DIR, not both: a resumed run reuses "
                 "the data and settings it started with"
             )
-        _show(lambda progress: api.resume_fit(resume, progress=progress))
+        _show(lambda progress: api.resume_fit(resume, progress=progress, mlflow=uri), uri)
         return
     if data is None:
         raise ConfigError(
@@ -127,6 +158,7 @@ def fit(
             strategies=names,
             metric=metric_name,
             target=bar,
+            strict=strict,
             budget=parse_budget(budget) if budget else None,
             split=SplitConfig(seed=seed),
             drop_invalid=drop_invalid,
@@ -134,7 +166,9 @@ def fit(
             force=force,
             options=options,
             progress=progress,
-        )
+            mlflow=uri,
+        ),
+        uri,
     )
 
 
@@ -147,6 +181,8 @@ def demo(
     target: Annotated[
         str | None, typer.Option(help="Quality bar; the ladder stops at the first rung meeting it.")
     ] = "macro_f1=0.95",
+    mlflow: Mlflow = False,
+    mlflow_uri: MlflowUri = None,
 ) -> None:
     """Run the ladder on the embedded bank customer-service demo (14 intents) up to a bar."""
     fit(
@@ -156,6 +192,8 @@ def demo(
         strategies=strategies,
         out_dir=out_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}",
         target=target,
+        mlflow=mlflow,
+        mlflow_uri=mlflow_uri,
     )
 
 
@@ -290,7 +328,7 @@ def list_strategies() -> None:
 
 
 # -- helpers -------------------------------------------------------------------------
-def _show(run: Callable[[Progress], api.FitResult]) -> None:
+def _show(run: Callable[[Progress], api.FitResult], mlflow_uri: str | None = None) -> None:
     """Run a fit with live progress (forecast, then actual, per rung) and print the outcome."""
     handler = RichHandler(console=err, show_time=False, show_path=False)
     logging.getLogger("frugalml").addHandler(handler)
@@ -315,6 +353,8 @@ def _show(run: Callable[[Progress], api.FitResult]) -> None:
     html = result.run_dir / "report.html"
     if html.exists():
         out.print(f"report.html: {html}")
+    if result.mlflow_run_id:
+        out.print(f"mlflow: run {result.mlflow_run_id} in {mlflow_uri}")
 
 
 def _progress_printer(bar: RichProgress) -> Progress:
@@ -419,5 +459,5 @@ def main() -> None:
     try:
         app()
     except FrugalError as error:
-        err.print(f"[bold red]error:[/] {error.render()}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(error.render())}", highlight=False, markup=True)
         raise SystemExit(2) from None

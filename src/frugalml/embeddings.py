@@ -67,6 +67,15 @@ def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     return input_ids, mask
 
 
+def sorted_padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
+    """Tokens a length-sorted pass computes, padding included: what its time scales with."""
+    ordered = sorted(lengths)
+    return sum(
+        max(ordered[i : i + batch_size]) * len(ordered[i : i + batch_size])
+        for i in range(0, len(ordered), batch_size)
+    )
+
+
 class Encoder:
     """A transformer that turns texts into mean-pooled vectors (unit length when `normalize`)."""
 
@@ -105,6 +114,8 @@ class Encoder:
         self._torch = torch
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:  # tokenizers reject an empty batch
+            return []
         encoded = self.tokenizer(
             list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True
         )

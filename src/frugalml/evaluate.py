@@ -60,6 +60,14 @@ class Quality:
     def metric(self, name: str) -> float:
         return float(getattr(self, name))
 
+    def lower_bound(self, name: str) -> float:
+        """The low end of the metric's 95% bootstrap interval."""
+        return float(getattr(self, f"{name}_ci")[0])
+
+    def meets(self, name: str, target: float, *, strict: bool = False) -> bool:
+        """Point estimate ≥ target; with `strict`, the interval's low end must clear it too."""
+        return (self.lower_bound(name) if strict else self.metric(name)) >= target
+
 
 def score(
     y_true: np.ndarray,

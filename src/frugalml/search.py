@@ -7,7 +7,6 @@ quality bar, else the best one, with a one-line reason.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -112,10 +111,13 @@ def run_ladder(
     options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
     resume: bool = False,
+    strict: bool = False,
 ) -> LadderResult:
     """Climb cheapest first; stop at the first rung meeting `target`; never overrun `budget`.
 
     Before each rung its cost is forecast; a rung forecast to overrun what is left is skipped.
+    With `strict`, a rung meets the target only when the low end of its validation score's
+    95% interval does: fewer stops on a lucky small validation set.
     With `resume`, finished rungs in `run_dir` are reused and an interrupted one continues
     from its last checkpoint.
     """
@@ -126,16 +128,19 @@ def run_ladder(
     skipped: dict[str, str] = {}
     forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0}
     met: Candidate | None = None
-    plans = _plan(
-        strategies, splits, run_dir, resume, options or {}, prices, forecast_cost, notify, skipped
-    )
-    for name, strategy, forecast, finished in plans:
+    plans = _plan(strategies, run_dir, resume, options or {}, skipped, notify)
+    for name, strategy, finished in plans:
         if finished is not None:
             candidates.append(finished)
             notify("reused", {"strategy": name, "candidate": finished})
         else:
             assert strategy is not None
-            reason = _why_skip(met, metric, target, clock, forecast)
+            if met is not None:  # no forecast either: the ladder pays only for what it may run
+                skipped[name] = f"target {metric} ≥ {target:g} already met by {met.strategy}"
+                notify("skipped", {"strategy": name, "reason": skipped[name]})
+                continue
+            forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
+            reason = _why_skip(clock, forecast)
             if reason:
                 skipped[name] = reason
                 notify("skipped", {"strategy": name, "reason": reason})
@@ -153,33 +158,32 @@ def run_ladder(
             )
             candidates.append(candidate)
             notify("done", {"strategy": name, "candidate": candidate})
-        if target is not None and candidates[-1].val.metric(metric) >= target and met is None:
-            met = candidates[-1]
+        last = candidates[-1]
+        if target is not None and met is None and last.val.meets(metric, target, strict=strict):
+            met = last
     if not candidates:
         raise FrugalError("no strategy could run", [f"{k}: {v}" for k, v in skipped.items()])
-    chosen, reason = choose(candidates, metric, target)
+    chosen, reason = choose(candidates, metric, target, strict=strict)
     return LadderResult(candidates, chosen, reason, skipped, forecast_cost)
 
 
-_Plan = tuple[str, Strategy | None, dict[str, Any] | None, Candidate | None]
+_Plan = tuple[str, Strategy | None, Candidate | None]
 
 
 def _plan(
     strategies: list[str],
-    splits: Splits,
     run_dir: Path,
     resume: bool,
     options: dict[str, dict[str, Any]],
-    prices: Prices,
-    forecast_cost: dict[str, float],
-    notify: Progress,
     skipped: dict[str, str],
+    notify: Progress,
 ) -> list[_Plan]:
-    """Finished rungs first (on resume), then the rest in order of forecast cost on *this*
-    data: which rung is cheaper depends on the data (full fine-tuning of short texts can cost
-    less than contrastive tuning on many pairs), so the fixed rank only breaks ties."""
-    finished: list[_Plan] = []
-    todo: list[_Plan] = []
+    """Rungs cheapest first; on resume a rung a previous run finished comes as its candidate.
+
+    Each rung is forecast just before it would run, not all up front: a forecast times real
+    work (a model load, a few steps), and rungs above the one that meets the bar never run.
+    """
+    plans: list[_Plan] = []
     for name in sorted(strategies, key=lambda n: get_strategy(n).cost_rank):
         registered = get_strategy(name)
         if not registered.available():
@@ -190,24 +194,13 @@ def _plan(
             continue
         done = _finished(run_dir / "candidates" / name) if resume else None
         if done is not None:
-            finished.append((name, None, done.forecast, done))
-            continue
-        strategy = registered.build(**options.get(name, {}))
-        forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
-        todo.append((name, strategy, forecast, None))
-    todo.sort(key=lambda plan: float(plan[2]["wall_s"]) if plan[2] else math.inf)
-    return finished + todo
+            plans.append((name, None, done))
+        else:
+            plans.append((name, registered.build(**options.get(name, {})), None))
+    return plans
 
 
-def _why_skip(
-    met: Candidate | None,
-    metric: str,
-    target: float | None,
-    clock: LadderClock,
-    forecast: dict[str, Any] | None,
-) -> str:
-    if met is not None:
-        return f"target {metric} ≥ {target:g} already met by {met.strategy}"
+def _why_skip(clock: LadderClock, forecast: dict[str, Any] | None) -> str:
     left = clock.left_s()
     if left is not None and left <= 0:
         return "the budget is spent"
@@ -317,19 +310,28 @@ def _finished(folder: Path) -> Candidate | None:
     )
 
 
-def choose(candidates: list[Candidate], metric: str, target: float | None) -> tuple[Candidate, str]:
+def choose(
+    candidates: list[Candidate], metric: str, target: float | None, *, strict: bool = False
+) -> tuple[Candidate, str]:
     """Cheapest (training $) candidate meeting the bar on validation, else the best one."""
     by_cost = sorted(candidates, key=lambda c: (c.cost.usd, c.cost.cpu_s))
     if target is not None:
-        meeting = [c for c in by_cost if c.val.metric(metric) >= target]
+        meeting = [c for c in by_cost if c.val.meets(metric, target, strict=strict)]
         if meeting:
             pick = meeting[0]
+            how = (
+                f"95% interval from {pick.val.lower_bound(metric):.3f}"
+                if strict
+                else f"{pick.val.metric(metric):.3f}"
+            )
             return pick, (
                 f"{pick.strategy} is the cheapest candidate with validation {metric} "
-                f"≥ {target:g} ({pick.val.metric(metric):.3f})"
+                f"≥ {target:g} ({how})"
             )
     best = max(by_cost, key=lambda c: c.val.metric(metric))  # max keeps the first (cheapest) tie
     lead = f"no candidate reached {metric} {target:g}; " if target is not None else ""
+    if target is not None and strict:
+        lead = f"no candidate's 95% interval cleared {metric} {target:g}; "
     return best, (
         f"{lead}{best.strategy} has the best validation {metric} ({best.val.metric(metric):.3f})"
     )

@@ -1,7 +1,15 @@
 """The ladder's rungs. Importing this package registers every built-in strategy."""
 
 # Importing registers them.
-from frugalml.strategies import frozen_probe, full, hybrid, lora, setfit, tfidf  # noqa: F401
+from frugalml.strategies import (  # noqa: F401
+    frozen_probe,
+    full,
+    hybrid,
+    lora,
+    setfit,
+    tfidf,
+    top_layers,
+)
 from frugalml.strategies.base import (
     Predictor,
     Registered,

@@ -34,7 +34,7 @@ class FullConfig(StrategyConfig):
     "full",
     config=FullConfig,
     predictor=EncoderHeadPredictor,
-    cost_rank=5,
+    cost_rank=6,
     extra="transformers",
     needs=("torch", "transformers"),
 )

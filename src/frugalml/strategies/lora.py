@@ -34,7 +34,7 @@ class LoraConfig(StrategyConfig):
     "lora",
     config=LoraConfig,
     predictor=EncoderHeadPredictor,
-    cost_rank=4,
+    cost_rank=5,
     extra="peft",
     needs=("torch", "transformers", "peft"),
 )

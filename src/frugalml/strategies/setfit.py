@@ -243,7 +243,7 @@ class HeadOnValidation:
     "setfit",
     config=SetfitConfig,
     predictor=EncoderHeadPredictor,
-    cost_rank=3,
+    cost_rank=4,
     extra="transformers",
     needs=("torch", "transformers"),
 )
