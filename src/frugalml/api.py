@@ -11,13 +11,14 @@ from typing import Any
 
 from frugalml import bundle as bundles
 from frugalml import tracking
+from frugalml.compress import STEPS, CompressResult, compress, compress_available
 from frugalml.config import Budget, SpeedConfig, SplitConfig
 from frugalml.costs import Prices
 from frugalml.data import Dataset, read_table, stratified_split, to_dataset
 from frugalml.data.split import Splits, split_off_validation
 from frugalml.errors import ConfigError, OutputExistsError
 from frugalml.report import write_reports
-from frugalml.search import METRICS, LadderResult, Progress, publish, run_ladder
+from frugalml.search import METRICS, Candidate, LadderResult, Progress, publish, run_ladder
 from frugalml.strategies import get_strategy, strategy_names
 
 RUN_MARKER = ".frugalml-run"
@@ -71,6 +72,8 @@ def fit(
     progress: Progress | None = None,
     resume: bool = False,
     mlflow: str | None = None,
+    ship: str = "int8",
+    max_drop: float = 1.0,
 ) -> FitResult:
     """Load and validate data, climb the ladder, publish the chosen bundle and the report.
 
@@ -84,6 +87,8 @@ def fit(
         tracking.check(mlflow)  # a missing extra or a bad URI fails now, not after the ladder
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got '{metric}'")
+    if ship not in ("none", *STEPS):
+        raise ConfigError(f"--ship must be one of none, {', '.join(STEPS)}; got '{ship}'")
     for name in strategies:
         get_strategy(name)  # unknown names fail before any work, with a suggestion
     split = split or SplitConfig()
@@ -103,6 +108,8 @@ def fit(
         "drop_invalid": drop_invalid,
         "delimiter": delimiter,
         "options": options or {},
+        "ship": ship,
+        "max_drop": max_drop,
         "fingerprint": splits.train.fingerprint(),
     }
     run_dir = _open_run_dir(Path(out), settings, force=force, resume=resume)
@@ -120,7 +127,7 @@ def fit(
         resume=resume,
         strict=strict,
     )
-    bundle_dir = publish(ladder.chosen, run_dir)
+    bundle_dir, compression = _ship(ladder.chosen, run_dir, splits, ship, max_drop, notes, progress)
     header = {
         "data": str(data if not isinstance(data, Dataset) else data.name),
         "n_train": len(splits.train),
@@ -132,6 +139,7 @@ def fit(
         "strict": strict,
         "strategies": list(strategies),
         "bundle": str(bundle_dir),
+        "compression": compression,
         "notes": notes,
     }
     json_path, md_path, html_path = write_reports(run_dir, ladder, metric=metric, header=header)
@@ -141,6 +149,85 @@ def fit(
     if mlflow is not None:
         result.mlflow_run_id = tracking.log_run(run_dir, mlflow)
     return result
+
+
+def _ship(
+    chosen: Candidate,
+    run_dir: Path,
+    splits: Splits,
+    ship: str,
+    max_drop: float,
+    notes: list[str],
+    progress: Progress | None,
+) -> tuple[Path, dict[str, Any] | None]:
+    """The chosen candidate becomes RUN_DIR/bundle: compressed (accuracy-gated) when it is a
+    transformer rung and `ship` asks for it, else as it is."""
+    from frugalml.strategies.encoder_head import EncoderHeadPredictor
+
+    if ship == "none" or get_strategy(chosen.strategy).predictor is not EncoderHeadPredictor:
+        return publish(chosen, run_dir), None
+    if not compress_available():
+        notes.append(f"shipped uncompressed: --ship {ship} needs the 'compress' extra")
+        return publish(chosen, run_dir), None
+    result = compress(
+        chosen.bundle,
+        splits.train.texts,
+        splits.val,
+        run_dir / "bundle",
+        to=ship,
+        max_drop=max_drop,
+        progress=progress,
+    )
+    return result.bundle, result.to_dict()
+
+
+def compress_bundle(
+    bundle: str | Path,
+    *,
+    out: str | Path,
+    data: str | Path | Dataset | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    to: str = "int8",
+    max_drop: float = 1.0,
+    progress: Progress | None = None,
+) -> CompressResult:
+    """Compress a bundle, gated on validation data: `data` split as `fit` splits it, or, by
+    default, the data of the run folder the bundle belongs to."""
+    folder = Path(bundle)
+    manifest = bundles.read_manifest(folder)
+    if data is None:
+        run_dir = next(
+            (p for p in (folder.parent, folder.parent.parent) if (p / RUN_SETTINGS).exists()), None
+        )
+        if run_dir is None:
+            raise ConfigError(
+                f"{folder} is not inside a frugalml run folder, so its validation data is unknown",
+                ["pass --data FILE (labeled data; its validation split gates each step)"],
+            )
+        s = json.loads((run_dir / RUN_SETTINGS).read_text(encoding="utf-8"))
+        if s["data"] is None:
+            raise ConfigError(f"{run_dir} was fitted on in-memory data; pass --data FILE")
+        data, text_col, label_col = s["data"], s["text_col"], s["label_col"]
+        split = SplitConfig(**s["split"])
+    else:
+        split = SplitConfig()
+    splits = _splits(data, None, text_col, label_col, split, False, None, [])
+    if tuple(manifest["labels"]) != splits.train.labels:
+        raise ConfigError(
+            f"the data's labels do not match the bundle's ({len(splits.train.labels)} vs "
+            f"{len(manifest['labels'])} classes)",
+            ["pass the labeled data the model was trained on, or data with the same labels"],
+        )
+    return compress(
+        folder,
+        splits.train.texts,
+        splits.val,
+        Path(out),
+        to=to,
+        max_drop=max_drop,
+        progress=progress,
+    )
 
 
 def load_dataset(
@@ -241,6 +328,8 @@ def resume_fit(
         drop_invalid=s["drop_invalid"],
         delimiter=s["delimiter"],
         options=s["options"],
+        ship=s.get("ship", "int8"),
+        max_drop=s.get("max_drop", 1.0),
         progress=progress,
         resume=True,
         mlflow=mlflow,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.errors import BundleError, plural
+from frugalml.onnx_predictor import OnnxPredictor, is_onnx
 from frugalml.strategies.base import Predictor, get_strategy
 
 SCHEMA_VERSION = 1
@@ -132,10 +133,15 @@ def load(path: str | Path) -> Bundle:
         raise BundleError(
             f"{folder}: refused to load, {plural(len(problems), 'problem')}:", problems
         )
-    registered = get_strategy(str(manifest["strategy"]))
-    registered.require()
     labels = tuple(manifest["labels"])
-    predictor = registered.predictor.load(folder / MODEL_DIR, manifest["predictor"], labels)
+    spec = manifest["predictor"]
+    predictor: Predictor
+    if is_onnx(spec):  # whatever the strategy trained, it serves through ONNX Runtime alone
+        predictor = OnnxPredictor.load(folder / MODEL_DIR, spec, labels)
+    else:
+        registered = get_strategy(str(manifest["strategy"]))
+        registered.require()
+        predictor = registered.predictor.load(folder / MODEL_DIR, spec, labels)
     return Bundle(folder, manifest, predictor)
 
 

@@ -46,6 +46,20 @@ Delimiter = Annotated[
     str | None,
     typer.Option("--delimiter", help="Field separator for .txt files such as 'sentence@label'."),
 ]
+Ship = Annotated[
+    str,
+    typer.Option(
+        help="Compress the chosen transformer model before shipping: none, onnx, int8 or "
+        "distilled (each step accuracy-gated by --max-drop)."
+    ),
+]
+MaxDrop = Annotated[
+    float,
+    typer.Option(
+        help="Points of validation accuracy and macro-F1 a compression step may lose; "
+        "a step losing more is rejected and the previous one ships."
+    ),
+]
 Mlflow = Annotated[
     bool,
     typer.Option(
@@ -123,6 +137,8 @@ def fit(
     ] = False,
     delimiter: Delimiter = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+    ship: Ship = "int8",
+    max_drop: MaxDrop = 1.0,
     mlflow: Mlflow = False,
     mlflow_uri: MlflowUri = None,
 ) -> None:
@@ -159,6 +175,8 @@ def fit(
             metric=metric_name,
             target=bar,
             strict=strict,
+            ship=ship,
+            max_drop=max_drop,
             budget=parse_budget(budget) if budget else None,
             split=SplitConfig(seed=seed),
             drop_invalid=drop_invalid,
@@ -231,6 +249,40 @@ def predict(
         encoding="utf-8",
     )
     err.print(f"wrote {len(records)} predictions to {output}")
+
+
+@app.command()
+def compress(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (e.g. RUN_DIR/candidates/full).")],
+    to: Annotated[str, typer.Option(help="Last step of the chain: onnx, int8 or distilled.")] = (
+        "int8"
+    ),
+    max_drop: MaxDrop = 1.0,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="New bundle folder (default: BUNDLE-TO).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labeled data to gate on (its validation split); default: the bundle's run data."
+        ),
+    ] = None,
+    text_col: TextCol = None,
+    label_col: LabelCol = None,
+) -> None:
+    """Export to ONNX, quantize to int8, distill: each step gated on validation quality."""
+    target = out_dir or bundle.with_name(f"{bundle.name}-{to}")
+    result = api.compress_bundle(
+        bundle,
+        out=target,
+        data=data,
+        text_col=text_col,
+        label_col=label_col,
+        to=to,
+        max_drop=max_drop,
+        progress=lambda event, info: err.print(_compress_line(info["step"])),
+    )
+    out.print(f"shipped: {result.shipped.name}\nbundle: {result.bundle}")
 
 
 @app.command()
@@ -362,6 +414,9 @@ def _progress_printer(bar: RichProgress) -> Progress:
     forecasts: dict[str, dict[str, Any]] = {}
 
     def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "compress":
+            err.print(_compress_line(info["step"]))
+            return
         name = info["strategy"]
         if event == "forecast":
             f = forecasts[name] = info["forecast"]
@@ -386,6 +441,18 @@ def _progress_printer(bar: RichProgress) -> Progress:
             bar.add_task(f"{name}: skipped ({info['reason']})", total=1, completed=1)
 
     return progress
+
+
+def _compress_line(step: dict[str, Any]) -> str:
+    drop = step["drop_points"]
+    lost = "" if drop is None else f", {max(drop.values()):+.2f} points"
+    speed = step["speed"]
+    return (
+        f"  ship {step['name']}: val accuracy {step['val']['accuracy']:.3f}{lost}, "
+        f"{step['size_mb']:.1f} MB, {speed['latency_p50_ms']:.1f} ms at batch 1, "
+        f"{speed['throughput_per_s']:.0f}/s at batch {speed['throughput_batch']} — "
+        f"{step['reason']}"
+    )
 
 
 def _print_leaderboard(result: api.FitResult, metric: str) -> None:

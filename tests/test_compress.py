@@ -1,0 +1,197 @@
+"""The compression chain on a tiny fine-tuned BERT: ONNX parity and fusions, int8, the
+accuracy gate's fallback, torch-free serving, and the `fit --ship` / `compress` entry points."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+
+import frugalml
+from frugalml.compress import CompressResult, compress
+from frugalml.data.split import Splits
+
+pytest.importorskip("onnxruntime")
+
+# The random 16-wide BERT needs high learning rates to learn anything in a few epochs.
+TEACHER = {"backbone": None, "train": {"epochs": 10, "lr": 5e-3, "head_lr": 2e-2, "batch_size": 16}}
+
+
+class Chain(NamedTuple):
+    source: Path
+    result: CompressResult
+    steps: Path  # every step's bundle, kept
+
+
+@pytest.fixture(scope="module")
+def teacher_run(
+    demo_splits: Splits, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory
+) -> frugalml.FitResult:
+    options = {"full": {**TEACHER, "backbone": str(tiny_backbone)}}
+    root = tmp_path_factory.mktemp("teacher")
+    return frugalml.fit(
+        demo_splits.train, out=root / "run", strategies=["full"], options=options, ship="none"
+    )
+
+
+@pytest.fixture(scope="module")
+def int8_chain(
+    teacher_run: frugalml.FitResult, demo_splits: Splits, tmp_path_factory: pytest.TempPathFactory
+) -> Chain:
+    root = tmp_path_factory.mktemp("chain")
+    source = teacher_run.run_dir / "candidates" / "full"
+    result = compress(
+        source,
+        demo_splits.train.texts,
+        demo_splits.val,
+        root / "shipped",
+        to="int8",
+        keep_steps=root / "steps",
+    )
+    return Chain(source, result, root / "steps")
+
+
+def steps(result: CompressResult) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in result.to_dict()["steps"]}
+
+
+def test_onnx_matches_pytorch_and_every_layer_fused(int8_chain: Chain, demo_splits: Splits) -> None:
+    onnx = steps(int8_chain.result)["onnx"]
+    assert onnx["parity"]["max_abs_logit_diff"] < 1e-4
+    assert onnx["parity"]["same_labels"] == 1.0
+    assert onnx["fusions"] == {
+        "layers": 2,
+        "attention": 2,  # one fused Attention per layer
+        "skip_layer_norm": 4,  # two per layer
+        "other": onnx["fusions"]["other"],
+        "complete": True,
+    }
+    texts = list(demo_splits.train.texts) + list(demo_splits.val.texts)
+    torch_labels = frugalml.load(int8_chain.source).predict_proba(texts).argmax(1)
+    onnx_bundle = frugalml.load(int8_chain.steps / "onnx")
+    assert onnx_bundle.manifest["predictor"]["format"] == "onnx"
+    np.testing.assert_array_equal(onnx_bundle.predict_proba(texts).argmax(1), torch_labels)
+
+
+def test_int8_is_smaller_and_ships_when_within_the_allowed_drop(int8_chain: Chain) -> None:
+    by_name = steps(int8_chain.result)
+    assert by_name["int8"]["size_mb"] < by_name["onnx"]["size_mb"]
+    assert all(s["accepted"] for s in by_name.values())  # the tiny model loses nothing here
+    assert max(by_name["int8"]["drop_points"].values()) <= 1.0
+    assert int8_chain.result.shipped.name == "int8"
+    manifest = json.loads((int8_chain.result.bundle / "manifest.json").read_text())
+    assert manifest["predictor"]["precision"] == "int8"
+    assert manifest["compression"]["shipped"] == "int8"
+    assert manifest["speed"] == by_name["int8"]["speed"]  # re-measured on the shipped model
+
+
+def test_a_step_that_loses_too_much_is_rejected_and_the_previous_one_ships(
+    teacher_run: frugalml.FitResult,
+    demo_splits: Splits,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import frugalml.distill
+
+    real = frugalml.distill.distill
+
+    def broken_student(*args: Any, **kwargs: Any) -> Any:
+        """A real student whose head then always answers the first class: a lossy step."""
+        student = real(*args, **kwargs)
+        student.head.coef[:] = 0.0
+        student.head.intercept[:] = 0.0
+        student.head.intercept[0] = 1.0
+        return student
+
+    monkeypatch.setattr(frugalml.distill, "distill", broken_student)
+    result = compress(
+        teacher_run.run_dir / "candidates" / "full",
+        demo_splits.train.texts,
+        demo_splits.val,
+        tmp_path / "shipped",
+        to="distilled",
+        max_drop=1.0,
+    )
+    distilled = steps(result)["distilled"]
+    assert not distilled["accepted"]
+    assert max(distilled["drop_points"].values()) > 1.0
+    assert distilled["reason"].startswith("rejected: loses")
+    assert result.shipped.name == "int8"
+    shipped = frugalml.load(result.bundle)
+    assert shipped.manifest["predictor"]["precision"] == "int8"
+    assert shipped.manifest["predictor"]["fusions"]["layers"] == 2  # the teacher, not the student
+
+
+def test_an_onnx_bundle_loads_and_predicts_without_torch(
+    int8_chain: Chain, demo_splits: Splits
+) -> None:
+    texts = list(demo_splits.val.texts[:20])
+    expected = frugalml.load(int8_chain.result.bundle).predict_proba(texts).argmax(1).tolist()
+    script = f"""
+import importlib.abc, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("torch", "transformers"):
+            raise ImportError(f"{{name}} must not be imported on the ONNX path")
+
+sys.meta_path.insert(0, NoTorch())
+import frugalml
+bundle = frugalml.load({str(int8_chain.result.bundle)!r})
+proba = bundle.predict_proba(json.loads(sys.argv[1]))
+assert "torch" not in sys.modules
+print(json.dumps(proba.argmax(1).tolist()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(texts)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
+
+
+def test_fit_ships_int8_by_default_for_a_transformer_rung(
+    small_csv: Path, tmp_path: Path, tiny_backbone: Path
+) -> None:
+    result = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["full"],
+        options={"full": {**TEACHER, "backbone": str(tiny_backbone)}},
+    )
+    assert result.bundle.manifest["predictor"]["precision"] == "int8"
+    report = json.loads(result.report_json.read_text())
+    assert report["compression"]["shipped"] == "int8"
+    assert [s["name"] for s in report["compression"]["steps"]] == ["source", "onnx", "int8"]
+    # the uncompressed candidate stays, for comparison and for compressing differently later
+    assert (
+        frugalml.load(result.run_dir / "candidates" / "full").manifest["predictor"].get("format")
+        is None
+    )
+
+
+def test_compress_command_finds_the_run_data_and_never_overwrites(
+    small_csv: Path, tmp_path: Path, tiny_backbone: Path
+) -> None:
+    run = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["full"],
+        options={"full": {**TEACHER, "backbone": str(tiny_backbone)}},
+        ship="none",
+    )
+    assert run.bundle.manifest["predictor"].get("format") is None
+    source = run.run_dir / "candidates" / "full"
+    out = tmp_path / "onnx-bundle"
+    command = [sys.executable, "-m", "frugalml", "compress", str(source), "--to", "onnx"]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "shipped: onnx" in done.stdout
+    assert frugalml.load(out).manifest["predictor"]["precision"] == "fp32"
+    again = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
