@@ -209,10 +209,17 @@ def compress_bundle(
         if s["data"] is None:
             raise ConfigError(f"{run_dir} was fitted on in-memory data; pass --data FILE")
         data, text_col, label_col = s["data"], s["text_col"], s["label_col"]
-        split = SplitConfig(**s["split"])
+        test, split = s["test"], SplitConfig(**s["split"])
+        splits = _splits(
+            data, test, text_col, label_col, split, s["drop_invalid"], s["delimiter"], []
+        )
+        if splits.train.fingerprint() != manifest.get("data_fingerprint"):
+            raise ConfigError(
+                f"the data of {run_dir} changed since the bundle was trained",
+                ["pass --data FILE with labeled data to gate on"],
+            )
     else:
-        split = SplitConfig()
-    splits = _splits(data, None, text_col, label_col, split, False, None, [])
+        splits = _splits(data, None, text_col, label_col, SplitConfig(), False, None, [])
     if tuple(manifest["labels"]) != splits.train.labels:
         raise ConfigError(
             f"the data's labels do not match the bundle's ({len(splits.train.labels)} vs "
