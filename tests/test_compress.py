@@ -195,3 +195,32 @@ def test_compress_command_finds_the_run_data_and_never_overwrites(
     again = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 2
     assert "already exists" in again.stderr
+
+
+def test_hybrid_exports_its_encoder_and_keeps_its_ngrams(
+    demo_splits: Splits, tiny_backbone: Path, tmp_path: Path
+) -> None:
+    run = frugalml.fit(
+        demo_splits.train,
+        out=tmp_path / "run",
+        strategies=["hybrid"],
+        options={"hybrid": {"backbone": str(tiny_backbone)}},
+        ship="none",
+    )
+    source = run.run_dir / "candidates" / "hybrid"
+    result = compress(
+        source, demo_splits.train.texts, demo_splits.val, tmp_path / "out", to="distilled"
+    )
+    by_name = steps(result)
+    assert list(by_name) == ["source", "onnx", "int8"]
+    assert "distilled" in result.skipped
+    assert by_name["onnx"]["parity"]["max_abs_logit_diff"] < 1e-4
+    texts = list(demo_splits.val.texts)
+    shipped = frugalml.load(result.bundle)
+    assert shipped.manifest["strategy"] == "hybrid"
+    assert type(shipped.predictor).__name__ == "HybridPredictor"
+    assert type(shipped.predictor.encoder).__name__ == "OnnxEncoder"  # type: ignore[attr-defined]
+    agree = shipped.predict_proba(texts).argmax(1) == frugalml.load(source).predict_proba(
+        texts
+    ).argmax(1)
+    assert agree.mean() >= 0.95

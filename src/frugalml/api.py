@@ -162,10 +162,8 @@ def _ship(
 ) -> tuple[Path, dict[str, Any] | None]:
     """The chosen candidate becomes RUN_DIR/bundle: compressed (accuracy-gated) when it is a
     transformer rung and `ship` asks for it, else as it is."""
-    from frugalml.strategies.encoder_head import EncoderHeadPredictor
-
-    if ship == "none" or get_strategy(chosen.strategy).predictor is not EncoderHeadPredictor:
-        return publish(chosen, run_dir), None
+    if ship == "none" or "torch" not in get_strategy(chosen.strategy).needs:
+        return publish(chosen, run_dir), None  # TF-IDF already serves small and torch-free
     if not compress_available():
         notes.append(f"shipped uncompressed: --ship {ship} needs the 'compress' extra")
         return publish(chosen, run_dir), None

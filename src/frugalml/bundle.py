@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.errors import BundleError, plural
-from frugalml.onnx_predictor import OnnxPredictor, is_onnx
+from frugalml.onnx_encoder import is_onnx, require_onnxruntime
 from frugalml.strategies.base import Predictor, get_strategy
 
 SCHEMA_VERSION = 1
@@ -135,13 +135,12 @@ def load(path: str | Path) -> Bundle:
         )
     labels = tuple(manifest["labels"])
     spec = manifest["predictor"]
-    predictor: Predictor
-    if is_onnx(spec):  # whatever the strategy trained, it serves through ONNX Runtime alone
-        predictor = OnnxPredictor.load(folder / MODEL_DIR, spec, labels)
+    registered = get_strategy(str(manifest["strategy"]))
+    if is_onnx(spec):  # an exported encoder serves through ONNX Runtime alone
+        require_onnxruntime()
     else:
-        registered = get_strategy(str(manifest["strategy"]))
         registered.require()
-        predictor = registered.predictor.load(folder / MODEL_DIR, spec, labels)
+    predictor = registered.predictor.load(folder / MODEL_DIR, spec, labels)
     return Bundle(folder, manifest, predictor)
 
 

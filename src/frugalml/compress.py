@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from frugalml.bundle import Bundle, load, read_manifest, save_bundle, update_manifest
 from frugalml.calibration import fit_temperature
 from frugalml.config import SpeedConfig
@@ -65,6 +67,7 @@ class CompressResult:
     steps: list[Step]
     shipped: Step
     bundle: Path
+    skipped: dict[str, str] = field(default_factory=dict)  # step → why it did not run
 
     def to_dict(self) -> dict[str, Any]:
         source = self.steps[0]
@@ -72,6 +75,7 @@ class CompressResult:
             "shipped": self.shipped.name,
             "bundle": str(self.bundle),
             "steps": [s.to_dict(source) for s in self.steps],
+            "skipped": self.skipped,
         }
 
 
@@ -101,27 +105,27 @@ def compress(
     out.parent.mkdir(parents=True, exist_ok=True)
     notify = progress or (lambda event, data: None)
     source = load(source_dir)
-    teacher = source.predictor
+    teacher: Any = source.predictor
+    from frugalml.embeddings import Encoder
     from frugalml.strategies.encoder_head import EncoderHeadPredictor
 
-    if not isinstance(teacher, EncoderHeadPredictor):
+    if not isinstance(getattr(teacher, "encoder", None), Encoder):
         raise ConfigError(
-            f"{source_dir} holds a '{source.manifest['strategy']}' model, which has no "
-            "transformer to compress",
+            f"{source_dir} holds a '{source.manifest['strategy']}' model without a PyTorch "
+            "encoder, so there is nothing to export",
             [
-                "compress a bundle of an encoder rung (frozen_probe, hybrid's encoder is not "
-                "exported yet, top_layers, setfit, lora, full)"
+                "compress a bundle of an encoder rung (frozen_probe, hybrid, top_layers, setfit, "
+                "lora, full); TF-IDF bundles already serve without torch"
             ],
         )
-    from frugalml import onnx_export as ox
-
     work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out.parent))
     try:
         steps = [_measure("source", source, val, speed, True, "the uncompressed model")]
         notify("compress", {"step": steps[0].to_dict()})
         shipped = steps[0]
+        skipped: dict[str, str] = {}
         texts = list(val.texts)
-        reference = ox.torch_logits(teacher, texts)
+        reference = np.asarray(teacher.logits(texts))
         wanted = STEPS[: STEPS.index(to) + 1]
 
         def gate(name: str, folder: Path, details: dict[str, Any]) -> Step:
@@ -144,80 +148,91 @@ def compress(
             return step
 
         with CostMeter(prices) as meter:
-            fp32 = _export(teacher, work / "onnx-raw.onnx", work / "fp32.onnx", source)
+            fp32, fusions = _export(teacher, work / "fp32")
         parity = _parity(fp32, reference, texts)
-        fp32_dir = _save_onnx(work / "onnx", source, fp32, "fp32", parity, meter)
-        gate("onnx", fp32_dir, {"fusions": fp32.info["fusions"], "parity": parity})
+        details = {"fusions": fusions.to_dict()}
+        _save_onnx(work / "onnx", source, fp32, "fp32", {**details, "parity": parity}, meter)
+        gate("onnx", work / "onnx", {**details, "parity": parity})
         if "int8" in wanted:
             with CostMeter(prices) as meter:
-                int8 = _quantized(fp32, work / "int8.onnx")
-            _save_onnx(work / "int8", source, int8, "int8", None, meter)
-            gate("int8", work / "int8", {"fusions": fp32.info["fusions"]})
-        if "distilled" in wanted:
+                int8 = _quantized(fp32, work / "int8-encoder")
+            _save_onnx(work / "int8", source, int8, "int8", details, meter)
+            gate("int8", work / "int8", details)
+        if "distilled" in wanted and not isinstance(teacher, EncoderHeadPredictor):
+            skipped["distilled"] = (
+                f"a '{source.manifest['strategy']}' model is more than an encoder and a head; "
+                "the student is distilled for encoder-and-head models only"
+            )
+        elif "distilled" in wanted:
             from frugalml.distill import distill
 
             with CostMeter(prices) as meter:
                 student = distill(teacher, train_texts, val, meter=meter)
                 student.temperature = fit_temperature(student.logits(texts), val.y)
-                student_fp32 = _export(
-                    student, work / "student-raw.onnx", work / "student.onnx", source
-                )
-                student_int8 = _quantized(student_fp32, work / "student-int8.onnx")
-            _save_onnx(work / "distilled", source, student_int8, "int8", None, meter)
-            gate("distilled", work / "distilled", {"fusions": student_fp32.info["fusions"]})
+                student_fp32, student_fusions = _export(student, work / "student-fp32")
+                student_int8 = _quantized(student_fp32, work / "student-int8")
+            details = {"fusions": student_fusions.to_dict()}
+            _save_onnx(work / "distilled", source, student_int8, "int8", details, meter)
+            gate("distilled", work / "distilled", details)
         chosen_dir = source_dir if shipped.name == "source" else work / shipped.name
         shutil.copytree(chosen_dir, out)
         if keep_steps is not None:
             for step in steps[1:]:
                 shutil.copytree(work / step.name, keep_steps / step.name)
-        result = CompressResult(steps, shipped, out)
+        result = CompressResult(steps, shipped, out, skipped)
         update_manifest(out, compression=result.to_dict(), speed=shipped.speed)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _export(predictor: Any, raw: Path, optimized: Path, source: Bundle) -> Any:
-    """Export, fuse, and wrap as an OnnxPredictor carrying the source's settings."""
+def _export(predictor: Any, folder: Path) -> tuple[Any, Any]:
+    """The predictor with its encoder exported, fused and served by ONNX Runtime."""
     from frugalml import onnx_export as ox
-    from frugalml.onnx_predictor import OnnxPredictor
+    from frugalml.onnx_encoder import MODEL_FILE, TOKENIZER_FILE, write_settings
 
-    ox.export_onnx(predictor, raw)
-    fusions = ox.optimize(raw, optimized, predictor.encoder.model.config)
-    tokenizer = optimized.with_name(optimized.stem + "-tokenizer.json")
-    predictor.encoder.tokenizer.backend_tokenizer.save(str(tokenizer))
-    return OnnxPredictor(
-        optimized,
-        tokenizer,
-        predictor.labels,
-        max_length=predictor.encoder.max_length,
-        batch_size=predictor.encoder.batch_size,
-        pad_id=predictor.encoder.pad_id,
-        temperature=predictor.temperature,
-        info={"fusions": fusions.to_dict(), "source_strategy": source.manifest["strategy"]},
-    )
+    encoder = predictor.encoder
+    folder.mkdir(parents=True)
+    raw = folder.with_name(folder.name + "-raw.onnx")
+    ox.export_onnx(encoder, raw)
+    fusions = ox.optimize(raw, folder / MODEL_FILE, encoder.model.config)
+    raw.unlink()
+    encoder.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
+    write_settings(folder, {"pad_id": encoder.pad_id, "dim": encoder.dim, "precision": "fp32"})
+    return _with_encoder(predictor, folder), fusions
 
 
-def _quantized(fp32: Any, target: Path) -> Any:
+def _quantized(fp32: Any, folder: Path) -> Any:
     from frugalml import onnx_export as ox
-    from frugalml.onnx_predictor import OnnxPredictor
+    from frugalml.onnx_encoder import MODEL_FILE, TOKENIZER_FILE, write_settings
 
-    ox.quantize_int8(fp32.model_path, target)
-    return OnnxPredictor(
-        target,
-        fp32.tokenizer_path,
-        fp32.labels,
-        max_length=fp32.max_length,
-        batch_size=fp32.batch_size,
-        pad_id=fp32.pad_id,
-        temperature=fp32.temperature,
-        info=dict(fp32.info),
+    source = fp32.encoder.folder
+    folder.mkdir(parents=True)
+    ox.quantize_int8(source / MODEL_FILE, folder / MODEL_FILE)
+    shutil.copyfile(source / TOKENIZER_FILE, folder / TOKENIZER_FILE)
+    write_settings(folder, {**fp32.encoder.settings, "precision": "int8"})
+    return _with_encoder(fp32, folder)
+
+
+def _with_encoder(predictor: Any, folder: Path) -> Any:
+    """A shallow copy of `predictor` whose encoder is the ONNX one in `folder`."""
+    import copy
+
+    from frugalml.onnx_encoder import OnnxEncoder
+
+    encoder = predictor.encoder
+    clone = copy.copy(predictor)
+    clone.encoder = OnnxEncoder(
+        folder,
+        max_length=encoder.max_length,
+        batch_size=encoder.batch_size,
+        normalize=encoder.normalize,
     )
+    return clone
 
 
 def _parity(onnx: Any, reference: Any, texts: list[str]) -> dict[str, Any]:
     """Max |ONNX - PyTorch| over the logits, and label agreement, on the given texts."""
-    import numpy as np
 
     if not texts:
         return {"texts": 0, "max_abs_logit_diff": 0.0, "same_labels": 1.0}
@@ -234,14 +249,12 @@ def _save_onnx(
     source: Bundle,
     predictor: Any,
     precision: str,
-    parity: dict[str, Any] | None,
+    details: dict[str, Any],
     meter: CostMeter,
 ) -> Path:
-    predictor.info = {**predictor.info, "precision": precision}
-    if parity is not None:
-        predictor.info["parity"] = parity
+    """A bundle like the source's (same strategy and predictor), its encoder in ONNX."""
     m = source.manifest
-    return save_bundle(
+    save_bundle(
         folder,
         predictor,
         strategy=m["strategy"],
@@ -250,6 +263,9 @@ def _save_onnx(
         data_fingerprint=m["data_fingerprint"],
         extra={"train_cost": m.get("train_cost"), "compress_cost": meter.card.to_dict()},
     )
+    spec = read_manifest(folder)["predictor"]
+    update_manifest(folder, predictor={**spec, "format": "onnx", "precision": precision, **details})
+    return folder
 
 
 def _measure(

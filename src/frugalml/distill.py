@@ -125,6 +125,8 @@ def distill(
     """
     config = config or DISTILL_TRAIN
     _check(teacher, train_texts, val, temperature)
+    if not isinstance(teacher.encoder, Encoder):
+        raise ConfigError("distill needs a teacher with a PyTorch encoder (not an exported one)")
     torch.manual_seed(config.seed)  # the student's dropout; its weights are all copied
     student_encoder = _student_encoder(teacher.encoder, keep)
     model = Student(student_encoder.model, teacher.head, teacher.encoder.normalize)

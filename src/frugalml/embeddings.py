@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -194,6 +194,29 @@ class Encoder:
         for name in _COPIED:
             if (self.folder / name).exists():
                 shutil.copyfile(self.folder / name, folder / name)
+
+
+class TextEncoder(Protocol):
+    """What predictors need of an encoder: `Encoder` (torch) or an exported `OnnxEncoder`."""
+
+    max_length: int
+    batch_size: int
+    normalize: bool
+
+    def encode(self, texts: Sequence[str], meter: CostMeter | None = None) -> np.ndarray: ...
+
+    def save(self, folder: Path) -> None: ...
+
+
+def load_encoder(folder: Path, *, max_length: int, batch_size: int, normalize: bool) -> TextEncoder:
+    """A bundle's encoder: ONNX Runtime when it was exported (no torch import), else torch."""
+    from frugalml.onnx_encoder import OnnxEncoder, is_onnx_folder
+
+    if is_onnx_folder(folder):
+        return OnnxEncoder(
+            folder, max_length=max_length, batch_size=batch_size, normalize=normalize
+        )
+    return Encoder(folder, max_length=max_length, batch_size=batch_size, normalize=normalize)
 
 
 def default_cache_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Export an encoder-and-head model to ONNX, fuse it for ONNX Runtime, quantize it to int8.
+"""Export a model's encoder to ONNX, fuse it for ONNX Runtime, quantize it to int8.
 
 The graph is exported with the eager attention implementation: ONNX Runtime's transformer
 optimizer recognises eager attention and fuses each layer into one `Attention` node (with
@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from frugalml.embeddings import mean_pool
+from frugalml.embeddings import Encoder, mean_pool
 from frugalml.errors import MissingExtraError
-from frugalml.strategies.encoder_head import EncoderHeadPredictor
 
 OPSET = 17
 log = logging.getLogger("frugalml")
@@ -48,25 +47,20 @@ class Fusions:
         return {**asdict(self), "complete": self.complete}
 
 
-class _Logits(nn.Module):
-    """input_ids, attention_mask → logits: the encoder, pooling and head as one graph."""
+class _Pooled(nn.Module):
+    """input_ids, attention_mask → the pooled (and, if the encoder does, normalized) vector."""
 
-    def __init__(self, predictor: EncoderHeadPredictor) -> None:
+    def __init__(self, encoder: Encoder) -> None:
         super().__init__()
-        self.encoder = _eager_copy(predictor.encoder.model)
-        self.normalize = predictor.encoder.normalize
-        head = predictor.head
-        self.head = nn.Linear(head.coef.shape[1], head.coef.shape[0])
-        with torch.no_grad():
-            self.head.weight.copy_(torch.as_tensor(head.coef, dtype=torch.float32))
-            self.head.bias.copy_(torch.as_tensor(head.intercept, dtype=torch.float32))
+        self.model = _eager_copy(encoder.model)
+        self.normalize = encoder.normalize
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)
         pooled = mean_pool(hidden.last_hidden_state, attention_mask)
         if self.normalize:
             pooled = nn.functional.normalize(pooled, dim=-1)
-        return self.head(pooled)  # type: ignore[no-any-return]
+        return pooled  # type: ignore[no-any-return]
 
 
 def _eager_copy(model: nn.Module) -> nn.Module:
@@ -79,11 +73,15 @@ def _eager_copy(model: nn.Module) -> nn.Module:
     return clone  # type: ignore[no-any-return]
 
 
-def export_onnx(predictor: EncoderHeadPredictor, path: Path) -> Path:
-    """The whole classifier as one ONNX graph with dynamic batch and sequence axes."""
+def export_onnx(encoder: Encoder, path: Path) -> Path:
+    """The encoder and its pooling as one ONNX graph with dynamic batch and sequence axes.
+
+    Heads (and hybrid's n-gram features) stay in numpy: they are small, and every encoder
+    rung then exports through this one path.
+    """
     _require_onnx()
-    module = _Logits(predictor).eval()
-    ids = torch.full((2, 8), predictor.encoder.pad_id + 1, dtype=torch.long)
+    module = _Pooled(encoder).eval()
+    ids = torch.full((2, 8), encoder.pad_id + 1, dtype=torch.long)
     mask = torch.ones_like(ids)
     axes = {0: "batch", 1: "sequence"}
     with warnings.catch_warnings(), torch.inference_mode():
@@ -95,8 +93,8 @@ def export_onnx(predictor: EncoderHeadPredictor, path: Path) -> Path:
             (ids, mask),
             str(path),
             input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "embedding": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -141,9 +139,9 @@ def quantize_int8(source: Path, target: Path) -> Path:
     return target
 
 
-def torch_logits(predictor: EncoderHeadPredictor, texts: Sequence[str]) -> np.ndarray:
-    """The live model's logits, no temperature: what the exported graph must reproduce."""
-    return predictor.head.logits(predictor.encoder.encode(texts))
+def torch_logits(predictor: Any, texts: Sequence[str]) -> np.ndarray:
+    """The live model's logits, no temperature: what the exported model must reproduce."""
+    return np.asarray(predictor.logits(texts))
 
 
 def _require_onnx() -> None:

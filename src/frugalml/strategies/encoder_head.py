@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from frugalml.embeddings import Encoder
+from frugalml.embeddings import Encoder, TextEncoder, load_encoder
 from frugalml.heads import LinearHead, softmax
 
 
@@ -20,7 +20,11 @@ class EncoderHeadPredictor:
     """Encoder (saved in the bundle as safetensors) → pooled vector → linear head."""
 
     def __init__(
-        self, encoder: Encoder, head: LinearHead, labels: tuple[str, ...], temperature: float = 1.0
+        self,
+        encoder: Encoder | TextEncoder,
+        head: LinearHead,
+        labels: tuple[str, ...],
+        temperature: float = 1.0,
     ) -> None:
         self.encoder = encoder
         self.head = head
@@ -49,7 +53,7 @@ class EncoderHeadPredictor:
     def load(
         cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]
     ) -> EncoderHeadPredictor:
-        encoder = Encoder(
+        encoder = load_encoder(
             folder / "encoder",
             max_length=int(spec["max_length"]),
             batch_size=int(spec["batch_size"]),

@@ -19,10 +19,7 @@ from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.embeddings import (
-    Encoder,
-    embed_for_training,
-)
+from frugalml.embeddings import Encoder, TextEncoder, embed_for_training, load_encoder
 from frugalml.forecast import Forecast
 from frugalml.heads import LinearHead, softmax
 from frugalml.strategies.base import StrategyConfig, register_strategy
@@ -52,7 +49,7 @@ class HybridPredictor:
     def __init__(
         self,
         ngrams: NgramFeatures,
-        encoder: Encoder,
+        encoder: Encoder | TextEncoder,
         head: LinearHead,
         weight: float,
         labels: tuple[str, ...],
@@ -87,10 +84,11 @@ class HybridPredictor:
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> HybridPredictor:
-        encoder = Encoder(
+        encoder = load_encoder(
             folder / "encoder",
             max_length=int(spec["max_length"]),
             batch_size=int(spec["batch_size"]),
+            normalize=True,
         )
         return cls(
             NgramFeatures.load(folder, spec["vectorizers"]),
