@@ -367,6 +367,64 @@ def info(bundle: Annotated[Path, typer.Argument(help="A bundle folder.")]) -> No
     out.print(table)
 
 
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (e.g. RUN_DIR/bundle).")],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; beyond loopback, set --api-key-env too.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Processes, each with its own model.")] = 1,
+    max_batch: Annotated[int, typer.Option(help="Texts per batch; 1 turns batching off.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
+    max_queue: Annotated[int, typer.Option(help="Texts queued before 503.")] = 1024,
+    max_concurrency: Annotated[int, typer.Option(help="Requests in flight before 429.")] = 256,
+    max_texts: Annotated[int, typer.Option(help="Texts in one request.")] = 256,
+    max_chars: Annotated[int, typer.Option(help="Characters in one text.")] = 10_000,
+    max_body_bytes: Annotated[int, typer.Option(help="Bytes in one request body.")] = 1_048_576,
+    request_timeout_s: Annotated[
+        float, typer.Option(help="Seconds a predict request may take before 503.")
+    ] = 10.0,
+    shutdown_timeout_s: Annotated[
+        float, typer.Option(help="Seconds to finish in-flight requests after SIGTERM.")
+    ] = 30.0,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key.")
+    ] = None,
+    admin_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the key that may reload.")
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve BUNDLE over HTTP: micro-batched predictions, Prometheus metrics, auth, hot reload."""
+    from frugalml.serve.server import run
+    from frugalml.serve.settings import settings_from_options
+
+    settings = settings_from_options(
+        host=host,
+        port=port,
+        workers=workers,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_concurrency=max_concurrency,
+        max_texts=max_texts,
+        max_chars=max_chars,
+        max_body_bytes=max_body_bytes,
+        request_timeout_s=request_timeout_s,
+        shutdown_timeout_s=shutdown_timeout_s,
+        api_key_env=api_key_env,
+        admin_key_env=admin_key_env,
+        access_log=access_log,
+    )
+    if settings.public and api_key_env is None:
+        err.print(
+            f"[yellow]warning:[/] serving on {host} without --api-key-env: anyone who can reach "
+            "this port can use the model"
+        )
+    run(bundle, settings)
+
+
 @app.command("strategies")
 def list_strategies() -> None:
     """List the ladder's rungs, cheapest first, and whether each can run here."""

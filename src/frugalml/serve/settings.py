@@ -1,11 +1,12 @@
 """Everything `frugalml serve` can be told, as one frozen model.
 
-The CLI builds it from its options; a worker process rebuilds it from one environment
-variable, so `--workers N` starts N identical apps without a second parsing path.
+The CLI builds it from its options; a worker process rebuilds it (and the bundle's path) from
+one environment variable, so `--workers N` starts N identical apps without a second parser.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,7 +22,6 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 class ServeSettings(Frozen):
     """Server, batching, back-pressure and input limits of one `frugalml serve`."""
 
-    bundle: Path = Field(description="The bundle folder to serve.")
     host: str = Field("127.0.0.1", description="Interface to bind; loopback by default.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
     workers: int = Field(1, ge=1, description="Processes, each with its own model.")
@@ -36,13 +36,16 @@ class ServeSettings(Frozen):
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Drain time after SIGTERM.")
     api_key_env: str | None = Field(None, description="Variable holding the API key.")
     admin_key_env: str | None = Field(None, description="Variable holding the reload key.")
+    access_log: bool = Field(False, description="Log every request (metrics count them anyway).")
 
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:
-        if self.max_queue < self.max_batch:
+        smallest = max(self.max_batch, self.max_texts)
+        if self.max_queue < smallest:
             raise ValueError(
-                f"max_queue ({self.max_queue}) must be at least max_batch ({self.max_batch}): "
-                "a queue smaller than one batch would refuse work the server could do"
+                f"max_queue ({self.max_queue}) must be at least max_batch ({self.max_batch}) "
+                f"and max_texts ({self.max_texts}): a smaller queue would refuse a full batch "
+                "or a request the limits allow"
             )
         return self
 
@@ -56,16 +59,17 @@ class ServeSettings(Frozen):
     def admin_key(self) -> str | None:
         return _read_key(self.admin_key_env, "--admin-key-env")
 
-    def to_env(self) -> None:
-        """Hand these settings to worker processes (they inherit the environment)."""
-        os.environ[ENV_VAR] = self.model_dump_json()
+    def to_env(self, bundle: Path) -> None:
+        """Hand the bundle and these settings to worker processes (they inherit the environment)."""
+        os.environ[ENV_VAR] = json.dumps({"bundle": str(bundle), "settings": self.model_dump()})
 
     @classmethod
-    def from_env(cls) -> ServeSettings:
+    def from_env(cls) -> tuple[Path, ServeSettings]:
         raw = os.environ.get(ENV_VAR)
         if raw is None:
             raise ConfigError(f"${ENV_VAR} is not set; start the server with `frugalml serve`")
-        return cls.model_validate_json(raw)
+        data = json.loads(raw)
+        return Path(data["bundle"]), cls.model_validate(data["settings"])
 
 
 def _read_key(variable: str | None, option: str) -> str | None:
@@ -79,3 +83,17 @@ def _read_key(variable: str | None, option: str) -> str | None:
             [f"export {variable}=<a long random key> before starting the server"],
         )
     return key.strip()
+
+
+def settings_from_options(**options: object) -> ServeSettings:
+    """The CLI's options as settings; every invalid one is reported at once, by its flag."""
+    from pydantic import ValidationError
+
+    try:
+        return ServeSettings.model_validate(options)
+    except ValidationError as err:
+        problems = [
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-') or 'options'}: {e['msg']}"
+            for e in err.errors()
+        ]
+        raise ConfigError("frugalml serve: invalid options", problems) from None

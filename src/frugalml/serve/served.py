@@ -1,0 +1,85 @@
+"""The model being served: a loaded bundle, its version, and what `/v1/model` says about it.
+
+A version names the exact weights (a hash of the manifest's file checksums), so every
+prediction can say which model made it, and a reload to the same files keeps the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frugalml.bundle import Bundle
+
+Loader = Callable[[Path], Bundle]
+# Two lengths, so a predictor that pads per batch builds its kernels for short and long inputs.
+WARMUP_TEXTS = ("warm up", "a longer warm-up text that takes more tokens to encode " * 4)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    bundle: Bundle
+    version: str
+    loaded_at: str
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.bundle.labels
+
+    @property
+    def tabular(self) -> bool:
+        """Tabular bundles take records; every bundle today classifies texts."""
+        return str(self.bundle.manifest.get("task", "")).startswith("tabular")
+
+    def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
+        return self.bundle.predict_proba(inputs)
+
+    def warm_up(self) -> None:
+        """First calls allocate and pick kernels; a probe should not turn ready before them."""
+        if not self.tabular:
+            for _ in range(2):
+                self.predict_proba(list(WARMUP_TEXTS))
+
+    def summary(self) -> dict[str, Any]:
+        m = self.bundle.manifest
+        spec = m.get("predictor", {})
+        metrics = m.get("metrics") or {}
+        return {
+            "version": self.version,
+            "strategy": m.get("strategy"),
+            "task": m.get("task"),
+            "labels": list(self.labels),
+            "predictor": {
+                "format": spec.get("format", "native"),
+                "precision": spec.get("precision", "fp32"),
+            },
+            "quality": {
+                split: {k: q[k] for k in ("n", "accuracy", "macro_f1") if k in q}
+                for split, q in metrics.items()
+                if isinstance(q, dict)
+            },
+            "train_cost": m.get("train_cost"),
+            "speed": m.get("speed"),
+            "created": m.get("created"),
+            "frugalml_version": m.get("frugalml_version"),
+            "data_fingerprint": m.get("data_fingerprint"),
+            "bundle": str(self.bundle.path),
+            "loaded_at": self.loaded_at,
+        }
+
+
+def load_model(path: Path, loader: Loader) -> ServedModel:
+    bundle = loader(path)
+    files = json.dumps(bundle.manifest.get("files", {}), sort_keys=True).encode()
+    return ServedModel(
+        bundle,
+        version=hashlib.sha256(files).hexdigest()[:12],
+        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,73 @@
+"""Start uvicorn on a bundle: the checks a user should see before any process is forked.
+
+Workers are uvicorn's own (`workers=N` with the app factory as an import string); each one
+rebuilds the settings from the environment and loads its own copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from frugalml.bundle import read_manifest
+from frugalml.errors import MissingExtraError
+from frugalml.onnx_encoder import is_onnx, require_onnxruntime
+from frugalml.serve.settings import ServeSettings
+from frugalml.strategies import get_strategy
+
+FACTORY = "frugalml.serve.app:app_from_env"
+
+
+def require_serve() -> None:
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError("frugalml serve", "serve")
+
+
+def check_bundle(bundle: Path) -> None:
+    """Fail in the terminal, not in a worker's log: the folder is a bundle whose predictor's
+    dependencies are installed. (Checksums are verified again when each worker loads it.)"""
+    manifest = read_manifest(bundle)
+    registered = get_strategy(str(manifest.get("strategy")))
+    if is_onnx(manifest.get("predictor", {})):
+        require_onnxruntime()
+    else:
+        registered.require()
+
+
+def run(bundle: Path, settings: ServeSettings) -> None:
+    """Serve until SIGTERM or Ctrl-C, then drain: in-flight requests are answered first."""
+    import uvicorn
+
+    require_serve()
+    check_bundle(bundle)
+    settings.api_key(), settings.admin_key()  # an unset key variable fails here, once
+    settings.to_env(bundle)
+    # uvicorn drains on SIGTERM, then re-raises the signal to whatever handler was there
+    # before it: make that a clean exit, since a drained shutdown is a success.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    uvicorn.run(
+        FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        lifespan="on",
+        log_config=log_config(),
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+    )
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with frugalml's own lines (ready, reloaded, stopped) beside its own."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["frugalml"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
