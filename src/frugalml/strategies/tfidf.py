@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
 from safetensors.numpy import load_file, save_file
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.forecast import Forecast, timed
 from frugalml.heads import LinearHead, softmax
+
+if TYPE_CHECKING:  # scikit-learn is imported when n-grams are used: serving ONNX bundles
+    from sklearn.feature_extraction.text import TfidfVectorizer  # never needs it
 from frugalml.strategies.base import StrategyConfig, register_strategy
 
 
@@ -43,6 +45,8 @@ class NgramFeatures:
     @classmethod
     def fit(cls, texts: Sequence[str], config: TfidfConfig) -> tuple[NgramFeatures, Any]:
         """The fitted features and the training matrix (computed once, while fitting)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         vectorizers = [
             TfidfVectorizer(ngram_range=config.word_ngrams, sublinear_tf=True, dtype=np.float32),
             TfidfVectorizer(
@@ -72,6 +76,8 @@ class NgramFeatures:
 
     @classmethod
     def load(cls, folder: Path, specs: list[dict[str, Any]]) -> NgramFeatures:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         arrays = load_file(str(folder / "idf.safetensors"))
         vectorizers = []
         for i, params in enumerate(specs):
