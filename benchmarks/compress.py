@@ -113,9 +113,7 @@ def _measure(folder: Path, splits: Splits, texts: list[str]) -> dict[str, Any]:
 
 
 def _parity(source: Path, onnx: Path, texts: list[str]) -> dict[str, Any]:
-    from frugalml.onnx_export import torch_logits
-
-    reference = torch_logits(frugalml.load(source).predictor, texts)  # type: ignore[arg-type]
+    reference = frugalml.load(source).predictor.logits(texts)
     got = frugalml.load(onnx).predictor.logits(texts)
     return {
         "texts": len(texts),

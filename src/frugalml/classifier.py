@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence, Sized
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -84,9 +84,7 @@ def fit_classifier(
             yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels[idx]}
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
-        logits = m(batch["input_ids"], batch["attention_mask"])
-        w = None if weights is None else weights.to(logits.device)
-        return nn.functional.cross_entropy(logits.float(), batch["labels"], weight=w)
+        return cross_entropy(m(batch["input_ids"], batch["attention_mask"]), batch, weights)
 
     def evaluate(m: nn.Module) -> float:
         predicted = predict_logits(m, val_ids, encoder.pad_id, config.batch_size).argmax(1)
@@ -107,33 +105,54 @@ def fit_classifier(
         log=log.info,
         curves_dir=workdir / CURVES if workdir else None,
     )
-    encoder.model = export(model.encoder).eval()
+    encoder.model = export(model.encoder)
+    return finished(encoder, model.head, train_data.labels, state), state
+
+
+def finished(
+    encoder: Encoder, head: nn.Linear, labels: tuple[str, ...], state: TrainState
+) -> EncoderHeadPredictor:
+    """The predictor a fine-tuning run ships: its (trained, in eval mode) encoder and head."""
+    encoder.model.eval()
     encoder.trained = True
-    head = LinearHead(
-        model.head.weight.detach().float().cpu().numpy(),
-        model.head.bias.detach().float().cpu().numpy(),
-    )
-    predictor = EncoderHeadPredictor(encoder, head, train_data.labels)
+    predictor = EncoderHeadPredictor(encoder, LinearHead.from_linear(head), labels)
     predictor.stopped = state.stopped if state.stopped == "deadline" else ""
-    return predictor, state
+    return predictor
 
 
-@torch.inference_mode()
+def cross_entropy(logits: torch.Tensor, batch: Batch, weights: torch.Tensor | None) -> torch.Tensor:
+    """The fine-tuning loss, in float32 (also under bf16 autocast), optionally class-weighted."""
+    w = None if weights is None else weights.to(logits.device)
+    return nn.functional.cross_entropy(logits.float(), batch["labels"], weight=w)
+
+
 def predict_logits(
     model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int
 ) -> np.ndarray:
     """Logits in input order, computed in length-sorted batches."""
+    return sorted_logits(model, ids, lambda chunk: pad_batch(chunk, pad_id), batch_size)
+
+
+@torch.inference_mode()
+def sorted_logits(
+    model: nn.Module,
+    items: Sequence[Sized],
+    collate: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]],
+    batch_size: int,
+) -> np.ndarray:
+    """Logits in input order; `items` (token ids, cached states) are batched by length and
+    `collate` pads a batch into the model's two inputs."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    order = np.argsort([len(x) for x in items], kind="stable")
     out: np.ndarray | None = None
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
-        logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+        first, second = collate([items[i] for i in idx])
+        logits = model(first.to(device), second.to(device)).float().cpu().numpy()
         if out is None:
-            out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
+            out = np.zeros((len(items), logits.shape[1]), dtype=np.float32)
         out[idx] = logits
     model.train(was_training)
     assert out is not None, "no inputs"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from frugalml.costs import CostMeter, Prices
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError
 from frugalml.evaluate import Quality, measure_speed, score
+from frugalml.search import Progress
 
 STEPS = ("onnx", "int8", "distilled")
-Progress = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass

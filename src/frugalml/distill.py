@@ -25,6 +25,7 @@ from frugalml.embeddings import Encoder, mean_pool, pad_batch
 from frugalml.errors import ConfigError, plural
 from frugalml.evaluate import macro_f1
 from frugalml.heads import LinearHead
+from frugalml.layer_cache import encoder_layers
 from frugalml.strategies.encoder_head import EncoderHeadPredictor
 from frugalml.training import Batch, TrainConfig, bucketed_batches, train
 
@@ -50,14 +51,11 @@ def drop_layers(model: nn.Module, keep: str = "every_other") -> nn.Module:
         raise ConfigError(
             f"The 'keep' parameter of distill must be one of {sorted(KEEP)}; got {keep!r}"
         )
-    layers = getattr(getattr(model, "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise ConfigError(
-            f"distillation drops layers from a BERT-style encoder's `encoder.layer`; "
-            f"got a '{kind}' model without one",
-            ["distill a teacher built on a BERT-style backbone (BERT, RoBERTa, MiniLM, ...)"],
-        )
+    layers = encoder_layers(
+        model,
+        "distillation drops layers from",
+        "distill a teacher built on a BERT-style backbone (BERT, RoBERTa, MiniLM, ...)",
+    )
     kept = KEEP[keep](len(layers))
     student: Any = copy.deepcopy(model)
     student.encoder.layer = nn.ModuleList([student.encoder.layer[i] for i in kept])
@@ -166,10 +164,7 @@ def distill(
     )
     log.info("student: best val macro-F1 %.4f at epoch %d", state.best_score, state.best_epoch)
     student_encoder.model = model.encoder.eval()
-    head = LinearHead(
-        model.head.weight.detach().float().cpu().numpy(),
-        model.head.bias.detach().float().cpu().numpy(),
-    )
+    head = LinearHead.from_linear(model.head)
     return EncoderHeadPredictor(student_encoder, head, teacher.labels, temperature=1.0)
 
 

@@ -78,6 +78,14 @@ class LinearHead:
         assert best is not None, "Cs must not be empty"
         return best[1]
 
+    @classmethod
+    def from_linear(cls, layer: Any) -> LinearHead:
+        """The arrays of a trained `torch.nn.Linear` (duck-typed: this module needs no torch)."""
+        return cls(
+            layer.weight.detach().float().cpu().numpy(),
+            layer.bias.detach().float().cpu().numpy(),
+        )
+
     def logits(self, X: Features) -> np.ndarray:
         with _one_blas_thread():
             out = np.asarray(X @ self.coef.T, dtype=np.float32)

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from frugalml.classifier import CURVES, class_weights, deadline_from
+from frugalml.classifier import (
+    CURVES,
+    class_weights,
+    cross_entropy,
+    deadline_from,
+    finished,
+    sorted_logits,
+)
 from frugalml.config import Budget
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
@@ -27,7 +34,6 @@ from frugalml.embeddings import Encoder, mean_pool, pad_batch
 from frugalml.errors import ConfigError
 from frugalml.evaluate import macro_f1
 from frugalml.forecast import Forecast, Stopwatch, stopwatch
-from frugalml.heads import LinearHead
 from frugalml.strategies.encoder_head import EncoderHeadPredictor
 from frugalml.training import Batch, TrainConfig, bucketed_batches, train
 
@@ -37,15 +43,19 @@ log = logging.getLogger("frugalml")
 FLOAT32_LIMIT = 2 << 30
 
 
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The stack of transformer blocks of a BERT-style encoder (BERT, RoBERTa, MiniLM, ...)."""
+def encoder_layers(
+    model: nn.Module,
+    need: str = "the top_layers strategy trains the top of",
+    fix: str = "use the `full` or `lora` strategy for this backbone",
+) -> nn.ModuleList:
+    """The stack of transformer blocks of a BERT-style encoder (BERT, RoBERTa, MiniLM, ...);
+    `need` and `fix` say who asks and what to do instead."""
     layers = getattr(getattr(model, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList):
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise ConfigError(
-            f"the top_layers strategy needs a BERT-style encoder with `encoder.layer`; "
-            f"got a '{kind}' model",
-            ["use the `full` or `lora` strategy for this backbone"],
+            f"{need} a BERT-style encoder's `encoder.layer`; got a '{kind}' model without one",
+            [fix],
         )
     return layers
 
@@ -127,24 +137,9 @@ class TopLayersClassifier(nn.Module):
         return self.head(self.dropout(mean_pool(hidden, mask)))  # type: ignore[no-any-return]
 
 
-@torch.inference_mode()
 def top_logits(model: nn.Module, states: list[torch.Tensor], batch_size: int) -> np.ndarray:
     """Logits in input order from cached states, in length-sorted batches."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    order = np.argsort([len(s) for s in states], kind="stable")
-    out: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        hidden, mask = pad_states([states[i] for i in idx])
-        logits = model(hidden.to(device), mask.to(device)).float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(states), logits.shape[1]), dtype=np.float32)
-        out[idx] = logits
-    model.train(was_training)
-    assert out is not None, "no inputs"
-    return out
+    return sorted_logits(model, states, pad_states, batch_size)
 
 
 def fit_top_layers(
@@ -189,9 +184,7 @@ def fit_top_layers(
             yield {"hidden": hidden, "mask": mask, "labels": labels[idx]}
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
-        logits = m(batch["hidden"], batch["mask"])
-        w = None if weights is None else weights.to(logits.device)
-        return nn.functional.cross_entropy(logits.float(), batch["labels"], weight=w)
+        return cross_entropy(m(batch["hidden"], batch["mask"]), batch, weights)
 
     def evaluate(m: nn.Module) -> float:
         predicted = top_logits(m, val_states, config.batch_size).argmax(1)
@@ -212,15 +205,7 @@ def fit_top_layers(
         log=log.info,
         curves_dir=workdir / CURVES if workdir else None,
     )
-    encoder.model.eval()
-    encoder.trained = True
-    head = LinearHead(
-        model.head.weight.detach().float().cpu().numpy(),
-        model.head.bias.detach().float().cpu().numpy(),
-    )
-    predictor = EncoderHeadPredictor(encoder, head, train_data.labels)
-    predictor.stopped = state.stopped if state.stopped == "deadline" else ""
-    return predictor
+    return finished(encoder, model.head, train_data.labels, state)
 
 
 def forecast_top_layers(

@@ -13,13 +13,12 @@ import collections
 import copy
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -137,11 +136,6 @@ def quantize_int8(source: Path, target: Path) -> Path:
             extra_options={"DefaultTensorType": TensorProto.FLOAT},
         )
     return target
-
-
-def torch_logits(predictor: Any, texts: Sequence[str]) -> np.ndarray:
-    """The live model's logits, no temperature: what the exported model must reproduce."""
-    return np.asarray(predictor.logits(texts))
 
 
 def _require_onnx() -> None:
