@@ -511,8 +511,12 @@ def free_port() -> int:
 def server_process(bundle: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
     command = [sys.executable, "-m", "frugalml", "serve", str(bundle), "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    process = subprocess.Popen(  # its own process group: workers are cleaned up with it
+        [*command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -526,8 +530,10 @@ def server_process(bundle: Path, *args: str) -> Iterator[tuple[subprocess.Popen[
             time.sleep(0.05)
         yield process, base
     finally:
-        if process.poll() is None:
-            process.kill()
+        # Kill the whole group: a `--workers` child left alive keeps stdout open, and
+        # `communicate` would then wait for it forever.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
 
 
@@ -552,7 +558,17 @@ def test_sigterm_answers_every_accepted_request_then_exits(bundle: Path) -> None
 
 def test_workers_each_serve_a_model(bundle: Path) -> None:
     with server_process(bundle, "--workers", "2") as (process, base):
-        assert len(client.predict(base, TEXTS)) == len(TEXTS)
+        # /readyz answered by one worker says nothing of the other: until both are up, a
+        # request may reach one still loading (503 not_ready, as a load balancer would see).
+        end = time.monotonic() + 30
+        while True:
+            try:
+                answers = client.predict(base, TEXTS)
+                break
+            except client.ServeError as err:
+                assert "not_ready" in str(err) and time.monotonic() < end, err
+                time.sleep(0.1)
+        assert len(answers) == len(TEXTS)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
     assert process.returncode == 0, output
