@@ -6,9 +6,13 @@ Nothing here touches the network; the tiny model trains and predicts in well und
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 # Tiny test models gain nothing from threads, and idle threads that spin make them crawl when
 # the machine is busy. Set before torch loads; subprocesses started by tests inherit it.
@@ -94,3 +98,27 @@ def small_csv(tmp_path: Path) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("text", "label"), *rows])
     return path
+
+
+def labels_in_a_process_without(bundle: Path, texts: list[str], refused: tuple[str, ...]) -> Any:
+    """Load `bundle` and predict `texts` in a fresh Python whose imports of `refused` fail;
+    the predicted label indices, or the failed process (for its stderr)."""
+    script = f"""
+import importlib.abc, json, sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {refused!r}:
+            raise ImportError(f"{{name}} must not be imported here")
+
+sys.meta_path.insert(0, Refuse())
+import frugalml
+bundle = frugalml.load({str(bundle)!r})
+proba = bundle.predict_proba(json.loads(sys.argv[1]))
+assert not set({refused!r}) & set(sys.modules)
+print(json.dumps(proba.argmax(1).tolist()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(texts)], capture_output=True, text=True
+    )
+    return json.loads(done.stdout) if done.returncode == 0 else done

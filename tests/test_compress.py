@@ -15,6 +15,7 @@ import pytest
 import frugalml
 from frugalml.compress import CompressResult, compress
 from frugalml.data.split import Splits
+from tests.conftest import labels_in_a_process_without
 
 pytest.importorskip("onnxruntime")
 
@@ -127,31 +128,13 @@ def test_a_step_that_loses_too_much_is_rejected_and_the_previous_one_ships(
     assert shipped.manifest["predictor"]["fusions"]["layers"] == 2  # the teacher, not the student
 
 
-def test_an_onnx_bundle_loads_and_predicts_without_torch(
+def test_an_onnx_bundle_loads_and_predicts_without_torch_or_scikit_learn(
     int8_chain: Chain, demo_splits: Splits
 ) -> None:
     texts = list(demo_splits.val.texts[:20])
     expected = frugalml.load(int8_chain.result.bundle).predict_proba(texts).argmax(1).tolist()
-    script = f"""
-import importlib.abc, json, sys
-
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("torch", "transformers"):
-            raise ImportError(f"{{name}} must not be imported on the ONNX path")
-
-sys.meta_path.insert(0, NoTorch())
-import frugalml
-bundle = frugalml.load({str(int8_chain.result.bundle)!r})
-proba = bundle.predict_proba(json.loads(sys.argv[1]))
-assert "torch" not in sys.modules
-print(json.dumps(proba.argmax(1).tolist()))
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(texts)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == expected
+    refused = ("torch", "transformers", "sklearn")
+    assert labels_in_a_process_without(int8_chain.result.bundle, texts, refused) == expected
 
 
 def test_fit_ships_int8_by_default_for_a_transformer_rung(
@@ -197,7 +180,7 @@ def test_compress_command_finds_the_run_data_and_never_overwrites(
     assert "already exists" in again.stderr
 
 
-def test_hybrid_exports_its_encoder_and_keeps_its_ngrams(
+def test_hybrid_exports_its_encoder_and_its_ngrams(
     demo_splits: Splits, tiny_backbone: Path, tmp_path: Path
 ) -> None:
     run = frugalml.fit(
@@ -220,7 +203,44 @@ def test_hybrid_exports_its_encoder_and_keeps_its_ngrams(
     assert shipped.manifest["strategy"] == "hybrid"
     assert type(shipped.predictor).__name__ == "HybridPredictor"
     assert type(shipped.predictor.encoder).__name__ == "OnnxEncoder"  # type: ignore[attr-defined]
-    agree = shipped.predict_proba(texts).argmax(1) == frugalml.load(source).predict_proba(
-        texts
-    ).argmax(1)
+    assert type(shipped.predictor.ngrams).__name__ == "OnnxNgramFeatures"  # type: ignore[attr-defined]
+    assert not any(name.startswith("model/vocab_") for name in shipped.manifest["files"])
+    labels = shipped.predict_proba(texts).argmax(1)
+    agree = labels == frugalml.load(source).predict_proba(texts).argmax(1)
     assert agree.mean() >= 0.95
+    refused = ("torch", "transformers", "sklearn")
+    assert labels_in_a_process_without(result.bundle, texts, refused) == labels.tolist()
+
+
+def test_fit_ships_a_tfidf_model_as_onnx_and_says_why_int8_is_skipped(
+    small_csv: Path, tmp_path: Path
+) -> None:
+    result = frugalml.fit(small_csv, out=tmp_path / "run", strategies=["tfidf"])  # --ship int8
+    spec = result.bundle.manifest["predictor"]
+    assert (spec["format"], spec["precision"]) == ("onnx", "fp32")
+    assert spec["parity"]["max_abs_logit_diff"] < 1e-4 and spec["parity"]["same_labels"] == 1.0
+    compression = json.loads(result.report_json.read_text())["compression"]
+    assert compression["shipped"] == "onnx"
+    assert [s["name"] for s in compression["steps"]] == ["source", "onnx"]
+    assert compression["skipped"]["int8"].startswith("nothing to quantize")
+    candidate = frugalml.load(result.run_dir / "candidates" / "tfidf")
+    assert candidate.manifest["predictor"].get("format") is None  # kept as scikit-learn
+    assert not result.notes
+
+
+def test_compress_command_exports_a_tfidf_bundle(small_csv: Path, tmp_path: Path) -> None:
+    run = frugalml.fit(small_csv, out=tmp_path / "run", strategies=["tfidf"], ship="none")
+    source = run.run_dir / "candidates" / "tfidf"
+    out = tmp_path / "tfidf-onnx"
+    command = [sys.executable, "-m", "frugalml", "compress", str(source), "--to", "distilled"]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "shipped: onnx" in done.stdout
+    assert "skip int8: nothing to quantize" in done.stderr
+    assert "skip distilled: a 'tfidf' model has no encoder to distill" in done.stderr
+    bundle = frugalml.load(out)
+    assert bundle.manifest["compression"]["skipped"].keys() == {"int8", "distilled"}
+    twice = [sys.executable, "-m", "frugalml", "compress", str(out), "--data", str(small_csv)]
+    again = subprocess.run([*twice, "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert again.returncode == 2
+    assert "already exported to ONNX" in again.stderr

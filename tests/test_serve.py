@@ -42,7 +42,8 @@ TEXTS = ["my card never arrived", "how do I change my pin", "the atm kept my cas
 # -- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bundles(demo_splits: Splits, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two TF-IDF bundles with different weights (different splits), for reload."""
+    """Two TF-IDF bundles with different weights (different splits), for reload; native
+    (scikit-learn) ones: ONNX bundles are served in `test_an_int8_onnx_bundle_...`."""
     root = tmp_path_factory.mktemp("serve")
     first, second = (
         frugalml.fit(
@@ -50,6 +51,7 @@ def bundles(demo_splits: Splits, tmp_path_factory: pytest.TempPathFactory) -> tu
             out=root / f"run{seed}",
             strategies=["tfidf"],
             split=SplitConfig(seed=seed),
+            ship="none",
         ).run_dir
         / "bundle"
         for seed in (0, 1)

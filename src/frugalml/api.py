@@ -160,11 +160,12 @@ def _ship(
     notes: list[str],
     progress: Progress | None,
 ) -> tuple[Path, dict[str, Any] | None]:
-    """The chosen candidate becomes RUN_DIR/bundle: compressed (accuracy-gated) when it is a
-    transformer rung and `ship` asks for it, else as it is."""
-    if ship == "none" or "torch" not in get_strategy(chosen.strategy).needs:
-        return publish(chosen, run_dir), None  # TF-IDF already serves small and torch-free
-    if not compress_available():
+    """The chosen candidate becomes RUN_DIR/bundle: compressed (accuracy-gated) when `ship`
+    asks for it, else as it is. A TF-IDF model's chain ends at ONNX (nothing to quantize),
+    which serves it without scikit-learn."""
+    if ship == "none":
+        return publish(chosen, run_dir), None
+    if not compress_available(torch="torch" in get_strategy(chosen.strategy).needs):
         notes.append(f"shipped uncompressed: --ship {ship} needs the 'compress' extra")
         return publish(chosen, run_dir), None
     result = compress(

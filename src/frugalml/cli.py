@@ -270,7 +270,10 @@ def compress(
     text_col: TextCol = None,
     label_col: LabelCol = None,
 ) -> None:
-    """Export to ONNX, quantize to int8, distill: each step gated on validation quality."""
+    """Export to ONNX, quantize to int8, distill: each step gated on validation quality.
+
+    A TF-IDF bundle's chain is the ONNX step alone (nothing to quantize or distill).
+    """
     target = out_dir or bundle.with_name(f"{bundle.name}-{to}")
     result = api.compress_bundle(
         bundle,
@@ -282,6 +285,8 @@ def compress(
         max_drop=max_drop,
         progress=lambda event, info: err.print(_compress_line(info["step"])),
     )
+    for name, why in result.skipped.items():
+        err.print(f"  skip {name}: {why}")
     out.print(f"shipped: {result.shipped.name}\nbundle: {result.bundle}")
 
 

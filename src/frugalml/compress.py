@@ -4,7 +4,9 @@ The chain is ONNX (fp32, fused) → int8 (dynamic quantization) → a distilled 
 other layer, int8). Each step is scored on the validation split and may lose at most
 `max_drop` points of accuracy and of macro-F1 against the uncompressed model; a step that
 loses more is rejected, the report says by how much, and the last accepted step ships.
-Speed and size are re-measured on the saved, reloaded bundle of every step.
+Speed and size are re-measured on the saved, reloaded bundle of every step. A TF-IDF model's
+chain is the ONNX step alone (n-grams counted and weighted in the graph, so serving needs no
+scikit-learn); hybrid exports its encoder and its n-grams.
 """
 
 from __future__ import annotations
@@ -105,18 +107,15 @@ def compress(
     notify = progress or (lambda event, data: None)
     source = load(source_dir)
     teacher: Any = source.predictor
-    from frugalml.embeddings import Encoder
+    strategy = source.manifest["strategy"]
+    parts = _exportable(teacher)
+    if not parts:
+        raise ConfigError(
+            f"{source_dir} holds a '{strategy}' model that is already exported to ONNX",
+            ["compress the uncompressed bundle (RUN_DIR/candidates/<rung>)"],
+        )
     from frugalml.strategies.encoder_head import EncoderHeadPredictor
 
-    if not isinstance(getattr(teacher, "encoder", None), Encoder):
-        raise ConfigError(
-            f"{source_dir} holds a '{source.manifest['strategy']}' model without a PyTorch "
-            "encoder, so there is nothing to export",
-            [
-                "compress a bundle of an encoder rung (frozen_probe, hybrid, top_layers, setfit, "
-                "lora, full); TF-IDF bundles already serve without torch"
-            ],
-        )
     work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out.parent))
     try:
         steps = [_measure("source", source, val, speed, True, "the uncompressed model")]
@@ -147,20 +146,26 @@ def compress(
             return step
 
         with CostMeter(prices) as meter:
-            fp32, fusions = _export(teacher, work / "fp32")
+            fp32, details = _export(teacher, work / "fp32")
         parity = _parity(fp32, reference, texts)
-        details = {"fusions": fusions.to_dict()}
         _save_onnx(work / "onnx", source, fp32, "fp32", {**details, "parity": parity}, meter)
         gate("onnx", work / "onnx", {**details, "parity": parity})
-        if "int8" in wanted:
+        if "int8" in wanted and "encoder" not in parts:
+            skipped["int8"] = (
+                "nothing to quantize: n-gram counting and a linear head are already small and "
+                "cheap; the onnx step is the last"
+            )
+        elif "int8" in wanted:
             with CostMeter(prices) as meter:
                 int8 = _quantized(fp32, work / "int8-encoder")
             _save_onnx(work / "int8", source, int8, "int8", details, meter)
             gate("int8", work / "int8", details)
         if "distilled" in wanted and not isinstance(teacher, EncoderHeadPredictor):
             skipped["distilled"] = (
-                f"a '{source.manifest['strategy']}' model is more than an encoder and a head; "
-                "the student is distilled for encoder-and-head models only"
+                f"a '{strategy}' model has no encoder to distill"
+                if "encoder" not in parts
+                else f"a '{strategy}' model is more than an encoder and a head; the student is "
+                "distilled for encoder-and-head models only"
             )
         elif "distilled" in wanted:
             from frugalml.distill import distill
@@ -168,9 +173,8 @@ def compress(
             with CostMeter(prices) as meter:
                 student = distill(teacher, train_texts, val, meter=meter)
                 student.temperature = fit_temperature(student.logits(texts), val.y)
-                student_fp32, student_fusions = _export(student, work / "student-fp32")
+                student_fp32, details = _export(student, work / "student-fp32")
                 student_int8 = _quantized(student_fp32, work / "student-int8")
-            details = {"fusions": student_fusions.to_dict()}
             _save_onnx(work / "distilled", source, student_int8, "int8", details, meter)
             gate("distilled", work / "distilled", details)
         chosen_dir = source_dir if shipped.name == "source" else work / shipped.name
@@ -185,7 +189,40 @@ def compress(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _export(predictor: Any, folder: Path) -> tuple[Any, Any]:
+def _exportable(predictor: Any) -> list[str]:
+    """The parts of a predictor that still need PyTorch or scikit-learn to run; none when its
+    encoder is already ONNX (the chain starts from the uncompressed model)."""
+    from frugalml.embeddings import Encoder
+    from frugalml.strategies.tfidf import NgramFeatures
+
+    encoder = getattr(predictor, "encoder", None)
+    if encoder is not None and not isinstance(encoder, Encoder):
+        return []
+    parts = ["encoder"] if encoder is not None else []
+    if isinstance(getattr(predictor, "ngrams", None), NgramFeatures):
+        parts.append("ngrams")
+    return parts
+
+
+def _export(predictor: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
+    """A copy of the predictor served by ONNX Runtime alone: its encoder and its n-grams
+    exported; and the details the manifest records (the encoder's fusions)."""
+    parts = _exportable(predictor)
+    details: dict[str, Any] = {}
+    if "encoder" in parts:
+        predictor, fusions = _export_encoder(predictor, folder / "encoder")
+        details["fusions"] = fusions.to_dict()
+    if "ngrams" in parts:
+        import copy
+
+        from frugalml.onnx_ngrams import export_ngrams
+
+        predictor = copy.copy(predictor)
+        predictor.ngrams = export_ngrams(predictor.ngrams.vectorizers, folder / "ngrams")
+    return predictor, details
+
+
+def _export_encoder(predictor: Any, folder: Path) -> tuple[Any, Any]:
     """The predictor with its encoder exported, fused and served by ONNX Runtime."""
     from frugalml import onnx_export as ox
     from frugalml.onnx_encoder import MODEL_FILE, TOKENIZER_FILE, write_settings
@@ -231,7 +268,7 @@ def _with_encoder(predictor: Any, folder: Path) -> Any:
 
 
 def _parity(onnx: Any, reference: Any, texts: list[str]) -> dict[str, Any]:
-    """Max |ONNX - PyTorch| over the logits, and label agreement, on the given texts."""
+    """Max |ONNX - source| over the logits (PyTorch, scikit-learn), and label agreement."""
 
     if not texts:
         return {"texts": 0, "max_abs_logit_diff": 0.0, "same_labels": 1.0}
@@ -251,7 +288,7 @@ def _save_onnx(
     details: dict[str, Any],
     meter: CostMeter,
 ) -> Path:
-    """A bundle like the source's (same strategy and predictor), its encoder in ONNX."""
+    """A bundle like the source's (same strategy and predictor), its parts in ONNX."""
     m = source.manifest
     save_bundle(
         folder,
@@ -282,11 +319,11 @@ def _measure(
     return Step(name, quality, size / 1e6, timing.to_dict(), accepted, reason, details or {})
 
 
-def compress_available() -> bool:
-    """ONNX export needs torch and transformers (the model) plus onnx and onnxruntime."""
+def compress_available(*, torch: bool = True) -> bool:
+    """ONNX export needs onnx and onnxruntime, plus torch and transformers for an encoder."""
     import importlib.util
 
-    needed = ("torch", "transformers", "onnx", "onnxruntime")
+    needed = ("onnx", "onnxruntime", *(("torch", "transformers") if torch else ()))
     return all(importlib.util.find_spec(m) is not None for m in needed)
 
 

@@ -22,9 +22,10 @@ from frugalml.data.dataset import Dataset
 from frugalml.embeddings import Encoder, TextEncoder, embed_for_training, load_encoder
 from frugalml.forecast import Forecast
 from frugalml.heads import LinearHead, softmax
+from frugalml.onnx_ngrams import OnnxNgramFeatures
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.strategies.frozen_probe import FrozenProbeConfig, FrozenProbeStrategy
-from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, TfidfStrategy
+from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, TfidfStrategy, load_ngrams
 
 
 class HybridConfig(StrategyConfig):
@@ -48,7 +49,7 @@ class HybridPredictor:
 
     def __init__(
         self,
-        ngrams: NgramFeatures,
+        ngrams: NgramFeatures | OnnxNgramFeatures,
         encoder: Encoder | TextEncoder,
         head: LinearHead,
         weight: float,
@@ -91,7 +92,7 @@ class HybridPredictor:
             normalize=True,
         )
         return cls(
-            NgramFeatures.load(folder, spec["vectorizers"]),
+            load_ngrams(folder, spec),
             encoder,
             LinearHead.load(folder / "head.safetensors"),
             float(spec["embedding_weight"]),

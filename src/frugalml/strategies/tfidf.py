@@ -17,6 +17,7 @@ from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.forecast import Forecast, timed
 from frugalml.heads import LinearHead, softmax
+from frugalml.onnx_ngrams import OnnxNgramFeatures, is_onnx_ngrams_folder
 
 if TYPE_CHECKING:  # scikit-learn is imported when n-grams are used: serving ONNX bundles
     from sklearn.feature_extraction.text import TfidfVectorizer  # never needs it
@@ -89,37 +90,47 @@ class NgramFeatures:
         return cls(vectorizers)
 
 
+def load_ngrams(folder: Path, spec: dict[str, Any]) -> NgramFeatures | OnnxNgramFeatures:
+    """The exported graph when the bundle holds one (no scikit-learn), else the vectorizers.
+
+    The files decide, as for encoders (`embeddings.load_encoder`): hybrid bundles compressed
+    before n-grams were exported hold an ONNX encoder beside scikit-learn n-grams.
+    """
+    if is_onnx_ngrams_folder(folder):
+        return OnnxNgramFeatures(folder)
+    return NgramFeatures.load(folder, spec["vectorizers"])
+
+
 class TfidfPredictor:
     """Sparse n-gram features → linear head."""
 
     def __init__(
         self,
-        features: NgramFeatures,
+        ngrams: NgramFeatures | OnnxNgramFeatures,
         head: LinearHead,
         labels: tuple[str, ...],
         temperature: float = 1.0,
     ) -> None:
-        self.features = features
+        self.ngrams = ngrams
         self.head = head
         self.labels = labels
         self.temperature = temperature
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self.head.logits(self.features.transform(texts))
+        return self.head.logits(self.ngrams.transform(texts))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.logits(texts) / self.temperature)
 
     def save(self, folder: Path) -> dict[str, Any]:
-        specs = self.features.save(folder)
+        specs = self.ngrams.save(folder)
         self.head.save(folder / "head.safetensors")
         return {"vectorizers": specs, "temperature": self.temperature}
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> TfidfPredictor:
-        features = NgramFeatures.load(folder, spec["vectorizers"])
         head = LinearHead.load(folder / "head.safetensors")
-        return cls(features, head, labels, float(spec["temperature"]))
+        return cls(load_ngrams(folder, spec), head, labels, float(spec["temperature"]))
 
 
 @register_strategy("tfidf", config=TfidfConfig, predictor=TfidfPredictor, cost_rank=0)
@@ -139,9 +150,9 @@ class TfidfStrategy:
         workdir: Path | None = None,
     ) -> TfidfPredictor:
         c = self.config
-        features, X = NgramFeatures.fit(train.texts, c)
+        ngrams, X = NgramFeatures.fit(train.texts, c)
         head = LinearHead.fit(X, train.y, len(train.labels), C=c.C, class_weight=c.class_weight)
-        return TfidfPredictor(features, head, train.labels)
+        return TfidfPredictor(ngrams, head, train.labels)
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """Fit on a subsample and scale linearly in examples (vectorizing and lbfgs both are)."""
