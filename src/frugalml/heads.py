@@ -7,6 +7,7 @@ bundle round trip reproduces them bit for bit; scikit-learn only does the fittin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -88,11 +89,17 @@ class LinearHead:
 
     def logits(self, X: Features) -> np.ndarray:
         with _one_blas_thread():
-            out = np.asarray(X @ self.coef.T, dtype=np.float32)
+            out = np.asarray(X @ self._weights, dtype=np.float32)
         return np.asarray(out + self.intercept)
 
     def save(self, path: Path) -> None:
         save_file({"coef": self.coef, "intercept": self.intercept}, str(path))
+
+    @cached_property
+    def _weights(self) -> np.ndarray:
+        """coef.T laid out contiguously: a sparse matrix times the transposed view is ~25x
+        slower at a 110k-column TF-IDF vocabulary. Heads are never changed after fitting."""
+        return np.ascontiguousarray(self.coef.T)
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:
