@@ -54,7 +54,7 @@ def run(name: str, splits: Splits, workdir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     chain = compress(
         source,
-        parts.train.texts,
+        parts.train,
         parts.val,
         workdir / f"{name}-shipped",
         to="distilled",

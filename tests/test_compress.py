@@ -48,7 +48,7 @@ def int8_chain(
     source = teacher_run.run_dir / "candidates" / "full"
     result = compress(
         source,
-        demo_splits.train.texts,
+        demo_splits.train,
         demo_splits.val,
         root / "shipped",
         to="int8",
@@ -112,7 +112,7 @@ def test_a_step_that_loses_too_much_is_rejected_and_the_previous_one_ships(
     monkeypatch.setattr(frugalml.distill, "distill", broken_student)
     result = compress(
         teacher_run.run_dir / "candidates" / "full",
-        demo_splits.train.texts,
+        demo_splits.train,
         demo_splits.val,
         tmp_path / "shipped",
         to="distilled",
@@ -135,6 +135,26 @@ def test_an_onnx_bundle_loads_and_predicts_without_torch_or_scikit_learn(
     expected = frugalml.load(int8_chain.result.bundle).predict_proba(texts).argmax(1).tolist()
     refused = ("torch", "transformers", "sklearn")
     assert labels_in_a_process_without(int8_chain.result.bundle, texts, refused) == expected
+
+
+def test_session_tuning_sets_threads_and_spinning_of_encoders_loaded_after_it(
+    int8_chain: Chain, demo_splits: Splits
+) -> None:
+    from frugalml.onnx_encoder import SessionTuning, tune_sessions
+
+    texts = list(demo_splits.val.texts[:8])
+    default = frugalml.load(int8_chain.result.bundle)
+    tune_sessions(SessionTuning(threads=1, spinning=False))
+    try:
+        tuned = frugalml.load(int8_chain.result.bundle)
+    finally:
+        tune_sessions(SessionTuning())
+    options = tuned.predictor.encoder.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    untouched = default.predictor.encoder.session.get_session_options()
+    assert untouched.intra_op_num_threads == 0  # ONNX Runtime's own default: one per core
+    np.testing.assert_allclose(tuned.predict_proba(texts), default.predict_proba(texts), atol=1e-6)
 
 
 def test_fit_ships_int8_by_default_for_a_transformer_rung(
@@ -191,9 +211,7 @@ def test_hybrid_exports_its_encoder_and_its_ngrams(
         ship="none",
     )
     source = run.run_dir / "candidates" / "hybrid"
-    result = compress(
-        source, demo_splits.train.texts, demo_splits.val, tmp_path / "out", to="distilled"
-    )
+    result = compress(source, demo_splits.train, demo_splits.val, tmp_path / "out", to="distilled")
     by_name = steps(result)
     assert list(by_name) == ["source", "onnx", "int8"]
     assert "distilled" in result.skipped

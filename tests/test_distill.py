@@ -55,6 +55,22 @@ def distilled(
     return Distilled(teacher, weights, student, workdir, meter)
 
 
+def test_a_small_transfer_set_gets_word_dropout_copies_with_their_labels() -> None:
+    from frugalml.distill import IGNORE, MAX_COPIES, TRANSFER_TEXTS, transfer_set
+
+    texts = [f"the quarterly profit of company {i} rose sharply" for i in range(10)]
+    out, y = transfer_set(texts, np.arange(10) % 3, seed=0)
+    assert len(out) == len(y) == 10 * (1 + MAX_COPIES)
+    assert out[:10] == texts
+    assert y.tolist() == (np.arange(10) % 3).tolist() * (1 + MAX_COPIES)
+    copies = out[10:]
+    assert copies != texts * MAX_COPIES  # some words were dropped
+    for copy_, original in zip(copies, texts * MAX_COPIES, strict=True):
+        assert set(copy_.split()) <= set(original.split())  # words dropped, never invented
+    unlabeled, y = transfer_set(["one text"] * TRANSFER_TEXTS, None, seed=0)
+    assert len(unlabeled) == TRANSFER_TEXTS and set(y.tolist()) == {IGNORE}  # big enough
+
+
 def test_every_other_layer_is_kept_counting_from_the_last() -> None:
     from frugalml.distill import every_other
 
@@ -155,8 +171,12 @@ def test_bad_inputs_are_all_reported_at_once(distilled: Distilled, demo_splits: 
     from frugalml.distill import distill
 
     relabeled = replace(demo_splits.val, labels=tuple(reversed(demo_splits.val.labels)))
-    with pytest.raises(ConfigError, match="3 problems") as raised:
-        distill(distilled.teacher, [], relabeled, temperature=0.0)
+    with pytest.raises(ConfigError, match="5 problems") as raised:
+        distill(
+            distilled.teacher, [], relabeled, temperature=0.0, labels=np.array([0]), hard_weight=2
+        )
     assert "train_texts is empty" in str(raised.value)
+    assert "labels has 1 entries for 0 train_texts" in str(raised.value)
+    assert "hard_weight must be between 0 and 1; got 2" in str(raised.value)
     assert "val's label map (14 labels) differs from the teacher's (14)" in str(raised.value)
     assert "temperature must be > 0; got 0.0" in str(raised.value)

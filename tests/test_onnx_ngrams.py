@@ -133,7 +133,7 @@ def onnx_bundle(
 ) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "bundle"
     source = tfidf_run / "candidates" / "tfidf"
-    compress(source, demo_splits.train.texts, demo_splits.val, out, to="onnx")
+    compress(source, demo_splits.train, demo_splits.val, out, to="onnx")
     return out
 
 

@@ -170,7 +170,7 @@ def _ship(
         return publish(chosen, run_dir), None
     result = compress(
         chosen.bundle,
-        splits.train.texts,
+        splits.train,
         splits.val,
         run_dir / "bundle",
         to=ship,
@@ -227,7 +227,7 @@ def compress_bundle(
         )
     return compress(
         folder,
-        splits.train.texts,
+        splits.train,
         splits.val,
         Path(out),
         to=to,

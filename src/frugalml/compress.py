@@ -82,7 +82,7 @@ class CompressResult:
 
 def compress(
     source_dir: Path,
-    train_texts: tuple[str, ...],
+    train: Dataset,
     val: Dataset,
     out: Path,
     *,
@@ -171,7 +171,7 @@ def compress(
             from frugalml.distill import distill
 
             with CostMeter(prices) as meter:
-                student = distill(teacher, train_texts, val, meter=meter)
+                student = distill(teacher, train.texts, val, labels=train.y, meter=meter)
                 student.temperature = fit_temperature(student.logits(texts), val.y)
                 student_fp32, details = _export(student, work / "student-fp32")
                 student_int8 = _quantized(student_fp32, work / "student-int8")

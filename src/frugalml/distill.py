@@ -1,15 +1,19 @@
 """Layer-drop distillation: a student that keeps every other encoder layer of its teacher.
 
 Half the layers make the student about 2x faster to serve while keeping most of the teacher's
-quality. It trains on the teacher's softened logits rather than on labels, so it learns the
-teacher's confidence, not just its argmax, and any unlabeled text will do. Training is the
-project's one loop (`training.train`). Importing this module imports torch.
+quality. It trains on the teacher's softened logits, so it learns the teacher's confidence,
+not just its argmax, and any unlabeled text will do. A small training set is a thin transfer
+set, so word-dropout copies of its texts are added (the teacher labels them, so they need no
+labels); where true labels are known, they are mixed into the loss. On PhraseBank's 1,539
+training texts these two took the student from 2.2 to 0.2 points below its teacher.
+Training is the project's one loop (`training.train`). Importing this module imports torch.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,11 @@ from frugalml.training import Batch, TrainConfig, bucketed_batches, train
 
 log = logging.getLogger("frugalml")
 
-DISTILL_TRAIN = TrainConfig(epochs=3, lr=1e-4, head_lr=2e-3)
+DISTILL_TRAIN = TrainConfig(epochs=5, lr=1e-4, head_lr=2e-3, patience=3)
+# Word-dropout copies are added until the transfer set holds this many texts (at most 2 per text).
+TRANSFER_TEXTS = 5000
+MAX_COPIES = 2
+IGNORE = -100  # the label of a text whose true label is unknown (cross-entropy skips it)
 
 
 def every_other(n_layers: int) -> list[int]:
@@ -89,6 +97,27 @@ class Student(nn.Module):
         return self.head(self.dropout(pooled))  # type: ignore[no-any-return]
 
 
+def word_dropout(text: str, rng: np.random.Generator, p: float = 0.15) -> str:
+    """`text` with each word dropped with probability `p` (never all of them)."""
+    words = text.split()
+    kept = [w for w in words if rng.random() >= p]
+    return " ".join(kept or words)
+
+
+def transfer_set(
+    texts: Sequence[str], labels: np.ndarray | None, seed: int
+) -> tuple[list[str], np.ndarray]:
+    """The texts plus enough word-dropout copies to reach `TRANSFER_TEXTS`, with their true
+    labels (copies keep their original's; `IGNORE` where labels are unknown)."""
+    copies = min(MAX_COPIES, max(0, math.ceil(TRANSFER_TEXTS / max(len(texts), 1)) - 1))
+    y = np.asarray(labels) if labels is not None else np.full(len(texts), IGNORE)
+    rng = np.random.default_rng(seed)
+    out = list(texts)
+    for _ in range(copies):
+        out += [word_dropout(t, rng) for t in texts]
+    return out, np.tile(y, copies + 1)
+
+
 def soft_label_loss(
     student: torch.Tensor, teacher: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -110,19 +139,23 @@ def distill(
     val: Dataset,
     *,
     config: TrainConfig | None = None,
+    labels: np.ndarray | None = None,
+    hard_weight: float = 0.5,
     temperature: float = 2.0,
     keep: str = "every_other",
     meter: CostMeter | None = None,
     workdir: Path | None = None,
 ) -> EncoderHeadPredictor:
-    """Train a layer-dropped copy of `teacher` on its soft labels for `train_texts`.
+    """Train a layer-dropped copy of `teacher` on its soft labels for `train_texts` (and their
+    word-dropout copies, see `transfer_set`); with `labels`, the loss is
+    `(1 - hard_weight) * soft + hard_weight * cross-entropy on the true labels`.
 
     Early stopping and the kept weights follow the student's macro-F1 on `val`. The result has
     temperature 1.0 (the caller recalibrates); per-epoch losses are logged and, with a
     `workdir`, written to its curves like `fit_classifier`'s.
     """
     config = config or DISTILL_TRAIN
-    _check(teacher, train_texts, val, temperature)
+    _check(teacher, train_texts, val, temperature, labels, hard_weight)
     if not isinstance(teacher.encoder, Encoder):
         raise ConfigError("distill needs a teacher with a PyTorch encoder (not an exported one)")
     torch.manual_seed(config.seed)  # the student's dropout; its weights are all copied
@@ -130,19 +163,30 @@ def distill(
     model = Student(student_encoder.model, teacher.head, teacher.encoder.normalize)
     model.to(student_encoder.device)
     # Teacher logits once, before training, with their inference FLOPs on the meter.
-    targets = torch.as_tensor(teacher.head.logits(teacher.encoder.encode(train_texts, meter)))
-    train_ids, val_ids = student_encoder.tokenize(train_texts), student_encoder.tokenize(val.texts)
+    texts, y = transfer_set(train_texts, labels, config.seed)
+    hard = torch.as_tensor(y, dtype=torch.long)
+    targets = torch.as_tensor(teacher.head.logits(teacher.encoder.encode(texts, meter)))
+    train_ids, val_ids = student_encoder.tokenize(texts), student_encoder.tokenize(val.texts)
     lengths = np.array([len(x) for x in train_ids])
     pad_id, n_classes = student_encoder.pad_id, len(teacher.labels)
 
     def batches(epoch: int) -> Iterator[Batch]:
         for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
             input_ids, mask = pad_batch([train_ids[i] for i in idx], pad_id)
-            yield {"input_ids": input_ids, "attention_mask": mask, "targets": targets[idx]}
+            yield {
+                "input_ids": input_ids,
+                "attention_mask": mask,
+                "targets": targets[idx],
+                "labels": hard[idx],
+            }
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
         logits = m(batch["input_ids"], batch["attention_mask"])
-        return soft_label_loss(logits, batch["targets"], temperature)
+        soft = soft_label_loss(logits, batch["targets"], temperature)
+        if labels is None or not hard_weight:
+            return soft
+        ce = nn.functional.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORE)
+        return (1 - hard_weight) * soft + hard_weight * ce
 
     def evaluate(m: nn.Module) -> float:
         predicted = predict_logits(m, val_ids, pad_id, config.batch_size).argmax(1)
@@ -169,7 +213,12 @@ def distill(
 
 
 def _check(
-    teacher: EncoderHeadPredictor, train_texts: Sequence[str], val: Dataset, temperature: float
+    teacher: EncoderHeadPredictor,
+    train_texts: Sequence[str],
+    val: Dataset,
+    temperature: float,
+    labels: np.ndarray | None,
+    hard_weight: float,
 ) -> None:
     """Every problem with the inputs at once, before any work."""
     problems = []
@@ -182,6 +231,19 @@ def _check(
         )
     if not temperature > 0:
         problems.append(f"temperature must be > 0; got {temperature}")
+    if not 0 <= hard_weight <= 1:
+        problems.append(f"hard_weight must be between 0 and 1; got {hard_weight}")
+    if labels is not None and len(labels) != len(train_texts):
+        problems.append(
+            f"labels has {len(labels)} entries for {len(train_texts)} train_texts; give one "
+            "label index per text, or none"
+        )
+    elif (
+        labels is not None
+        and len(labels)
+        and not 0 <= int(np.min(labels)) <= int(np.max(labels)) < len(teacher.labels)
+    ):
+        problems.append(f"labels must be indices into the teacher's {len(teacher.labels)} labels")
     if problems:
         raise ConfigError(f"distill got {plural(len(problems), 'problem')}:", problems)
 
