@@ -1,9 +1,12 @@
 """Does `frugalml serve` hold up under real load, and what do batching and ONNX int8 buy?
 
-A load generator (httpx.AsyncClient, in its own process) drives servers on loopback with one
-text per request (Financial PhraseBank test sentences), closed-loop at concurrency 1, 16, 64:
+A load generator in its own process drives servers on loopback with one text per request
+(Financial PhraseBank test sentences), closed-loop at concurrency 1, 16, 64: `wrk` (Debian's
+package; one thread, benchmarks/wrk_predict.lua) when installed, else an httpx.AsyncClient
+generator, which costs the 2 shared cores several times more CPU per request. Servers:
   (a) `frugalml serve` on the int8 ONNX bundle, micro-batching on (--max-batch 32, 5 ms);
   (b) the same server and bundle, batching off (--max-batch 1);
+  (a2), (b2) as (a), (b) with --workers 2 (one inference thread each, the server's default);
   (c) a naive FastAPI server calling a Hugging Face `pipeline("text-classification")` in eager
       PyTorch per request, on the same fine-tuned weights (the bundle's fp32 source).
 Targets at concurrency 16: (a) >= 1.5x (b) in throughput with p95 no worse, (a) >= 4x (c).
@@ -12,7 +15,9 @@ Then a soak of (a), open-loop at 80% of its best measured throughput: SOAK secon
 failed request and RSS growth under 5%; a hot reload (same bundle path) under the same load
 with no failed request; and SIGTERM under load: every request the server accepted is answered
 (the client's answered count equals the server's own 'accepted' and 'answered' counts).
-Also: seconds from process start to /readyz for (a), and its RSS when ready.
+Also: seconds from process start to /readyz for (a), and its RSS when ready; and the model
+alone, in process, by batch size and thread count (`inference_by_batch`): what batching can
+buy on this machine before any HTTP is involved.
 
 The bundles: `top_layers` fine-tuned MiniLM on PhraseBank (80/20, seed 0), shipped by `fit`
 as int8 ONNX (bundle/) with its fp32 torch source kept (candidates/top_layers/). Built once in
@@ -38,6 +43,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,10 +64,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 CONCURRENCY = (1, 16, 64)
 ADMIN_ENV = "SERVE_LOAD_ADMIN_KEY"
 ADMIN_KEY = "serve-load-admin"
-SERVERS = {
-    "a_frugalml_batched": ["--max-batch", "32", "--max-wait-ms", "5"],
-    "b_frugalml_unbatched": ["--max-batch", "1", "--max-wait-ms", "0"],
+BATCHED, UNBATCHED = ["--max-batch", "32", "--max-wait-ms", "5"], ["--max-batch", "1"]
+SERVERS = {  # the server's defaults otherwise: inference threads = cores / workers
+    "a_frugalml_batched": BATCHED,
+    "b_frugalml_unbatched": UNBATCHED,
+    # Scale-out on the same machine: one worker per core, one inference thread each.
+    "a2_frugalml_batched_2_workers": [*BATCHED, "--workers", "2"],
+    "b2_frugalml_unbatched_2_workers": [*UNBATCHED, "--workers", "2"],
 }
+WRK_SCRIPT = Path(__file__).with_name("wrk_predict.lua")
+BATCH_SIZES = (1, 4, 16, 32)
 ACCEPTED = re.compile(r"predict requests: (\d+) accepted, (\d+) answered")
 
 
@@ -358,11 +370,45 @@ def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[dict[
                 process.kill()
 
 
+def wrk_closed_loop(
+    url: str, texts_file: Path, concurrency: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """wrk (C, one thread) as the closed-loop generator: it needs a fraction of the CPU httpx
+    needs per request, so on a 2-core machine more of it is left to the server measured."""
+    bodies = texts_file.with_name("bodies.jsonl")
+    if not bodies.exists():
+        texts = json.loads(texts_file.read_text())
+        bodies.write_text("".join(json.dumps({"texts": [t]}) + "\n" for t in texts))
+    env = {**os.environ, "WRK_BODIES": str(bodies)}
+    out = ""
+    for seconds in (warmup, duration):  # the warm-up run's numbers are dropped
+        command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
+        command += ["--timeout", "30s", "-s", str(WRK_SCRIPT), url]
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"^WRK (\{.*\})$", out, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"wrk printed no summary: {out[-2000:]}")
+    r = json.loads(found.group(1))
+    failed = r["socket_errors"] + r["non_2xx"]
+    return {
+        "requests": r["requests"],
+        "failed": failed,
+        "failures": {"socket": r["socket_errors"], "non_2xx": r["non_2xx"]} if failed else {},
+        "throughput_per_s": (r["requests"] - failed) / r["duration_s"],
+        **{f"p{q}_ms": r[f"p{q}_ms"] for q in (50, 95, 99)},
+    }
+
+
 def sweep(info: dict[str, Any], texts_file: Path, args: argparse.Namespace) -> dict[str, Any]:
     rows = {}
     for c in CONCURRENCY:
-        load = run_load(info["url"], texts_file, duration=args.warmup + args.phase, concurrency=c)
-        rows[str(c)] = summarize(load.records(), args.warmup)
+        if args.generator == "wrk":
+            rows[str(c)] = wrk_closed_loop(info["url"], texts_file, c, args.phase, args.warmup)
+        else:
+            load = run_load(
+                info["url"], texts_file, duration=args.warmup + args.phase, concurrency=c
+            )
+            rows[str(c)] = summarize(load.records(), args.warmup)
         row = rows[str(c)]
         print(
             f"    c={c:3d}: {row['throughput_per_s']:7.1f} req/s  p50 {row['p50_ms']:7.1f}  "
@@ -460,6 +506,9 @@ def benchmark(args: argparse.Namespace) -> None:
 
     if args.quick:
         args.phase, args.warmup, args.soak, args.soak_extra = 2.0, 0.5, 2.0, 1.5
+    if args.generator is None:
+        args.generator = "wrk" if shutil.which("wrk") else "httpx"
+    print(f"closed-loop load generator: {args.generator}", flush=True)
     int8, source, texts = prepare(args)
     work = Path(tempfile.mkdtemp(prefix="frugalml-serve-load-"))
     texts_file = work / "texts.json"
@@ -478,6 +527,7 @@ def benchmark(args: argparse.Namespace) -> None:
         "rows": {},
     }
     print(f"baseline parity: {result['baseline_parity']}", flush=True)
+    result["inference_by_batch"] = inference_by_batch(int8, texts[: 256 if args.quick else 512])
     commands = {name: serve + extra for name, extra in SERVERS.items()}
     commands["c_naive_pipeline"] = [
         sys.executable, __file__, "naive-server", "--source", str(source)
@@ -503,13 +553,57 @@ def benchmark(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def inference_by_batch(bundle_path: Path, texts: list[str]) -> dict[str, Any]:
+    """The served model alone, in this process: texts/s and CPU-ms per text by batch size
+    (length-bucketed as the server does) and by ONNX Runtime threads. It says what batching
+    can buy on this machine before any HTTP is involved."""
+    import frugalml
+    from frugalml.onnx_encoder import SessionTuning, tune_sessions
+    from frugalml.serve.batching import predict_bucketed
+
+    table: dict[str, Any] = {}
+    for threads in (1, os.cpu_count() or 1):
+        tune_sessions(SessionTuning(threads=threads))
+        model = frugalml.load(bundle_path)
+        predict_bucketed(model, texts[:64])  # warm-up
+        for size in BATCH_SIZES:
+            runs = []
+            for _ in range(2):
+                wall, cpu = time.perf_counter(), time.process_time()
+                for start in range(0, len(texts), size):
+                    predict_bucketed(model, texts[start : start + size])
+                runs.append((time.perf_counter() - wall, time.process_time() - cpu))
+            wall_s, cpu_s = min(runs)
+            table[f"threads_{threads}_batch_{size}"] = row = {
+                "texts_per_s": len(texts) / wall_s,
+                "cpu_ms_per_text": 1000 * cpu_s / len(texts),
+            }
+            print(
+                f"    inference alone, {threads} thread(s), batch {size:2d}: "
+                f"{row['texts_per_s']:6.1f} texts/s, {row['cpu_ms_per_text']:.2f} CPU-ms/text",
+                flush=True,
+            )
+    tune_sessions(SessionTuning())
+    return table
+
+
 def targets(rows: dict[str, Any]) -> dict[str, Any]:
-    a, b, c = (rows[k]["16"] for k in rows)  # (a), (b), (c) in that order
+    a, b, c = (
+        rows[k]["16"] for k in ("a_frugalml_batched", "b_frugalml_unbatched", "c_naive_pipeline")
+    )
     a_vs_b = a["throughput_per_s"] / max(b["throughput_per_s"], 1e-9)
     a_vs_c = a["throughput_per_s"] / max(c["throughput_per_s"], 1e-9)
+    a2, b2 = (
+        rows["a2_frugalml_batched_2_workers"]["16"],
+        rows["b2_frugalml_unbatched_2_workers"]["16"],
+    )
     return {
         "a_over_b_throughput_c16": a_vs_b,
         "a_over_c_throughput_c16": a_vs_c,
+        # Not targets: batching with one worker per core, and what scale-out buys over (a).
+        "a2_over_b2_throughput_c16": a2["throughput_per_s"] / max(b2["throughput_per_s"], 1e-9),
+        "a2_over_a_throughput_c16": a2["throughput_per_s"] / max(a["throughput_per_s"], 1e-9),
+        "a2_over_c_throughput_c16": a2["throughput_per_s"] / max(c["throughput_per_s"], 1e-9),
         "a_p95_ms_c16": a["p95_ms"],
         "b_p95_ms_c16": b["p95_ms"],
         "pass": {
@@ -560,6 +654,9 @@ def main() -> None:
     parser.add_argument("--source", help="its fp32 torch source bundle")
     parser.add_argument("--max-drop", type=float, default=2.0, help="int8 gate, in points")
     parser.add_argument("--server-threads", type=int, help="OMP_NUM_THREADS for the servers")
+    parser.add_argument(
+        "--generator", choices=("wrk", "httpx"), help="closed-loop load [wrk if installed]"
+    )
     sub = parser.add_subparsers(dest="command")
     naive = sub.add_parser("naive-server", help="(internal) the (c) baseline server")
     naive.add_argument("--source", required=True)

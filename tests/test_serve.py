@@ -400,6 +400,13 @@ def test_an_input_that_breaks_the_model_fails_only_its_own_request(
     assert [r.json()["predictions"][0]["label"] for r in responses[1:]] == expected
 
 
+def test_inference_threads_default_to_the_cores_shared_among_workers() -> None:
+    cores = os.cpu_count() or 1
+    assert ServeSettings().inference_threads() == cores
+    assert ServeSettings(workers=2 * cores).inference_threads() == 1  # never zero
+    assert ServeSettings(workers=2, threads=3).inference_threads() == 3
+
+
 def test_length_buckets_keep_short_texts_from_long_ones() -> None:
     lengths = [5] * 10 + [400] * 10 + [6]
     buckets = length_buckets(lengths)

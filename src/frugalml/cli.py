@@ -380,6 +380,13 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Processes, each with its own model.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="Inference threads per worker [default: cores / workers].")
+    ] = None,
+    spinning: Annotated[
+        bool,
+        typer.Option(help="Idle inference threads busy-wait: faster, but burn CPU while idle."),
+    ] = True,
     max_batch: Annotated[int, typer.Option(help="Texts per batch; 1 turns batching off.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
     max_queue: Annotated[int, typer.Option(help="Texts queued before 503.")] = 1024,
@@ -409,6 +416,8 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        threads=threads,
+        spinning=spinning,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,28 @@ from frugalml.errors import BundleError, MissingExtraError
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 SETTINGS_FILE = "onnx.json"  # pad id, width, precision, fusions, parity
+
+
+@dataclass(frozen=True)
+class SessionTuning:
+    """How ONNX Runtime runs encoders loaded from now on in this process.
+
+    `threads`: intra-op threads per session (None: ONNX Runtime's default, one per core).
+    `spinning`: idle worker threads busy-wait for the next op. That is fastest for one caller
+    alone, but in a server it takes CPU from the event loop and the other workers' sessions.
+    """
+
+    threads: int | None = None
+    spinning: bool = True
+
+
+_tuning = SessionTuning()
+
+
+def tune_sessions(tuning: SessionTuning) -> None:
+    """Set once per process, before loading (a server does it from its settings)."""
+    global _tuning
+    _tuning = tuning
 
 
 class OnnxEncoder:
@@ -53,6 +76,10 @@ class OnnxEncoder:
         self.tokenizer.enable_truncation(max_length)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if _tuning.threads is not None:
+            options.intra_op_num_threads = _tuning.threads
+        if not _tuning.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from frugalml.bundle import load
 from frugalml.errors import FrugalError
+from frugalml.onnx_encoder import SessionTuning, tune_sessions
 from frugalml.serve.auth import BearerAuth
 from frugalml.serve.batching import BatchStats, MicroBatcher, RejectedError
 from frugalml.serve.errors import ApiError, on_api_error, on_http_exception, on_unexpected
@@ -128,6 +129,7 @@ def create_app(
 ) -> FastAPI:
     """An app serving `bundle_path`; `loader` is `frugalml.load` except in tests."""
     settings = settings or ServeSettings()
+    tune_sessions(SessionTuning(settings.inference_threads(), settings.spinning))
     state = ServeState(Path(bundle_path), settings, loader)
 
     @asynccontextmanager

@@ -25,6 +25,12 @@ class ServeSettings(Frozen):
     host: str = Field("127.0.0.1", description="Interface to bind; loopback by default.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
     workers: int = Field(1, ge=1, description="Processes, each with its own model.")
+    threads: int | None = Field(
+        None, ge=1, description="Inference threads per worker (default: CPU cores / workers)."
+    )
+    spinning: bool = Field(
+        True, description="Idle inference threads busy-wait: faster, but burns CPU while idle."
+    )
     max_batch: int = Field(32, ge=1, description="Texts per inference batch; 1 turns off batching.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
     max_queue: int = Field(1024, ge=1, description="Texts waiting for inference before 503.")
@@ -48,6 +54,10 @@ class ServeSettings(Frozen):
                 "or a request the limits allow"
             )
         return self
+
+    def inference_threads(self) -> int:
+        """One core's worth per thread across all workers: more would only contend."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
     def public(self) -> bool:
