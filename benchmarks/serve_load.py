@@ -547,6 +547,7 @@ def benchmark(args: argparse.Namespace) -> None:
     print(json.dumps({"targets": result["targets"], "soak": result["soak"]}, indent=2))
     if args.quick:  # a smoke test's numbers are not results
         path = Path(args.workdir) / "serve_load.quick.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
     else:
         path = write_result("serve_load", result)
