@@ -34,7 +34,7 @@ from frugalml.data.split import Splits
 from frugalml.errors import ConfigError
 from frugalml.serve import ServeSettings, create_app
 from frugalml.serve.batching import length_buckets
-from frugalml.serve.settings import settings_from_options
+from frugalml.serve.settings import available_cpus, settings_from_options
 
 TEXTS = ["my card never arrived", "how do I change my pin", "the atm kept my cash", "refund?"]
 
@@ -401,10 +401,22 @@ def test_an_input_that_breaks_the_model_fails_only_its_own_request(
 
 
 def test_inference_threads_default_to_the_cores_shared_among_workers() -> None:
-    cores = os.cpu_count() or 1
+    cores = available_cpus()
     assert ServeSettings().inference_threads() == cores
     assert ServeSettings(workers=2 * cores).inference_threads() == 1  # never zero
     assert ServeSettings(workers=2, threads=3).inference_threads() == 3
+
+
+def test_available_cpus_respect_a_container_cpu_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cores = len(os.sched_getaffinity(0))
+    cpu_max.write_text("max 100000\n")  # no quota
+    assert available_cpus(cpu_max) == cores
+    cpu_max.write_text("50000 100000\n")  # half a CPU: still one thread
+    assert available_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{100000 * (cores + 8)} 100000\n")  # a quota above the cores
+    assert available_cpus(cpu_max) == cores
+    assert available_cpus(tmp_path / "missing") == cores  # cgroup v1 or not Linux
 
 
 def test_length_buckets_keep_short_texts_from_long_ones() -> None:

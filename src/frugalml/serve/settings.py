@@ -7,6 +7,7 @@ one environment variable, so `--workers N` starts N identical apps without a sec
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -57,7 +58,7 @@ class ServeSettings(Frozen):
 
     def inference_threads(self) -> int:
         """One core's worth per thread across all workers: more would only contend."""
-        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        return self.threads or max(1, available_cpus() // self.workers)
 
     @property
     def public(self) -> bool:
@@ -80,6 +81,23 @@ class ServeSettings(Frozen):
             raise ConfigError(f"${ENV_VAR} is not set; start the server with `frugalml serve`")
         data = json.loads(raw)
         return Path(data["bundle"]), cls.model_validate(data["settings"])
+
+
+def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota.
+
+    In a container with `limits: {cpu: "2"}` on a 64-core node, `os.cpu_count()` says 64;
+    64 inference threads would then be throttled to 2 CPUs' worth of time.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
 def _read_key(variable: str | None, option: str) -> str | None:
