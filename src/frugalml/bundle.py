@@ -18,7 +18,7 @@ import numpy as np
 
 from frugalml.errors import BundleError, plural
 from frugalml.onnx_encoder import is_onnx, require_onnxruntime
-from frugalml.strategies.base import Predictor, get_strategy
+from frugalml.strategies.base import Predictor, Registered, get_strategy
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -133,15 +133,21 @@ def load(path: str | Path) -> Bundle:
         raise BundleError(
             f"{folder}: refused to load, {plural(len(problems), 'problem')}:", problems
         )
+    registered = require_dependencies(manifest)
     labels = tuple(manifest["labels"])
-    spec = manifest["predictor"]
-    registered = get_strategy(str(manifest["strategy"]))
-    if is_onnx(spec):  # an exported encoder serves through ONNX Runtime alone
+    predictor = registered.predictor.load(folder / MODEL_DIR, manifest["predictor"], labels)
+    return Bundle(folder, manifest, predictor)
+
+
+def require_dependencies(manifest: dict[str, Any]) -> Registered:
+    """The bundle's strategy, once what its predictor needs is known to be installed: ONNX
+    Runtime alone for an exported bundle, else the strategy's own extra."""
+    registered = get_strategy(str(manifest.get("strategy")))
+    if is_onnx(manifest.get("predictor", {})):
         require_onnxruntime()
     else:
         registered.require()
-    predictor = registered.predictor.load(folder / MODEL_DIR, spec, labels)
-    return Bundle(folder, manifest, predictor)
+    return registered
 
 
 def verify_files(folder: Path, expected: dict[str, str]) -> list[str]:

@@ -24,7 +24,7 @@ from frugalml.calibration import fit_temperature
 from frugalml.config import SpeedConfig
 from frugalml.costs import CostMeter, Prices
 from frugalml.data.dataset import Dataset
-from frugalml.errors import ConfigError
+from frugalml.errors import ConfigError, installed
 from frugalml.evaluate import Quality, measure_speed, score
 from frugalml.search import Progress
 
@@ -118,12 +118,14 @@ def compress(
 
     work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out.parent))
     try:
-        steps = [_measure("source", source, val, speed, True, "the uncompressed model")]
+        texts = list(val.texts)
+        reference = np.asarray(teacher.logits(texts))  # for parity, and the source's score
+        steps = [
+            _measure("source", source, val, speed, True, "the uncompressed model", {}, reference)
+        ]
         notify("compress", {"step": steps[0].to_dict()})
         shipped = steps[0]
         skipped: dict[str, str] = {}
-        texts = list(val.texts)
-        reference = np.asarray(teacher.logits(texts))
         wanted = STEPS[: STEPS.index(to) + 1]
 
         def gate(name: str, folder: Path, details: dict[str, Any]) -> Step:
@@ -312,8 +314,13 @@ def _measure(
     accepted: bool,
     reason: str,
     details: dict[str, Any] | None = None,
+    scores: np.ndarray | None = None,
 ) -> Step:
-    quality = score(val.y, bundle.predict_proba(val.texts).argmax(1), val.labels)
+    """Quality on `val`, speed and size. `scores`: the bundle's logits or probabilities for
+    `val`, when the caller has them already (only their argmax is used)."""
+    if scores is None:
+        scores = bundle.predict_proba(val.texts)
+    quality = score(val.y, scores.argmax(1), val.labels)
     timing = measure_speed(bundle, val.texts, speed)
     size = sum(p.stat().st_size for p in (bundle.path / "model").rglob("*") if p.is_file())
     return Step(name, quality, size / 1e6, timing.to_dict(), accepted, reason, details or {})
@@ -321,13 +328,4 @@ def _measure(
 
 def compress_available(*, torch: bool = True) -> bool:
     """ONNX export needs onnx and onnxruntime, plus torch and transformers for an encoder."""
-    import importlib.util
-
-    needed = ("onnx", "onnxruntime", *(("torch", "transformers") if torch else ()))
-    return all(importlib.util.find_spec(m) is not None for m in needed)
-
-
-def read_compression(folder: Path) -> dict[str, Any] | None:
-    """The compression report a bundle carries, if it was compressed."""
-    compression = read_manifest(folder).get("compression")
-    return compression if isinstance(compression, dict) else None
+    return installed("onnx", "onnxruntime", *(("torch", "transformers") if torch else ()))

@@ -6,6 +6,7 @@ at once, each with where it is, what was found, and how to fix it.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 
 
@@ -44,6 +45,17 @@ class MissingExtraError(FrugalError, ImportError):
 
     def __init__(self, feature: str, extra: str) -> None:
         super().__init__(f"{feature} needs the '{extra}' extra: pip install 'frugalml[{extra}]'")
+
+
+def installed(*modules: str) -> bool:
+    """Whether every module can be imported, without importing any (some take seconds)."""
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+def require_extra(feature: str, extra: str, *modules: str) -> None:
+    """Raise `MissingExtraError` naming the pip extra unless every module is installed."""
+    if not installed(*modules):
+        raise MissingExtraError(feature, extra)
 
 
 def plural(n: int, word: str) -> str:

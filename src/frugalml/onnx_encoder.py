@@ -9,7 +9,6 @@ per batch, as in training.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from frugalml.errors import BundleError, MissingExtraError
+from frugalml.errors import BundleError, require_extra
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -134,9 +133,7 @@ def _read_settings(folder: Path) -> dict[str, Any]:
 
 
 def require_onnxruntime() -> None:
-    for module in ("onnxruntime", "tokenizers"):
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError("An ONNX bundle", "onnx")
+    require_extra("An ONNX bundle", "onnx", "onnxruntime", "tokenizers")
 
 
 def is_onnx(spec: dict[str, Any]) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from frugalml.embeddings import Encoder, mean_pool
-from frugalml.errors import MissingExtraError
+from frugalml.errors import require_extra
 
 OPSET = 17
 log = logging.getLogger("frugalml")
@@ -139,11 +139,7 @@ def quantize_int8(source: Path, target: Path) -> Path:
 
 
 def _require_onnx() -> None:
-    import importlib.util
-
-    for module in ("onnx", "onnxruntime"):
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError("ONNX export", "compress")
+    require_extra("ONNX export", "compress", "onnx", "onnxruntime")
 
 
 @contextmanager

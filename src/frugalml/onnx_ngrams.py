@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from frugalml.errors import BundleError, ConfigError, MissingExtraError
+from frugalml.errors import BundleError, ConfigError, require_extra
 
 MODEL_FILE = "ngrams.onnx"
 SETTINGS_FILE = "ngrams.json"  # per vectorizer: how to split text, and the token ids
@@ -90,7 +90,7 @@ class OnnxNgramFeatures:
     """The exported n-grams: `transform(texts)` → a (len(texts), n_features) float32 CSR matrix."""
 
     def __init__(self, folder: Path, *, batch_size: int = 64) -> None:
-        _require("Serving exported n-grams", "onnx", "onnxruntime")
+        require_extra("Serving exported n-grams", "onnx", "onnxruntime")
         import onnxruntime as ort
 
         self.folder = folder
@@ -174,13 +174,6 @@ def is_onnx_ngrams_folder(folder: Path) -> bool:
     return (folder / MODEL_FILE).exists()
 
 
-def _require(feature: str, extra: str, *modules: str) -> None:
-    import importlib.util
-
-    if any(importlib.util.find_spec(m) is None for m in modules):
-        raise MissingExtraError(feature, extra)
-
-
 # ---------------------------------------------------------------- export (needs `onnx`)
 
 
@@ -189,7 +182,7 @@ def export_ngrams(vectorizers: Sequence[Any], folder: Path) -> OnnxNgramFeatures
 
     Settings this module does not reproduce exactly are refused, all of them at once.
     """
-    _require("Exporting n-grams to ONNX", "compress", "onnx", "onnxruntime")
+    require_extra("Exporting n-grams to ONNX", "compress", "onnx", "onnxruntime")
     problems = [p for i, v in enumerate(vectorizers) for p in _unsupported(i, v.get_params())]
     if problems:
         raise ConfigError("these n-gram settings cannot be exported to ONNX:", problems)

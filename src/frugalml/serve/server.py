@@ -7,37 +7,27 @@ rebuilds the settings from the environment and loads its own copy of the model.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from frugalml.bundle import read_manifest
-from frugalml.errors import MissingExtraError
-from frugalml.onnx_encoder import is_onnx, require_onnxruntime
+from frugalml.bundle import read_manifest, require_dependencies
+from frugalml.errors import require_extra
 from frugalml.serve.settings import ServeSettings
-from frugalml.strategies import get_strategy
 
 FACTORY = "frugalml.serve.app:app_from_env"
 
 
 def require_serve() -> None:
-    for module in ("fastapi", "uvicorn", "prometheus_client"):
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError("frugalml serve", "serve")
+    require_extra("frugalml serve", "serve", "fastapi", "uvicorn", "prometheus_client")
 
 
 def check_bundle(bundle: Path) -> None:
     """Fail in the terminal, not in a worker's log: the folder is a bundle whose predictor's
     dependencies are installed. (Checksums are verified again when each worker loads it.)"""
-    manifest = read_manifest(bundle)
-    registered = get_strategy(str(manifest.get("strategy")))
-    if is_onnx(manifest.get("predictor", {})):
-        require_onnxruntime()
-    else:
-        registered.require()
+    require_dependencies(read_manifest(bundle))
 
 
 def run(bundle: Path, settings: ServeSettings) -> None:

@@ -7,7 +7,6 @@ the contracts are Protocols, so a federated client or a DDP wrapper can drive an
 from __future__ import annotations
 
 import difflib
-import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from frugalml.config import Budget, Frozen, deep_merge
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.errors import ConfigError, MissingExtraError
+from frugalml.errors import ConfigError, MissingExtraError, installed
 
 
 class StrategyConfig(Frozen):
@@ -88,7 +87,7 @@ class Registered:
     summary: str
 
     def available(self) -> bool:
-        return all(importlib.util.find_spec(module) is not None for module in self.needs)
+        return installed(*self.needs)
 
     def require(self) -> None:
         if not self.available():
