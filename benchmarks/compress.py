@@ -2,7 +2,7 @@
 
 One invocation per dataset (Banking77 train → test; Financial PhraseBank AllAgree 80/20,
 seed 0): fine-tune MiniLM with the `top_layers` rung (the rung the ladder picks on
-PhraseBank), run `frugalml.compress` up to the distilled student (every step's bundle kept,
+PhraseBank), run `frugalml.ship.compress` up to the distilled student (every step's bundle kept,
 rejected ones too), then measure side by side on the test split:
   torch eager fp32 (PyTorch's default attention), ONNX fp32 (fused), ONNX int8,
   distilled student int8:
@@ -31,9 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import frugalml
 from common import DATASETS, machine, write_result
-from frugalml.compress import compress
 from frugalml.data.split import Splits, split_off_validation
-from frugalml.evaluate import score
+from frugalml.metrics import score
+from frugalml.ship.compress import compress
 
 LATENCY_CALLS = 200
 THROUGHPUT_TEXTS = 1024

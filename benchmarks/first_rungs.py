@@ -25,7 +25,7 @@ import frugalml
 from common import DATASETS, machine, write_result
 from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
-from frugalml.evaluate import measure_speed, score
+from frugalml.metrics import measure_speed, score
 
 # Figures measured on this machine by the author with plain tools (acc / train CPU-s).
 REFERENCE = {

@@ -30,7 +30,7 @@ import frugalml
 from common import DATASETS, machine, write_result
 from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
-from frugalml.evaluate import score
+from frugalml.metrics import score
 
 # The quality bar on validation accuracy: the bar for Banking77 (0.915), and for
 # PhraseBank the accuracy a full fine-tune reaches (the Trainer row measured 0.93 here).

@@ -570,7 +570,7 @@ def inference_by_batch(bundle_path: Path, texts: list[str]) -> dict[str, Any]:
     (length-bucketed as the server does) and by ONNX Runtime threads. It says what batching
     can buy on this machine before any HTTP is involved."""
     import frugalml
-    from frugalml.onnx_encoder import SessionTuning, tune_sessions
+    from frugalml.models.onnx_encoder import SessionTuning, tune_sessions
     from frugalml.serve.batching import predict_bucketed
 
     table: dict[str, Any] = {}

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from frugalml import bundle as bundles
-from frugalml import tracking
-from frugalml.compress import STEPS, CompressResult, compress, compress_available
 from frugalml.config import Budget, SpeedConfig, SplitConfig
 from frugalml.costs import Prices
 from frugalml.data import Dataset, read_table, stratified_split, to_dataset
 from frugalml.data.split import Splits, split_off_validation
 from frugalml.errors import ConfigError, OutputExistsError
-from frugalml.report import write_reports
-from frugalml.search import METRICS, Candidate, LadderResult, Progress, publish, run_ladder
+from frugalml.ladder import tracking
+from frugalml.ladder.report import write_reports
+from frugalml.ladder.run import METRICS, Candidate, LadderResult, Progress, publish, run_ladder
+from frugalml.ship.compress import STEPS, CompressResult, compress, compress_available
 from frugalml.strategies import get_strategy, strategy_names
 
 RUN_MARKER = ".frugalml-run"

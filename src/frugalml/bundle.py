@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.errors import BundleError, plural
-from frugalml.onnx_encoder import is_onnx, require_onnxruntime
+from frugalml.models.onnx_encoder import is_onnx, require_onnxruntime
 from frugalml.strategies.base import Predictor, Registered, get_strategy
 
 SCHEMA_VERSION = 1

@@ -21,13 +21,14 @@ from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from frugalml import api, tracking
+from frugalml import api
 from frugalml import bundle as bundles
 from frugalml.config import SplitConfig, parse_budget, parse_overrides, parse_target
 from frugalml.data import DEMO_INTENTS, read_table, texts_for_prediction
 from frugalml.errors import ConfigError, FrugalError, OutputExistsError
-from frugalml.evaluate import score
-from frugalml.search import METRICS, Candidate, Progress
+from frugalml.ladder import tracking
+from frugalml.ladder.run import METRICS, Candidate, Progress
+from frugalml.metrics import score
 from frugalml.strategies import get_strategy
 
 app = typer.Typer(
@@ -409,7 +410,7 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve BUNDLE over HTTP: micro-batched predictions, Prometheus metrics, auth, hot reload."""
-    from frugalml.serve.server import run
+    from frugalml.serve.launch import run
     from frugalml.serve.settings import settings_from_options
 
     settings = settings_from_options(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from frugalml.serve.app import create_app
-    from frugalml.serve.server import run
+    from frugalml.serve.launch import run
     from frugalml.serve.settings import ServeSettings
 
 __all__ = ["ServeSettings", "create_app", "run"]
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
 
         return create_app
     if name == "run":
-        from frugalml.serve.server import run
+        from frugalml.serve.launch import run
 
         return run
     if name == "ServeSettings":

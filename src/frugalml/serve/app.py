@@ -24,15 +24,15 @@ from starlette.exceptions import HTTPException
 
 from frugalml.bundle import load
 from frugalml.errors import FrugalError
-from frugalml.onnx_encoder import SessionTuning, tune_sessions
+from frugalml.models.onnx_encoder import SessionTuning, tune_sessions
 from frugalml.serve.auth import BearerAuth
 from frugalml.serve.batching import BatchStats, MicroBatcher, RejectedError
 from frugalml.serve.errors import ApiError, on_api_error, on_http_exception, on_unexpected
 from frugalml.serve.errors import retry_after as retry_after_header
 from frugalml.serve.limits import ConcurrencyCap, read_body
+from frugalml.serve.live_model import Loader, ServedModel, load_model
 from frugalml.serve.metrics import CONTENT_TYPE, RequestMetrics, ServeMetrics
-from frugalml.serve.models import PredictResponse, parse_predict, parse_reload
-from frugalml.serve.served import Loader, ServedModel, load_model
+from frugalml.serve.schemas import PredictResponse, parse_predict, parse_reload
 from frugalml.serve.settings import ServeSettings
 
 log = logging.getLogger("frugalml.serve")

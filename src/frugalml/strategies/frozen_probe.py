@@ -8,21 +8,21 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.embeddings import (
+from frugalml.forecast import Forecast, stopwatch, timed
+from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.models.encoder import (
     EmbeddingCache,
     Encoder,
     default_cache_dir,
     embed_for_training,
     sorted_padded_tokens,
 )
-from frugalml.forecast import Forecast, stopwatch, timed
-from frugalml.heads import LinearHead
+from frugalml.models.encoder_head import EncoderHeadPredictor
+from frugalml.models.heads import LinearHead
 from frugalml.strategies.base import StrategyConfig, register_strategy
-from frugalml.strategies.encoder_head import EncoderHeadPredictor
 
 
 class FrozenProbeConfig(StrategyConfig):

@@ -7,14 +7,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from frugalml.backbones import DEFAULT_BACKBONE
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.forecast import Forecast
+from frugalml.models.backbones import DEFAULT_BACKBONE
+from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.strategies.base import StrategyConfig, register_strategy
-from frugalml.strategies.encoder_head import EncoderHeadPredictor
-from frugalml.training import TrainConfig
+from frugalml.training.loop import TrainConfig
 
 
 class FullConfig(StrategyConfig):
@@ -53,7 +53,7 @@ class FullStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> EncoderHeadPredictor:
-        from frugalml.classifier import fine_tune
+        from frugalml.training.finetune import fine_tune
 
         return fine_tune(
             self.config, train, val, budget=budget, meter=meter, workdir=workdir, adapt=self._adapt
@@ -65,6 +65,6 @@ class FullStrategy:
         return encoder
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
-        from frugalml.classifier import forecast_fine_tune
+        from frugalml.training.finetune import forecast_fine_tune
 
         return forecast_fine_tune(self.config, train, val, adapt=self._adapt)

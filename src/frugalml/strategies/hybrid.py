@@ -15,14 +15,14 @@ import numpy as np
 from pydantic import Field
 from scipy import sparse
 
-from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.embeddings import Encoder, TextEncoder, embed_for_training, load_encoder
 from frugalml.forecast import Forecast
-from frugalml.heads import LinearHead, softmax
-from frugalml.onnx_ngrams import OnnxNgramFeatures
+from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.models.encoder import Encoder, TextEncoder, embed_for_training, load_encoder
+from frugalml.models.heads import LinearHead, softmax
+from frugalml.models.onnx_ngrams import OnnxNgramFeatures
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.strategies.frozen_probe import FrozenProbeConfig, FrozenProbeStrategy
 from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, TfidfStrategy, load_ngrams

@@ -19,18 +19,18 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from frugalml import training
-from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
-from frugalml.embeddings import Encoder, mean_pool, pad_batch
-from frugalml.evaluate import macro_f1
 from frugalml.forecast import Forecast, stopwatch
-from frugalml.heads import LinearHead
+from frugalml.metrics import macro_f1
+from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.models.encoder import Encoder, mean_pool, pad_batch
+from frugalml.models.encoder_head import EncoderHeadPredictor
+from frugalml.models.heads import LinearHead
 from frugalml.strategies.base import StrategyConfig, register_strategy
-from frugalml.strategies.encoder_head import EncoderHeadPredictor
-from frugalml.training import Batch, TrainConfig, TrainState
+from frugalml.training import loop as training
+from frugalml.training.loop import Batch, TrainConfig, TrainState
 
 # Under a wall budget, the seconds left once embedding for the head is set aside are the
 # tuning's: pairs are planned for PLANNED_SHARE of them (optimizer steps and the head's fit use

@@ -16,8 +16,8 @@ from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.forecast import Forecast, timed
-from frugalml.heads import LinearHead, softmax
-from frugalml.onnx_ngrams import OnnxNgramFeatures, is_onnx_ngrams_folder
+from frugalml.models.heads import LinearHead, softmax
+from frugalml.models.onnx_ngrams import OnnxNgramFeatures, is_onnx_ngrams_folder
 
 if TYPE_CHECKING:  # scikit-learn is imported when n-grams are used: serving ONNX bundles
     from sklearn.feature_extraction.text import TfidfVectorizer  # never needs it

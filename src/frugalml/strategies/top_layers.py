@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from frugalml.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.forecast import Forecast
+from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
+from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.strategies.base import StrategyConfig, register_strategy
-from frugalml.strategies.encoder_head import EncoderHeadPredictor
-from frugalml.training import TrainConfig
+from frugalml.training.loop import TrainConfig
 
 
 class TopLayersConfig(StrategyConfig):
@@ -52,7 +52,7 @@ class TopLayersStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> EncoderHeadPredictor:
-        from frugalml.layer_cache import fit_top_layers
+        from frugalml.training.layer_cache import fit_top_layers
 
         c = self.config
         return fit_top_layers(
@@ -69,7 +69,7 @@ class TopLayersStrategy:
         )
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
-        from frugalml.layer_cache import forecast_top_layers
+        from frugalml.training.layer_cache import forecast_top_layers
 
         c = self.config
         return forecast_top_layers(

@@ -1,0 +1,355 @@
+"""The ladder: run strategies from cheapest to dearest, each under a cost meter, and choose.
+
+Each rung is fitted, saved as a bundle, reloaded, and only then scored and timed, so the
+figures describe what will be shipped. The choice is the cheapest candidate that meets the
+quality bar, else the best one, with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from frugalml.bundle import load, read_manifest, save_bundle, update_manifest
+from frugalml.config import Budget, SpeedConfig
+from frugalml.costs import CostCard, CostMeter, Prices
+from frugalml.data.split import Splits
+from frugalml.errors import FrugalError
+from frugalml.forecast import Forecast, stopwatch
+from frugalml.ladder.calibration import (
+    calibrated_proba,
+    expected_calibration_error,
+    fit_temperature,
+)
+from frugalml.metrics import Quality, Speed, measure_speed, score
+from frugalml.strategies import Strategy, get_strategy
+
+METRICS = ("accuracy", "macro_f1")
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Candidate:
+    """One finished rung: what it scored, what it cost, how fast the saved model runs."""
+
+    strategy: str
+    config: dict[str, Any]
+    val: Quality
+    test: Quality | None
+    cost: CostCard
+    speed: Speed
+    bundle: Path
+    ece: float  # expected calibration error on validation, after temperature scaling
+    forecast: dict[str, Any] | None = None  # wall_s, cpu_s, usd, basis: predicted before fitting
+    stopped: str = ""  # "deadline" when the budget stopped training early
+
+    def forecast_ratio(self) -> float | None:
+        """Actual / forecast wall time: 1.0 is a perfect forecast."""
+        if not self.forecast or not self.forecast.get("wall_s"):
+            return None
+        return self.cost.wall_s / float(self.forecast["wall_s"])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "config": self.config,
+            "val": self.val.to_dict(),
+            "test": self.test.to_dict() if self.test else None,
+            "cost": self.cost.to_dict(),
+            "speed": self.speed.to_dict(),
+            "bundle": str(self.bundle),
+            "val_ece": self.ece,
+            "forecast": self.forecast,
+            "forecast_ratio": self.forecast_ratio(),
+            "stopped": self.stopped,
+        }
+
+
+@dataclass
+class LadderResult:
+    candidates: list[Candidate]
+    chosen: Candidate
+    reason: str
+    skipped: dict[str, str] = field(default_factory=dict)
+    forecast_cost: dict[str, float] = field(default_factory=dict)  # what forecasting itself cost
+
+
+class LadderClock:
+    """What the whole ladder has spent so far, for a hard budget across rungs."""
+
+    def __init__(self, budget: Budget, prices: Prices) -> None:
+        self.budget, self.prices = budget, prices
+        self._t0, self._c0 = time.perf_counter(), os.times()
+
+    def left_s(self) -> float | None:
+        """Wall seconds left under the tightest cap ($ and kWh converted at the set prices)."""
+        wall = time.perf_counter() - self._t0
+        cpu = sum(os.times()[:4]) - sum(self._c0[:4])
+        b, p = self.budget, self.prices
+        limits = []
+        if b.max_wall_s is not None:
+            limits.append(b.max_wall_s - wall)
+        if b.max_usd is not None:
+            limits.append(b.max_usd / p.usd_per_hour * 3600 - wall)
+        if b.max_kwh is not None:  # estimated energy: CPU-s at watts_per_core, all cores busy
+            joules_left = b.max_kwh * 3.6e6 - cpu * p.watts_per_core
+            limits.append(joules_left / (p.watts_per_core * (os.cpu_count() or 1)))
+        return min(limits) if limits else None
+
+
+def run_ladder(
+    splits: Splits,
+    strategies: list[str],
+    run_dir: Path,
+    *,
+    budget: Budget | None = None,
+    metric: str = "macro_f1",
+    target: float | None = None,
+    prices: Prices | None = None,
+    speed: SpeedConfig | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    progress: Progress | None = None,
+    resume: bool = False,
+    strict: bool = False,
+) -> LadderResult:
+    """Climb cheapest first; stop at the first rung meeting `target`; never overrun `budget`.
+
+    Before each rung its cost is forecast; a rung forecast to overrun what is left is skipped.
+    With `strict`, a rung meets the target only when the low end of its validation score's
+    95% interval does: fewer stops on a lucky small validation set.
+    With `resume`, finished rungs in `run_dir` are reused and an interrupted one continues
+    from its last checkpoint.
+    """
+    notify = progress or (lambda event, data: None)
+    prices = prices or Prices()
+    clock = LadderClock(budget or Budget(), prices)
+    candidates: list[Candidate] = []
+    skipped: dict[str, str] = {}
+    forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0}
+    met: Candidate | None = None
+    plans = _plan(strategies, run_dir, resume, options or {}, skipped, notify)
+    for name, strategy, finished in plans:
+        if finished is not None:
+            candidates.append(finished)
+            notify("reused", {"strategy": name, "candidate": finished})
+        else:
+            assert strategy is not None
+            if met is not None:  # no forecast either: the ladder pays only for what it may run
+                skipped[name] = f"target {metric} ≥ {target:g} already met by {met.strategy}"
+                notify("skipped", {"strategy": name, "reason": skipped[name]})
+                continue
+            forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
+            reason = _why_skip(clock, forecast)
+            if reason:
+                skipped[name] = reason
+                notify("skipped", {"strategy": name, "reason": reason})
+                continue
+            notify("start", {"strategy": name})
+            candidate = _run_rung(
+                name,
+                strategy,
+                splits,
+                run_dir,
+                Budget(max_wall_s=clock.left_s()),
+                prices,
+                speed,
+                forecast,
+            )
+            candidates.append(candidate)
+            notify("done", {"strategy": name, "candidate": candidate})
+        last = candidates[-1]
+        if target is not None and met is None and last.val.meets(metric, target, strict=strict):
+            met = last
+    if not candidates:
+        raise FrugalError("no strategy could run", [f"{k}: {v}" for k, v in skipped.items()])
+    chosen, reason = choose(candidates, metric, target, strict=strict)
+    return LadderResult(candidates, chosen, reason, skipped, forecast_cost)
+
+
+_Plan = tuple[str, Strategy | None, Candidate | None]
+
+
+def _plan(
+    strategies: list[str],
+    run_dir: Path,
+    resume: bool,
+    options: dict[str, dict[str, Any]],
+    skipped: dict[str, str],
+    notify: Progress,
+) -> list[_Plan]:
+    """Rungs cheapest first; on resume a rung a previous run finished comes as its candidate.
+
+    Each rung is forecast just before it would run, not all up front: a forecast times real
+    work (a model load, a few steps), and rungs above the one that meets the bar never run.
+    """
+    plans: list[_Plan] = []
+    for name in sorted(strategies, key=lambda n: get_strategy(n).cost_rank):
+        registered = get_strategy(name)
+        if not registered.available():
+            skipped[name] = (
+                f"needs the '{registered.extra}' extra: pip install 'frugalml[{registered.extra}]'"
+            )
+            notify("skipped", {"strategy": name, "reason": skipped[name]})
+            continue
+        done = _finished(run_dir / "candidates" / name) if resume else None
+        if done is not None:
+            plans.append((name, None, done))
+        else:
+            plans.append((name, registered.build(**options.get(name, {})), None))
+    return plans
+
+
+def _why_skip(clock: LadderClock, forecast: dict[str, Any] | None) -> str:
+    left = clock.left_s()
+    if left is not None and left <= 0:
+        return "the budget is spent"
+    if forecast and left is not None and forecast["wall_s"] > left:
+        return f"forecast {forecast['wall_s']:.0f} s > {left:.0f} s left of the budget"
+    return ""
+
+
+def _forecast(
+    strategy: Strategy,
+    splits: Splits,
+    prices: Prices,
+    total: dict[str, float],
+    notify: Progress,
+    name: str,
+) -> dict[str, Any] | None:
+    forecast_fn = getattr(strategy, "forecast", None)
+    if forecast_fn is None:
+        return None
+    with stopwatch() as watch:
+        forecast: Forecast = forecast_fn(splits.train, splits.val)
+    total["wall_s"] += watch.wall_s
+    total["cpu_s"] += watch.cpu_s
+    data = {
+        **forecast.to_dict(),
+        "usd": forecast.wall_s / 3600 * prices.usd_per_hour,
+        "took_s": watch.wall_s,
+    }
+    notify("forecast", {"strategy": name, "forecast": data})
+    return data
+
+
+def _run_rung(
+    name: str,
+    strategy: Strategy,
+    splits: Splits,
+    run_dir: Path,
+    budget: Budget,
+    prices: Prices,
+    speed: SpeedConfig | None,
+    forecast: dict[str, Any] | None,
+) -> Candidate:
+    labels = splits.train.labels
+    workdir = run_dir / "work" / name
+    with CostMeter(prices) as meter:  # calibration is part of what training costs
+        predictor = strategy.fit(
+            splits.train, splits.val, budget=budget, meter=meter, workdir=workdir
+        )
+        val_logits = predictor.logits(splits.val.texts)
+        predictor.temperature = fit_temperature(val_logits, splits.val.y)
+    val_proba = calibrated_proba(val_logits, predictor.temperature)
+    val = score(splits.val.y, val_proba.argmax(1), labels)
+    ece = expected_calibration_error(val_proba, splits.val.y)
+    config = strategy.config.model_dump(mode="json")
+    folder = run_dir / "candidates" / name
+    shutil.rmtree(folder, ignore_errors=True)  # an unfinished one left by a killed run
+    save_bundle(
+        folder,
+        predictor,
+        strategy=name,
+        config=config,
+        task=splits.train.task,
+        data_fingerprint=splits.train.fingerprint(),
+        extra={"train_cost": meter.card.to_dict()},
+    )
+    reloaded = load(folder)  # test quality and speed describe the saved model, not the live one
+    test = None
+    if len(splits.test):
+        test = score(splits.test.y, reloaded.predict_proba(splits.test.texts).argmax(1), labels)
+    timing = measure_speed(reloaded, splits.val.texts, speed)
+    stopped = str(getattr(predictor, "stopped", ""))
+    update_manifest(
+        folder,
+        metrics={"val": val.to_dict(), "test": test.to_dict() if test else None, "val_ece": ece},
+        speed=timing.to_dict(),
+        forecast=forecast,
+        stopped=stopped,
+    )
+    if (workdir / "curves").exists():  # training curves outlive the checkpoints
+        shutil.rmtree(run_dir / "curves" / name, ignore_errors=True)
+        (run_dir / "curves").mkdir(exist_ok=True)
+        shutil.move(workdir / "curves", run_dir / "curves" / name)
+    shutil.rmtree(workdir, ignore_errors=True)  # checkpoints served their purpose
+    return Candidate(name, config, val, test, meter.card, timing, folder, ece, forecast, stopped)
+
+
+def _finished(folder: Path) -> Candidate | None:
+    """A candidate a previous run completed (its manifest has metrics), else None."""
+    try:
+        m = read_manifest(folder)
+    except FrugalError:
+        return None
+    if "speed" not in m or "metrics" not in m:
+        return None
+    metrics = m["metrics"]
+    return Candidate(
+        m["strategy"],
+        m["config"],
+        Quality.from_dict(metrics["val"]),
+        Quality.from_dict(metrics["test"]) if metrics["test"] else None,
+        CostCard.from_dict(m["train_cost"]),
+        Speed(**m["speed"]),
+        folder,
+        float(metrics["val_ece"]),
+        m.get("forecast"),
+        m.get("stopped", ""),
+    )
+
+
+def choose(
+    candidates: list[Candidate], metric: str, target: float | None, *, strict: bool = False
+) -> tuple[Candidate, str]:
+    """Cheapest (training $) candidate meeting the bar on validation, else the best one."""
+    by_cost = sorted(candidates, key=lambda c: (c.cost.usd, c.cost.cpu_s))
+    if target is not None:
+        meeting = [c for c in by_cost if c.val.meets(metric, target, strict=strict)]
+        if meeting:
+            pick = meeting[0]
+            how = (
+                f"95% interval from {pick.val.lower_bound(metric):.3f}"
+                if strict
+                else f"{pick.val.metric(metric):.3f}"
+            )
+            return pick, (
+                f"{pick.strategy} is the cheapest candidate with validation {metric} "
+                f"≥ {target:g} ({how})"
+            )
+    best = max(by_cost, key=lambda c: c.val.metric(metric))  # max keeps the first (cheapest) tie
+    lead = f"no candidate reached {metric} {target:g}; " if target is not None else ""
+    if target is not None and strict:
+        lead = f"no candidate's 95% interval cleared {metric} {target:g}; "
+    return best, (
+        f"{lead}{best.strategy} has the best validation {metric} ({best.val.metric(metric):.3f})"
+    )
+
+
+def publish(chosen: Candidate, run_dir: Path) -> Path:
+    """The chosen candidate becomes `run_dir/bundle` (hard links where possible, else copies)."""
+    target = run_dir / "bundle"
+    shutil.copytree(chosen.bundle, target, copy_function=_link_or_copy)
+    return target
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

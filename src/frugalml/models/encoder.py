@@ -1,0 +1,283 @@
+"""The one embedding function: mean-pooled, normalized sentence vectors from a backbone.
+
+Batches are formed from texts of similar token length (length bucketing), so little compute
+goes to padding. Embeddings of training texts are cached on disk keyed by backbone and text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from frugalml.costs import CostMeter, transformer_flops
+from frugalml.errors import MissingExtraError
+from frugalml.models.backbones import check_backbone_folder
+
+_COPIED = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
+def _torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401 - checked here so the error names the extra
+    except ImportError:
+        raise MissingExtraError("Pretrained encoders", "transformers") from None
+    return torch
+
+
+def pick_device() -> str:
+    """CUDA when present, else Apple's MPS, else CPU."""
+    torch = _torch()
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def mean_pool(hidden: Any, mask: Any) -> Any:
+    """Average of the token vectors that are not padding: how MiniLM-style encoders were trained."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) padded to the longest sequence in this batch only."""
+    torch = _torch()
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def sorted_padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
+    """Tokens a length-sorted pass computes, padding included: what its time scales with."""
+    ordered = sorted(lengths)
+    return sum(
+        max(ordered[i : i + batch_size]) * len(ordered[i : i + batch_size])
+        for i in range(0, len(ordered), batch_size)
+    )
+
+
+class Encoder:
+    """A transformer that turns texts into mean-pooled vectors (unit length when `normalize`)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_length: int = 128,
+        batch_size: int = 32,
+        device: str | None = None,
+        normalize: bool = True,
+    ) -> None:
+        torch = _torch()
+        from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        # Per-load and per-save bars ("Loading weights", "Writing model shards") are noise
+        # beside our own progress display.
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        disable_progress_bars()
+
+        self.folder = check_backbone_folder(Path(folder))
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.device = device or pick_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        self.model = AutoModel.from_pretrained(str(self.folder), use_safetensors=True)
+        self.model.eval().to(self.device)
+        embedding_params = sum(p.numel() for p in self.model.embeddings.parameters())
+        self.n_params = sum(p.numel() for p in self.model.parameters()) - embedding_params
+        self.dim = int(self.model.config.hidden_size)
+        self.trained = False  # set when a strategy fine-tunes self.model in place
+        self.memo: dict[str, np.ndarray] = {}
+        self._torch = torch
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:  # tokenizers reject an empty batch
+            return []
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True
+        )
+        return list(encoded["input_ids"])
+
+    def encode(self, texts: Sequence[str], meter: CostMeter | None = None) -> np.ndarray:
+        """(len(texts), dim) float32; rows are in the order of `texts`.
+
+        Texts in `memo` (vectors a strategy already computed, e.g. the validation set that
+        calibration scores again) are not recomputed.
+        """
+        if self.memo:
+            missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+            fresh = self._encode(missing, meter)
+            found = {**dict(zip(missing, fresh, strict=True)), **self.memo}
+            return np.stack([found[t] for t in texts]) if texts else fresh
+        return self._encode(texts, meter)
+
+    def _encode(self, texts: Sequence[str], meter: CostMeter | None) -> np.ndarray:
+        torch = self._torch
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenize(texts)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        pad = self.pad_id
+        computed_tokens = 0
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                input_ids, mask = pad_batch([ids[i] for i in batch], pad)
+                out[batch] = self._pool(input_ids.to(self.device), mask.to(self.device))
+                computed_tokens += input_ids.numel()
+        if meter is not None:
+            meter.add_flops(transformer_flops(self.n_params, computed_tokens))
+        return out
+
+    def _pool(self, input_ids: Any, mask: Any) -> np.ndarray:
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        pooled = mean_pool(hidden, mask).float()
+        if self.normalize:
+            pooled = self._torch.nn.functional.normalize(pooled, dim=-1)
+        return np.asarray(pooled.cpu().numpy(), dtype=np.float32)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
+
+    def _autocast(self) -> Any:
+        torch = self._torch
+        if self.device == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def fingerprint(self) -> str:
+        """Names the exact weights, tokenizer and settings: the embedding cache's key."""
+        digest = hashlib.sha256(f"mean|{self.normalize}|{self.max_length}".encode())
+        for name in _COPIED:
+            path = self.folder / name
+            if path.exists():
+                with path.open("rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+        return digest.hexdigest()[:32]
+
+    def save(self, folder: Path) -> None:
+        """Weights as safetensors and the tokenizer as JSON/text, so the bundle stands alone.
+
+        A frozen encoder's files are copied as they are; a fine-tuned one is serialized.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.trained:
+            self.model.save_pretrained(str(folder), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(folder))
+            return
+        for name in _COPIED:
+            if (self.folder / name).exists():
+                shutil.copyfile(self.folder / name, folder / name)
+
+
+class TextEncoder(Protocol):
+    """What predictors need of an encoder: `Encoder` (torch) or an exported `OnnxEncoder`."""
+
+    max_length: int
+    batch_size: int
+    normalize: bool
+
+    def encode(self, texts: Sequence[str], meter: CostMeter | None = None) -> np.ndarray: ...
+
+    def save(self, folder: Path) -> None: ...
+
+
+def load_encoder(folder: Path, *, max_length: int, batch_size: int, normalize: bool) -> TextEncoder:
+    """A bundle's encoder: ONNX Runtime when it was exported (no torch import), else torch."""
+    from frugalml.models.onnx_encoder import OnnxEncoder, is_onnx_folder
+
+    if is_onnx_folder(folder):
+        return OnnxEncoder(
+            folder, max_length=max_length, batch_size=batch_size, normalize=normalize
+        )
+    return Encoder(folder, max_length=max_length, batch_size=batch_size, normalize=normalize)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FRUGALML_CACHE", Path.home() / ".cache" / "frugalml"))
+
+
+class EmbeddingCache:
+    """Per-text embeddings on disk, in safetensors shards under one folder per backbone."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.folder = root / "embeddings" / key
+        self._rows: dict[bytes, np.ndarray] | None = None
+
+    def encode(
+        self, encoder: Encoder, texts: Sequence[str], meter: CostMeter | None = None
+    ) -> np.ndarray:
+        rows = self._load()
+        digests = [_digest(t) for t in texts]
+        missing = sorted({d: i for i, d in enumerate(digests) if d not in rows}.values())
+        if missing:
+            fresh = encoder.encode([texts[i] for i in missing], meter)
+            self._append([digests[i] for i in missing], fresh)
+            rows.update({digests[i]: fresh[k] for k, i in enumerate(missing)})
+        return np.stack([rows[d] for d in digests]) if digests else np.zeros((0, encoder.dim))
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The texts whose embeddings are not cached yet."""
+        rows = self._load()
+        return [t for t in texts if _digest(t) not in rows]
+
+    def _load(self) -> dict[bytes, np.ndarray]:
+        if self._rows is None:
+            from safetensors.numpy import load_file
+
+            self._rows = {}
+            for shard in sorted(self.folder.glob("*.safetensors")):
+                arrays = load_file(str(shard))
+                for digest, vector in zip(arrays["digests"], arrays["vectors"], strict=True):
+                    self._rows[digest.tobytes()] = vector
+        return self._rows
+
+    def _append(self, digests: list[bytes], vectors: np.ndarray) -> None:
+        from safetensors.numpy import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{uuid.uuid4().hex}.tmp"
+        digest_array = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16)
+        save_file({"digests": digest_array, "vectors": vectors}, str(tmp))
+        tmp.rename(self.folder / f"{uuid.uuid4().hex}.safetensors")  # atomic: no torn shards
+
+
+def embed_for_training(
+    encoder: Encoder, parts: Sequence[Sequence[str]], meter: CostMeter, *, cache: bool
+) -> list[np.ndarray]:
+    """Embeddings of each text list (e.g. train and validation), through the disk cache when
+    `cache` is set; what a strategy embeds once and then fits heads on."""
+    if not cache:
+        return [encoder.encode(texts, meter) for texts in parts]
+    store = EmbeddingCache(default_cache_dir(), encoder.fingerprint())
+    return [store.encode(encoder, texts, meter) for texts in parts]
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()

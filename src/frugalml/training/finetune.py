@@ -1,0 +1,274 @@
+"""Fine-tuning an encoder for classification with the one training loop.
+
+`TextClassifier` is encoder → mean pooling → dropout → linear head (pooling the way MiniLM
+was trained; a [CLS] head underfits it). `fit_classifier` tokenizes once, feeds length-bucketed
+batches to `training.train`, and returns the shared `EncoderHeadPredictor`.
+Importing this module imports torch, so strategies import it inside `fit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence, Sized
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from frugalml.config import Budget
+from frugalml.costs import CostMeter, transformer_flops
+from frugalml.data.dataset import Dataset
+from frugalml.forecast import Forecast, Stopwatch, stopwatch
+from frugalml.metrics import macro_f1
+from frugalml.models.backbones import resolve_backbone
+from frugalml.models.encoder import Encoder, mean_pool, pad_batch
+from frugalml.models.encoder_head import EncoderHeadPredictor
+from frugalml.models.heads import LinearHead
+from frugalml.training.loop import Batch, TrainConfig, TrainState, bucketed_batches, train
+
+log = logging.getLogger("frugalml")
+CURVES = "curves"  # inside a rung's workdir; the ladder keeps it as RUN_DIR/curves/<rung>
+
+
+class TextClassifier(nn.Module):
+    """Encoder, mean pooling, dropout, linear head."""
+
+    def __init__(self, encoder: nn.Module, hidden: int, n_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, n_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(self.dropout(mean_pool(hidden, attention_mask)))  # type: ignore[no-any-return]
+
+
+def deadline_from(budget: Budget) -> float | None:
+    """The ladder hands each rung the wall seconds it may still spend."""
+    return None if budget.max_wall_s is None else time.perf_counter() + budget.max_wall_s
+
+
+def fit_classifier(
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    backbone: Path,
+    config: TrainConfig,
+    max_length: int,
+    budget: Budget,
+    meter: CostMeter,
+    workdir: Path | None,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    export: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    class_weighted: bool = False,
+) -> tuple[EncoderHeadPredictor, TrainState]:
+    """Fine-tune `backbone` (after `adapt`, e.g. LoRA); export it (after `export`, e.g. merge)."""
+    encoder = Encoder(
+        backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
+    )
+    torch.manual_seed(config.seed)  # the head's initial weights
+    model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
+    model.to(encoder.device)
+    train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
+    lengths = np.array([len(x) for x in train_ids])
+    labels = torch.as_tensor(train_data.y)
+    weights = class_weights(train_data) if class_weighted else None
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
+            input_ids, mask = pad_batch([train_ids[i] for i in idx], encoder.pad_id)
+            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels[idx]}
+
+    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
+        return cross_entropy(m(batch["input_ids"], batch["attention_mask"]), batch, weights)
+
+    def evaluate(m: nn.Module) -> float:
+        predicted = predict_logits(m, val_ids, encoder.pad_id, config.batch_size).argmax(1)
+        return macro_f1(val.y, predicted, len(val.labels))
+
+    state = train(
+        model,
+        batches,
+        loss_fn,
+        evaluate,
+        config,
+        checkpoint_dir=workdir / "checkpoints" if workdir else None,
+        deadline=deadline_from(budget),
+        meter=meter,
+        flops_per_batch=lambda b: transformer_flops(
+            encoder.n_params, int(b["input_ids"].numel()), training=True
+        ),
+        log=log.info,
+        curves_dir=workdir / CURVES if workdir else None,
+    )
+    encoder.model = export(model.encoder)
+    return finished(encoder, model.head, train_data.labels, state), state
+
+
+def finished(
+    encoder: Encoder, head: nn.Linear, labels: tuple[str, ...], state: TrainState
+) -> EncoderHeadPredictor:
+    """The predictor a fine-tuning run ships: its (trained, in eval mode) encoder and head."""
+    encoder.model.eval()
+    encoder.trained = True
+    predictor = EncoderHeadPredictor(encoder, LinearHead.from_linear(head), labels)
+    predictor.stopped = state.stopped if state.stopped == "deadline" else ""
+    return predictor
+
+
+def cross_entropy(logits: torch.Tensor, batch: Batch, weights: torch.Tensor | None) -> torch.Tensor:
+    """The fine-tuning loss, in float32 (also under bf16 autocast), optionally class-weighted."""
+    w = None if weights is None else weights.to(logits.device)
+    return nn.functional.cross_entropy(logits.float(), batch["labels"], weight=w)
+
+
+def predict_logits(
+    model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int
+) -> np.ndarray:
+    """Logits in input order, computed in length-sorted batches."""
+    return sorted_logits(model, ids, lambda chunk: pad_batch(chunk, pad_id), batch_size)
+
+
+@torch.inference_mode()
+def sorted_logits(
+    model: nn.Module,
+    items: Sequence[Sized],
+    collate: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]],
+    batch_size: int,
+) -> np.ndarray:
+    """Logits in input order; `items` (token ids, cached states) are batched by length and
+    `collate` pads a batch into the model's two inputs."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([len(x) for x in items], kind="stable")
+    out: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        first, second = collate([items[i] for i in idx])
+        logits = model(first.to(device), second.to(device)).float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(items), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    model.train(was_training)
+    assert out is not None, "no inputs"
+    return out
+
+
+def class_weights(data: Dataset) -> torch.Tensor:
+    """Inverse class frequency, mean 1: rare classes count as much as common ones."""
+    counts = np.maximum(data.class_counts(), 1).astype(np.float32)
+    weights = counts.sum() / (len(counts) * counts)
+    return torch.as_tensor(weights)
+
+
+def forecast_classifier(
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    backbone: Path,
+    config: TrainConfig,
+    max_length: int,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+) -> Forecast:
+    """Time real optimizer steps and a validation pass on a few batches; scale by tokens."""
+    with stopwatch() as load:
+        encoder = Encoder(
+            backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
+        )
+        model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
+        model.to(encoder.device)
+    train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.choice(len(train_ids), min(config.batch_size, len(train_ids)), replace=False)
+        for _ in range(3)
+    ]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    labels = torch.as_tensor(train_data.y)
+    sample_tokens, watch = 0, Stopwatch()
+    model.train()
+    for i, idx in enumerate(batches):
+        input_ids, mask = pad_batch([train_ids[j] for j in idx], encoder.pad_id)
+        with stopwatch() as step:
+            loss = nn.functional.cross_entropy(model(input_ids, mask), labels[idx])
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            optimizer.zero_grad()
+        if i:  # the first step warms up allocators and kernels
+            watch.wall_s, watch.cpu_s = watch.wall_s + step.wall_s, watch.cpu_s + step.cpu_s
+            sample_tokens += int(input_ids.numel())
+    per_epoch = sum(len(x) for x in train_ids) * 1.1 / sample_tokens  # ~10% padding left
+    with stopwatch() as evaluation:
+        predict_logits(model, val_ids[:256], encoder.pad_id, config.batch_size)
+    eval_scale = len(val_ids) / max(1, min(256, len(val_ids)))
+    return (
+        load.forecast("load")
+        + watch.forecast("").scaled(
+            per_epoch * config.epochs, f"2 timed steps scaled to {config.epochs} epochs of tokens"
+        )
+        + evaluation.forecast("").scaled(eval_scale * config.epochs, "validation each epoch")
+    )
+
+
+class FineTuneSettings(Protocol):
+    """What `full` and `lora` configs share: the fields these two helpers read."""
+
+    @property
+    def backbone(self) -> str: ...
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def class_weighted(self) -> bool: ...
+    @property
+    def train(self) -> TrainConfig: ...
+
+
+def fine_tune(
+    settings: FineTuneSettings,
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    budget: Budget,
+    meter: CostMeter,
+    workdir: Path | None,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    export: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+) -> EncoderHeadPredictor:
+    """A fine-tuning rung's `fit`, given how it adapts and exports the encoder."""
+    predictor, _ = fit_classifier(
+        train_data,
+        val,
+        backbone=resolve_backbone(settings.backbone),
+        config=settings.train,
+        max_length=settings.max_length,
+        budget=budget,
+        meter=meter,
+        workdir=workdir,
+        adapt=adapt,
+        export=export,
+        class_weighted=settings.class_weighted,
+    )
+    return predictor
+
+
+def forecast_fine_tune(
+    settings: FineTuneSettings,
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+) -> Forecast:
+    """A fine-tuning rung's `forecast`."""
+    return forecast_classifier(
+        train_data,
+        val,
+        backbone=resolve_backbone(settings.backbone),
+        config=settings.train,
+        max_length=settings.max_length,
+        adapt=adapt,
+    )

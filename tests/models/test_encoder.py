@@ -1,0 +1,68 @@
+"""The one embedding function: order-preserving bucketing, a disk cache keyed by text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frugalml.costs import CostMeter
+from frugalml.models.encoder import EmbeddingCache, Encoder
+
+TEXTS = [
+    "my card never arrived",
+    "cancel",
+    "why was my top up declined at the shop today",
+    "transfer pending",
+    "I lost my card yesterday evening at the station",
+    "hi",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_backbone: Path) -> Encoder:
+    return Encoder(tiny_backbone, batch_size=2)
+
+
+def test_bucketed_batches_keep_input_order_and_match_one_by_one(encoder: Encoder) -> None:
+    together = encoder.encode(TEXTS)
+    alone = np.concatenate([encoder.encode([t]) for t in TEXTS])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(together[0], together[1])
+
+
+def test_flops_are_reported_to_the_meter(encoder: Encoder) -> None:
+    with CostMeter() as meter:
+        encoder.encode(TEXTS, meter)
+    assert meter.card.flops is not None and meter.card.flops > 2 * encoder.n_params * len(TEXTS)
+
+
+def test_cache_reuses_vectors_across_instances_and_computes_only_new_texts(
+    encoder: Encoder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = encoder.fingerprint()
+    first = EmbeddingCache(tmp_path, key).encode(encoder, TEXTS[:4])
+    computed: list[str] = []
+    real = encoder.encode
+    monkeypatch.setattr(
+        encoder, "encode", lambda texts, meter=None: (computed.extend(texts), real(texts, meter))[1]
+    )
+    again = EmbeddingCache(tmp_path, key).encode(encoder, TEXTS)  # fresh instance: reads disk
+    assert computed == TEXTS[4:]
+    np.testing.assert_array_equal(again[:4], first)
+    assert len(list((tmp_path / "embeddings" / key).glob("*.safetensors"))) == 2
+
+
+def test_fingerprint_changes_with_settings(tiny_backbone: Path, encoder: Encoder) -> None:
+    assert Encoder(tiny_backbone, max_length=16).fingerprint() != encoder.fingerprint()
+    assert Encoder(tiny_backbone).fingerprint() == encoder.fingerprint()
+
+
+def test_truncation_respects_max_length(tiny_backbone: Path) -> None:
+    short = Encoder(tiny_backbone, max_length=8)
+    ids = short.tokenize(["card " * 50])
+    assert len(ids[0]) == 8
