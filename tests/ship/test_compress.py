@@ -143,6 +143,7 @@ def test_session_tuning_sets_threads_and_spinning_of_encoders_loaded_after_it(
     from frugalml.models.onnx_encoder import SessionTuning, tune_sessions
 
     texts = list(demo_splits.val.texts[:8])
+    tune_sessions(SessionTuning())  # a server built by an earlier test tuned the process
     default = frugalml.load(int8_chain.result.bundle)
     tune_sessions(SessionTuning(threads=1, spinning=False))
     try:
