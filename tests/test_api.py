@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import frugalml
-from frugalml.api import prepare_run_dir
+from frugalml.api import prepare_run_dir, resume_fit
 from frugalml.errors import ConfigError, OutputExistsError
 
 
@@ -73,6 +73,31 @@ def test_run_folder_is_replaced_only_when_frugalml_made_it(tmp_path: Path) -> No
 
 
 def test_bad_metric_is_refused_before_any_work(small_csv: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="metric must be one of accuracy, macro_f1"):
+    with pytest.raises(ConfigError, match=r"unknown metric 'f1' \(known: accuracy, auc, brier"):
         frugalml.fit(small_csv, out=tmp_path / "run", metric="f1")
     assert not (tmp_path / "run").exists()
+
+
+def test_fit_chooses_by_a_probability_metric(small_csv: Path, tmp_path: Path) -> None:
+    """Rungs are scored on their calibrated validation probabilities; lower brier is better."""
+    events: list[dict[str, object]] = []
+    result = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["tfidf"],
+        metric="brier",
+        target=2.0,  # the worst a brier score can be: any rung meets it
+        progress=lambda event, info: events.append(info) if event == "done" else None,
+    )
+    chosen = result.ladder.chosen
+    assert result.metric == "brier" and events[0]["metric"] == "brier"
+    assert 0 < chosen.val.metric("brier") < 2.0 and chosen.test is not None
+    low, high = chosen.val.interval("brier")
+    assert low <= chosen.val.metric("brier") <= high
+    assert "validation brier ≤ 2 (" in result.ladder.reason
+    row = json.loads(result.report_json.read_text())["leaderboard"][0]
+    assert row["val_brier"] == chosen.val.metric("brier") and row["val_brier_ci"] == [low, high]
+    metrics = json.loads((chosen.bundle / "manifest.json").read_text())["metrics"]
+    assert {"brier", "brier_ci"} <= set(metrics["val"]) and "brier" in metrics["test"]
+    resumed = resume_fit(result.run_dir)  # the reused rung keeps its brier
+    assert resumed.ladder.chosen.val.metric("brier") == chosen.val.metric("brier")

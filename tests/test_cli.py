@@ -113,6 +113,8 @@ def test_evaluate_and_info(run_dir: Path, tmp_path: Path) -> None:
         (["predict", "{data}", "hello"], "not a bundle"),
         (["evaluate", "{data}", "{data}"], "not a bundle"),
         (["predict", "{data}"], "nothing to predict"),
+        (["fit", "{data}", "--metric", "brierr"], "did you mean 'brier'?"),
+        (["fit", "{data}", "--target", "brier=3"], "--target brier must lie between 0 and 2"),
     ],
 )
 def test_user_errors_exit_2_with_a_message_and_no_traceback(
@@ -143,3 +145,14 @@ def test_fit_refuses_an_existing_folder(small_csv: Path, tmp_path: Path) -> None
         assert result.returncode == 2
     assert (keep / "notes.txt").read_text() == "precious"
     assert "not a frugalml run folder" in result.stderr
+
+
+def test_fit_reports_the_metric_it_chooses_by(small_csv: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = frugalml(
+        "fit", small_csv, "--strategies", "tfidf", "--target", "log_loss=5", "--out", run
+    )
+    assert result.returncode == 0, result.stderr
+    assert "; val log_loss " in result.stderr and "macro-F1" not in result.stderr
+    assert "validation log_loss ≤ 5" in result.stdout  # the reason, direction included
+    assert json.loads((run / "report.json").read_text())["metric"] == "log_loss"

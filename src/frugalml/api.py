@@ -17,7 +17,14 @@ from frugalml.data.split import Splits, split_off_validation
 from frugalml.errors import ConfigError, OutputExistsError
 from frugalml.ladder import tracking
 from frugalml.ladder.report import write_reports
-from frugalml.ladder.run import METRICS, Candidate, LadderResult, Progress, publish, run_ladder
+from frugalml.ladder.run import (
+    Candidate,
+    LadderResult,
+    Progress,
+    ladder_metric,
+    publish,
+    run_ladder,
+)
 from frugalml.ship.compress import STEPS, CompressResult, compress, compress_available
 from frugalml.strategies import get_strategy, strategy_names
 
@@ -80,13 +87,14 @@ def fit(
     With `resume`, `out` is a run folder a killed `fit` left: finished rungs are reused and
     an interrupted one continues from its checkpoint (use `resume_fit(out)` to reuse its
     settings too). With `mlflow` (a tracking URI), the finished run is logged there too.
-    With `strict`, a rung meets `target` only when its validation score's 95% interval lies
-    above it: fewer stops on a lucky draw of a small validation set.
+    `metric` is any registered one the ladder can score (`frugalml.metrics.metric_names()`);
+    a lower-is-better one (brier, log_loss) meets `target` at or below it. With `strict`, a
+    rung meets `target` only when its validation score's whole 95% interval does: fewer stops
+    on a lucky draw of a small validation set.
     """
     if mlflow is not None:
         tracking.check(mlflow)  # a missing extra or a bad URI fails now, not after the ladder
-    if metric not in METRICS:
-        raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got '{metric}'")
+    metric = ladder_metric(metric).name  # unknown names fail now, with the closest known one
     if ship not in ("none", *STEPS):
         raise ConfigError(f"--ship must be one of none, {', '.join(STEPS)}; got '{ship}'")
     for name in strategies:

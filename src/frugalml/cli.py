@@ -27,8 +27,8 @@ from frugalml.config import SplitConfig, parse_budget, parse_overrides, parse_ta
 from frugalml.data import DEMO_INTENTS, read_table, texts_for_prediction
 from frugalml.errors import ConfigError, FrugalError, OutputExistsError
 from frugalml.ladder import tracking
-from frugalml.ladder.run import METRICS, Candidate, Progress
-from frugalml.metrics import score
+from frugalml.ladder.run import Candidate, Progress
+from frugalml.metrics import metric_names, score
 from frugalml.strategies import get_strategy
 
 app = typer.Typer(
@@ -95,19 +95,26 @@ def fit(
     ] = ",".join(api.DEFAULT_STRATEGIES),
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to create.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 0,
-    metric: Annotated[str, typer.Option(help=f"One of {', '.join(METRICS)}.")] = "macro_f1",
+    metric: Annotated[
+        str,
+        typer.Option(
+            help=f"What to choose by: {', '.join(metric_names())} (brier and log_loss: lower "
+            "is better; recall@5 sets k)."
+        ),
+    ] = "macro_f1",
     target: Annotated[
         str | None,
         typer.Option(
-            help="Quality bar (macro_f1=0.90, accuracy=0.9): stop at the first rung meeting it"
+            help="Quality bar (macro_f1=0.90, brier=0.1): stop at the first rung meeting it "
+            "(at or below it for a lower-is-better metric); its metric replaces --metric"
         ),
     ] = None,
     strict: Annotated[
         bool,
         typer.Option(
-            help="Count the target as met only when the low end of the validation score's 95% "
-            "interval clears it: no stop on a lucky small validation set, at the price of "
-            "climbing further."
+            help="Count the target as met only when the validation score's whole 95% interval "
+            "clears it: no stop on a lucky small validation set, at the price of climbing "
+            "further."
         ),
     ] = False,
     budget: Annotated[
@@ -505,7 +512,8 @@ def _progress_printer(bar: RichProgress) -> Progress:
                 if event == "reused"
                 else (f"actual {c.cost.wall_s:.1f} s, {c.cost.cpu_s:.1f} CPU-s, ${c.cost.usd:.5f}")
             )
-            text = f"{name}: {what}; val macro-F1 {c.val.macro_f1:.3f}"
+            metric = info["metric"]
+            text = f"{name}: {what}; val {metric} {c.val.metric(metric):.3f}"
             if name in tasks:
                 bar.update(tasks[name], completed=1, description=text)
             else:
@@ -545,7 +553,7 @@ def _print_leaderboard(result: api.FitResult, metric: str) -> None:
     ):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for c in result.ladder.candidates:
-        low, high = getattr(c.val, f"{metric}_ci")
+        low, high = c.val.interval(metric)
         table.add_row(
             c.strategy + (" ✔" if c is result.ladder.chosen else ""),
             f"{c.val.metric(metric):.3f} [{low:.2f}, {high:.2f}]",

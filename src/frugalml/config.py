@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
@@ -70,21 +71,27 @@ def parse_budget(text: str) -> Budget:
 
 
 def parse_target(text: str) -> tuple[str, float]:
-    """'macro_f1=0.90' or 'accuracy=0.9' → (metric, value)."""
+    """'macro_f1=0.90', 'brier=0.1' or 'recall@5=0.8' → (metric name, bar)."""
     from frugalml.errors import ConfigError
+    from frugalml.metrics import get_metric
 
-    metric, _, value = text.partition("=")
-    metrics = ("accuracy", "macro_f1")
+    name, sep, value = text.partition("=")
     try:
         number = float(value)
     except ValueError:
-        number = -1.0
-    if metric.strip() not in metrics or not 0 < number <= 1:
+        number = math.nan
+    if not sep or not name.strip() or math.isnan(number):
         raise ConfigError(
-            f"--target must look like macro_f1=0.90 or accuracy=0.9 (a metric of "
-            f"{', '.join(metrics)} and a value in (0, 1]); got '{text}'"
+            f"--target must look like macro_f1=0.90 or brier=0.1 (a metric and a number); "
+            f"got '{text}'"
         )
-    return metric.strip(), number
+    metric = get_metric(name)  # an unknown name lists the known ones
+    low, high = metric.bounds
+    if not low <= number <= high:
+        raise ConfigError(
+            f"--target {metric.name} must lie between {low:g} and {high:g}; got '{text}'"
+        )
+    return metric.name, number
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def candidate(name: str, usd: float, cpu_s: float, f1: float, per_s: float) -> Candidate:
-    """A finished rung with the given training $, CPU-s, validation macro-F1 and texts/s."""
+    """A finished rung with the given training $, CPU-s, validation macro-F1 and texts/s;
+    its brier (lower is better) is 1 - macro-F1."""
+    brier = round(1 - f1, 6)
     quality = Quality(
         n=200,
         accuracy=f1,
@@ -33,6 +35,7 @@ def candidate(name: str, usd: float, cpu_s: float, f1: float, per_s: float) -> C
         macro_f1_ci=(f1 - 0.05, f1 + 0.04),
         per_class={},
         confusion=[],
+        more={"brier": (brier, (round(brier - 0.03, 6), round(brier + 0.04, 6)))},
     )
     cost = CostCard(
         wall_s=cpu_s,
@@ -110,6 +113,13 @@ def test_training_frontier_and_its_next_rungs(ladder: LadderResult) -> None:
         first["sentence"]
         == "tfidf → frozen_probe: +$0.00049 (+28 CPU-s) for +5.0 points of macro_f1"
     )
+
+
+def test_a_lower_is_better_metric_has_the_same_frontier_mirrored(ladder: LadderResult) -> None:
+    train = frontier_summary(ladder, "brier")["train"]
+    assert train["members"] == ["tfidf", "frozen_probe", "lora"]  # lower brier is better
+    assert train["steps"][1]["gain_points"] == pytest.approx(1.8)  # brier 0.150 → 0.132
+    assert train["steps"][1]["sentence"].endswith("for +1.8 points of brier")
 
 
 def test_inference_frontier_uses_ms_per_text(ladder: LadderResult) -> None:

@@ -8,13 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
 import frugalml
 from frugalml.config import Budget, parse_budget, parse_overrides, parse_target
-from frugalml.errors import ConfigError
+from frugalml.errors import ConfigError, FrugalError
+from frugalml.ladder.run import choose
+from tests.ladder.test_frontier_report import candidate as finished_rung
 
 
 @pytest.mark.parametrize(
@@ -42,9 +46,17 @@ def test_bad_budgets_say_what_is_allowed(text: str) -> None:
 def test_targets_and_overrides_parse() -> None:
     assert parse_target("macro_f1=0.9") == ("macro_f1", 0.9)
     assert parse_target("accuracy=1") == ("accuracy", 1.0)
-    for bad in ("f1=0.9", "accuracy=90", "accuracy"):
+    assert parse_target("brier=0.1") == ("brier", 0.1)
+    assert parse_target("log_loss=1.5") == ("log_loss", 1.5)  # not a share: no cap at 1
+    assert parse_target("recall@5=0.8") == ("recall_at_5", 0.8)
+    for bad in ("accuracy", "=0.9", "accuracy=high"):
         with pytest.raises(ConfigError, match="--target must look like"):
             parse_target(bad)
+    with pytest.raises(ConfigError, match="--target accuracy must lie between 0 and 1"):
+        parse_target("accuracy=90")
+    # an unknown metric lists the registered ones and the closest (was: the format message)
+    with pytest.raises(ConfigError, match=r"unknown metric 'f1' \(known: .*brier.*did you mean"):
+        parse_target("f1=0.9")
     assert parse_overrides(["full.train.epochs=5", "lora.r=16", "lora.target_modules=[query]"]) == {
         "full": {"train": {"epochs": 5}},
         "lora": {"r": 16, "target_modules": ["query"]},
@@ -61,6 +73,88 @@ def test_nested_override_keeps_the_strategy_defaults() -> None:
     assert strategy.config.train.lr == 1e-3  # lora's own default, not TrainConfig's
     with pytest.raises(ConfigError, match=r"lora\.r: Input should be greater than or equal to 1"):
         get_strategy("lora").build(r=0)
+
+
+def brier_ladder() -> list[Any]:
+    """tfidf, frozen_probe, lora, full_ft by training cost; brier 0.200, 0.150, 0.132, 0.140,
+    each with the 95% interval (brier - 0.03, brier + 0.04)."""
+    return [
+        finished_rung("tfidf", 0.00001, 2.0, 0.80, per_s=25000.0),
+        finished_rung("frozen_probe", 0.0005, 30.0, 0.85, per_s=300.0),
+        finished_rung("lora", 0.0026, 71.0, 0.868, per_s=400.0),
+        finished_rung("full_ft", 0.01, 300.0, 0.86, per_s=400.0),
+    ]
+
+
+def test_a_lower_is_better_target_is_met_at_or_below_it() -> None:
+    rungs = brier_ladder()
+    pick, reason = choose(rungs, "brier", 0.16)
+    assert pick.strategy == "frozen_probe"  # tfidf's 0.200 is above the bar
+    assert reason == ("frozen_probe is the cheapest candidate with validation brier ≤ 0.16 (0.150)")
+    assert choose(rungs, "brier", None)[0].strategy == "lora"  # the lowest, not the highest
+    pick, reason = choose(rungs, "brier", 0.2, strict=True)  # the interval's high end counts
+    assert pick.strategy == "frozen_probe" and "95% interval up to 0.190" in reason
+    pick, reason = choose(rungs, "brier", 0.16, strict=True)  # no high end is ≤ 0.16
+    assert pick.strategy == "lora"
+    assert reason.startswith("no candidate's 95% interval cleared brier 0.16; lora has the best")
+    assert choose(rungs, "macro_f1", 0.86)[0].strategy == "lora"  # higher is better still
+
+
+def test_the_ladder_refuses_a_metric_it_cannot_score(small_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot choose by 'oos_recall': it needs oos scores"):
+        frugalml.fit(small_csv, out=tmp_path / "run", metric="oos_recall")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def tabular_rung(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A registered rung that takes only tables; the registry is restored afterwards."""
+    from frugalml.strategies import StrategyConfig, base, register_strategy
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+
+    class TablesConfig(StrategyConfig):
+        kind: Literal["tables_only"] = "tables_only"
+
+    @register_strategy(
+        "tables_only", config=TablesConfig, predictor=object, cost_rank=0, inputs=("tabular",)
+    )
+    class TablesOnly:
+        """Gradient-boosted trees on table rows."""
+
+        def __init__(self, config: TablesConfig) -> None:
+            self.config = config
+
+        def fit(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a rung that cannot take text was fitted on text")
+
+    yield "tables_only"
+
+
+def test_rungs_that_cannot_take_the_datas_kind_are_skipped(
+    small_csv: Path, tmp_path: Path, tabular_rung: str
+) -> None:
+    result = frugalml.fit(small_csv, out=tmp_path / "run", strategies=[tabular_rung, "tfidf"])
+    assert [c.strategy for c in result.ladder.candidates] == ["tfidf"]
+    assert result.ladder.skipped == {tabular_rung: "takes tabular, data is text"}
+    report = json.loads(result.report_json.read_text())
+    assert report["skipped"] == {tabular_rung: "takes tabular, data is text"}
+    with pytest.raises(FrugalError, match="no strategy could run") as err:
+        frugalml.fit(small_csv, out=tmp_path / "run2", strategies=[tabular_rung])
+    assert err.value.problems == [f"{tabular_rung}: takes tabular, data is text"]
+
+
+def test_a_rung_must_declare_known_input_kinds() -> None:
+    from frugalml.strategies import StrategyConfig, register_strategy
+
+    class OddConfig(StrategyConfig):
+        kind: Literal["odd"] = "odd"
+
+    audio: Any = ("audio",)
+    with pytest.raises(ValueError, match="inputs must be kinds of"):
+        register_strategy("odd", config=OddConfig, predictor=object, cost_rank=0, inputs=audio)(
+            object
+        )
 
 
 def test_target_stops_at_the_first_rung_that_meets_it(

@@ -5,15 +5,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
+
+# What a dataset's inputs are; each rung declares the kinds it takes. Text now; tabular rows
+# and user-item interactions come with the applications that need them.
+InputKind = Literal["text", "tabular", "interactions"]
 
 
 @dataclass(frozen=True)
 class Dataset:
     """Texts with integer labels; `labels[i]` names class i (the label map kept with the model).
 
-    `task` says what the inputs are, so that tabular and ranking tasks can share the ladder.
+    `kind` says what the inputs are (the ladder skips rungs that cannot take them) and `task`
+    what is predicted from them, so that tabular and ranking tasks can share the ladder.
     """
 
     texts: tuple[str, ...]
@@ -21,8 +27,11 @@ class Dataset:
     labels: tuple[str, ...]
     name: str = "data"
     task: str = "text-classification"
+    kind: InputKind = "text"
 
     def __post_init__(self) -> None:
+        if self.kind not in get_args(InputKind):
+            raise ValueError(f"kind must be one of {get_args(InputKind)}, not {self.kind!r}")
         if len(self.texts) != len(self.y):
             raise ValueError(f"{len(self.texts)} texts but {len(self.y)} labels")
 
@@ -49,7 +58,7 @@ class Dataset:
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> Dataset:
         texts = tuple(self.texts[i] for i in idx)
-        return Dataset(texts, self.y[idx], self.labels, name or self.name, self.task)
+        return Dataset(texts, self.y[idx], self.labels, name or self.name, self.task, self.kind)
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.y, minlength=len(self.labels))

@@ -12,6 +12,7 @@ from itertools import pairwise
 from typing import Any, Literal, Protocol, TypedDict, TypeVar
 
 from frugalml.ladder.run import Candidate, LadderResult
+from frugalml.metrics import get_metric
 
 Axis = Literal["train", "inference"]
 
@@ -101,19 +102,27 @@ def _axis(
     cost: str,
     key: Callable[[Candidate], Any],
 ) -> AxisFrontier:
-    mask = pareto_mask([key(c) for c in candidates], [c.val.metric(metric) for c in candidates])
+    quality = _quality(metric)
+    mask = pareto_mask([key(c) for c in candidates], [quality(c) for c in candidates])
     members = sorted(
         (c for c, on in zip(candidates, mask, strict=True) if on),
-        key=lambda c: (key(c), c.val.metric(metric)),
+        key=lambda c: (key(c), quality(c)),
     )
     steps = [_step(a, b, metric, axis) for a, b in pairwise(members)]
     return {"cost": cost, "members": [c.strategy for c in members], "steps": steps}
 
 
+def _quality(metric: str) -> Callable[[Candidate], float]:
+    """Validation score, larger is better (a lower-is-better metric is negated)."""
+    m = get_metric(metric)
+    return lambda c: m.goodness(c.val.metric(metric))
+
+
 def _step(a: Candidate, b: Candidate, metric: str, axis: Axis) -> Step:
     usd, cpu = b.cost.usd - a.cost.usd, b.cost.cpu_s - a.cost.cpu_s
     ms = ms_per_text(b) - ms_per_text(a)
-    gain = 100 * (b.val.metric(metric) - a.val.metric(metric))
+    quality = _quality(metric)
+    gain = 100 * (quality(b) - quality(a))  # points of improvement, whatever the direction
     if axis == "train":
         price = f"{_signed(usd, '$')} ({_signed(cpu)} CPU-s)"
     else:

@@ -26,7 +26,7 @@ def leaderboard_rows(result: LadderResult, metric: str) -> list[dict[str, Any]]:
     marks = frontier_marks(frontier_summary(result, metric))
     rows = []
     for c in result.candidates:
-        low, high = getattr(c.val, f"{metric}_ci")
+        low, high = c.val.interval(metric)
         rows.append(
             {
                 "strategy": c.strategy,
@@ -341,7 +341,7 @@ def _draw_frontier(ax: Any, candidates: list[Candidate], names: list[str], metri
 def _draw_points(ax: Any, candidates: list[Candidate], metric: str) -> None:
     for c in candidates:
         x, y = c.cost.usd, c.val.metric(metric)
-        low, high = getattr(c.val, f"{metric}_ci")
+        low, high = c.val.interval(metric)
         # the bootstrap interval need not contain the point estimate; bars cannot be negative
         yerr = [[max(0.0, y - low)], [max(0.0, high - y)]]
         label = "candidate" if c is candidates[0] else None  # one legend entry for all

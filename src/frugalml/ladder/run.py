@@ -19,17 +19,19 @@ from frugalml.bundle import load, read_manifest, save_bundle, update_manifest
 from frugalml.config import Budget, SpeedConfig
 from frugalml.costs import CostCard, CostMeter, Prices
 from frugalml.data.split import Splits
-from frugalml.errors import FrugalError
+from frugalml.errors import ConfigError, FrugalError
 from frugalml.forecast import Forecast, stopwatch
 from frugalml.ladder.calibration import (
     calibrated_proba,
     expected_calibration_error,
     fit_temperature,
 )
-from frugalml.metrics import Quality, Speed, measure_speed, score
+from frugalml.metrics import Metric, Quality, Speed, get_metric, measure_speed, score
 from frugalml.strategies import Strategy, get_strategy
 
-METRICS = ("accuracy", "macro_f1")
+# What a rung's validation and test outcomes offer metrics: predicted labels, calibrated
+# probabilities, and rankings derived from them (a text is a query, its class the relevant item).
+PROVIDES = ("labels", "probabilities", "rankings")
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -102,6 +104,19 @@ class LadderClock:
         return min(limits) if limits else None
 
 
+def ladder_metric(name: str) -> Metric:
+    """The registered metric `name`, if the ladder can score its rungs by it."""
+    metric = get_metric(name)
+    if metric.needs not in PROVIDES:
+        raise ConfigError(
+            f"the ladder cannot choose by '{metric.name}': it needs "
+            f"{metric.needs.replace('_', ' ')}, and a classifier's outcomes give "
+            f"{', '.join(PROVIDES)}",
+            ["choose by a metric of labels, probabilities or rankings, e.g. macro_f1 or brier"],
+        )
+    return metric
+
+
 def run_ladder(
     splits: Splits,
     strategies: list[str],
@@ -121,26 +136,31 @@ def run_ladder(
 
     Before each rung its cost is forecast; a rung forecast to overrun what is left is skipped.
     With `strict`, a rung meets the target only when the low end of its validation score's
-    95% interval does: fewer stops on a lucky small validation set.
+    95% interval does (the high end for a lower-is-better metric such as brier): fewer stops
+    on a lucky small validation set.
     With `resume`, finished rungs in `run_dir` are reused and an interrupted one continues
     from its last checkpoint.
     """
     notify = progress or (lambda event, data: None)
+    chooser = ladder_metric(metric)
+    metric = chooser.name
     prices = prices or Prices()
     clock = LadderClock(budget or Budget(), prices)
     candidates: list[Candidate] = []
     skipped: dict[str, str] = {}
     forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0}
     met: Candidate | None = None
-    plans = _plan(strategies, run_dir, resume, options or {}, skipped, notify)
+    plans = _plan(strategies, splits.train.kind, run_dir, resume, options or {}, skipped, notify)
     for name, strategy, finished in plans:
         if finished is not None:
             candidates.append(finished)
-            notify("reused", {"strategy": name, "candidate": finished})
+            notify("reused", {"strategy": name, "candidate": finished, "metric": metric})
         else:
             assert strategy is not None
             if met is not None:  # no forecast either: the ladder pays only for what it may run
-                skipped[name] = f"target {metric} ≥ {target:g} already met by {met.strategy}"
+                skipped[name] = (
+                    f"target {metric} {chooser.symbol} {target:g} already met by {met.strategy}"
+                )
                 notify("skipped", {"strategy": name, "reason": skipped[name]})
                 continue
             forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
@@ -159,9 +179,10 @@ def run_ladder(
                 prices,
                 speed,
                 forecast,
+                metric,
             )
             candidates.append(candidate)
-            notify("done", {"strategy": name, "candidate": candidate})
+            notify("done", {"strategy": name, "candidate": candidate, "metric": metric})
         last = candidates[-1]
         if target is not None and met is None and last.val.meets(metric, target, strict=strict):
             met = last
@@ -176,6 +197,7 @@ _Plan = tuple[str, Strategy | None, Candidate | None]
 
 def _plan(
     strategies: list[str],
+    kind: str,
     run_dir: Path,
     resume: bool,
     options: dict[str, dict[str, Any]],
@@ -186,10 +208,15 @@ def _plan(
 
     Each rung is forecast just before it would run, not all up front: a forecast times real
     work (a model load, a few steps), and rungs above the one that meets the bar never run.
+    A rung that cannot take the data's input kind (`kind`: text, tabular...) is skipped.
     """
     plans: list[_Plan] = []
     for name in sorted(strategies, key=lambda n: get_strategy(n).cost_rank):
         registered = get_strategy(name)
+        if kind not in registered.inputs:
+            skipped[name] = f"takes {' or '.join(registered.inputs)}, data is {kind}"
+            notify("skipped", {"strategy": name, "reason": skipped[name]})
+            continue
         if not registered.available():
             skipped[name] = (
                 f"needs the '{registered.extra}' extra: pip install 'frugalml[{registered.extra}]'"
@@ -246,6 +273,7 @@ def _run_rung(
     prices: Prices,
     speed: SpeedConfig | None,
     forecast: dict[str, Any] | None,
+    metric: str,
 ) -> Candidate:
     labels = splits.train.labels
     workdir = run_dir / "work" / name
@@ -256,7 +284,7 @@ def _run_rung(
         val_logits = predictor.logits(splits.val.texts)
         predictor.temperature = fit_temperature(val_logits, splits.val.y)
     val_proba = calibrated_proba(val_logits, predictor.temperature)
-    val = score(splits.val.y, val_proba.argmax(1), labels)
+    val = score(splits.val.y, val_proba.argmax(1), labels, proba=val_proba, metrics=[metric])
     ece = expected_calibration_error(val_proba, splits.val.y)
     config = strategy.config.model_dump(mode="json")
     folder = run_dir / "candidates" / name
@@ -273,7 +301,8 @@ def _run_rung(
     reloaded = load(folder)  # test quality and speed describe the saved model, not the live one
     test = None
     if len(splits.test):
-        test = score(splits.test.y, reloaded.predict_proba(splits.test.texts).argmax(1), labels)
+        proba = reloaded.predict_proba(splits.test.texts)
+        test = score(splits.test.y, proba.argmax(1), labels, proba=proba, metrics=[metric])
     timing = measure_speed(reloaded, splits.val.texts, speed)
     stopped = str(getattr(predictor, "stopped", ""))
     update_manifest(
@@ -317,22 +346,28 @@ def _finished(folder: Path) -> Candidate | None:
 def choose(
     candidates: list[Candidate], metric: str, target: float | None, *, strict: bool = False
 ) -> tuple[Candidate, str]:
-    """Cheapest (training $) candidate meeting the bar on validation, else the best one."""
+    """Cheapest (training $) candidate meeting the bar on validation, else the best one
+    (highest score, or lowest for a lower-is-better metric)."""
     by_cost = sorted(candidates, key=lambda c: (c.cost.usd, c.cost.cpu_s))
+    m = get_metric(metric)
     if target is not None:
         meeting = [c for c in by_cost if c.val.meets(metric, target, strict=strict)]
         if meeting:
             pick = meeting[0]
-            how = (
-                f"95% interval from {pick.val.lower_bound(metric):.3f}"
-                if strict
-                else f"{pick.val.metric(metric):.3f}"
-            )
+            how = f"{pick.val.metric(metric):.3f}"
+            if strict:
+                low, high = pick.val.interval(metric)
+                how = (
+                    f"95% interval from {low:.3f}"
+                    if m.higher_is_better
+                    else f"95% interval up to {high:.3f}"
+                )
             return pick, (
                 f"{pick.strategy} is the cheapest candidate with validation {metric} "
-                f"≥ {target:g} ({how})"
+                f"{m.symbol} {target:g} ({how})"
             )
-    best = max(by_cost, key=lambda c: c.val.metric(metric))  # max keeps the first (cheapest) tie
+    # max keeps the first (cheapest) of equals
+    best = max(by_cost, key=lambda c: m.goodness(c.val.metric(metric)))
     lead = f"no candidate reached {metric} {target:g}; " if target is not None else ""
     if target is not None and strict:
         lead = f"no candidate's 95% interval cleared {metric} {target:g}; "

@@ -166,7 +166,7 @@ def _rung_metrics(candidate: dict[str, Any]) -> dict[str, float]:
         if not quality:
             continue
         metrics[f"{split}/n"] = quality["n"]
-        for name in ("accuracy", "macro_f1"):
+        for name in [key for key in quality if f"{key}_ci" in quality]:  # every metric scored
             low, high = quality[f"{name}_ci"]
             metrics[f"{split}/{name}"] = quality[name]
             metrics[f"{split}/{name}_ci_low"], metrics[f"{split}/{name}_ci_high"] = low, high

@@ -10,14 +10,14 @@ import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, get_args, runtime_checkable
 
 import numpy as np
 from pydantic import ValidationError
 
 from frugalml.config import Budget, Frozen, deep_merge
 from frugalml.costs import CostMeter
-from frugalml.data.dataset import Dataset
+from frugalml.data.dataset import Dataset, InputKind
 from frugalml.errors import ConfigError, MissingExtraError, installed
 
 
@@ -85,6 +85,7 @@ class Registered:
     extra: str | None  # the pip extra it needs, if any
     needs: tuple[str, ...]  # modules that extra provides
     summary: str
+    inputs: tuple[InputKind, ...] = ("text",)  # the data kinds it can train on
 
     def available(self) -> bool:
         return installed(*self.needs)
@@ -123,12 +124,19 @@ def register_strategy(
     cost_rank: int,
     extra: str | None = None,
     needs: tuple[str, ...] = (),
+    inputs: tuple[InputKind, ...] = ("text",),
 ) -> Callable[[S], S]:
-    """Class decorator: `@register_strategy("lora", config=LoraConfig, ...)`; refuses duplicates."""
+    """Class decorator: `@register_strategy("lora", config=LoraConfig, ...)`; refuses duplicates.
+
+    `inputs` are the data kinds the rung takes; the ladder skips it on data of another kind.
+    """
 
     def decorate(cls: S) -> S:
         if name in _REGISTRY:
             raise ValueError(f"a strategy named '{name}' is already registered")
+        unknown = [kind for kind in inputs if kind not in get_args(InputKind)]
+        if unknown or not inputs:
+            raise ValueError(f"inputs must be kinds of {get_args(InputKind)}, not {inputs!r}")
         kind = config.model_fields["kind"].default
         if kind != name:
             raise ValueError(f"{config.__name__}.kind must default to '{name}', not {kind!r}")
@@ -136,7 +144,7 @@ def register_strategy(
         factory: Callable[[Any], Strategy] = cls  # type: ignore[assignment]
         summary = doc[0] if doc else ""
         _REGISTRY[name] = Registered(
-            name, factory, config, predictor, cost_rank, extra, needs, summary
+            name, factory, config, predictor, cost_rank, extra, needs, summary, inputs
         )
         return cls
 
