@@ -408,6 +408,16 @@ def serve(
     shutdown_timeout_s: Annotated[
         float, typer.Option(help="Seconds to finish in-flight requests after SIGTERM.")
     ] = 30.0,
+    header_timeout_s: Annotated[
+        float, typer.Option(help="Seconds a client has to send a request's headers.")
+    ] = 10.0,
+    body_timeout_s: Annotated[
+        float, typer.Option(help="Seconds a client has to send a request's body before 408.")
+    ] = 10.0,
+    max_connections_per_client: Annotated[
+        int | None,
+        typer.Option(help="Connections from one address before 429 (off behind a proxy)."),
+    ] = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the API key.")
     ] = None,
@@ -435,6 +445,9 @@ def serve(
         max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout_s,
         shutdown_timeout_s=shutdown_timeout_s,
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
+        max_connections_per_client=max_connections_per_client,
         api_key_env=api_key_env,
         admin_key_env=admin_key_env,
         access_log=access_log,

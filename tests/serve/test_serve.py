@@ -5,7 +5,11 @@ server process. Most tests serve a TF-IDF bundle (fits in a second); one serves 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,12 +32,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import frugalml
 from frugalml import client
-from frugalml.bundle import Bundle
+from frugalml.bundle import Bundle, save_bundle
 from frugalml.config import SplitConfig
 from frugalml.data.split import Splits
 from frugalml.errors import ConfigError
 from frugalml.serve import ServeSettings, create_app
 from frugalml.serve.batching import length_buckets
+from frugalml.serve.connections import ConnectionLimits, GuardedH11Protocol, GuardedProtocol
+from frugalml.serve.launch import KEEP_ALIVE_S
 from frugalml.serve.settings import available_cpus, settings_from_options
 
 TEXTS = ["my card never arrived", "how do I change my pin", "the atm kept my cash", "refund?"]
@@ -66,11 +72,26 @@ def bundle(bundles: tuple[Path, Path]) -> Path:
 
 @contextlib.contextmanager
 def serving(
-    bundle: Path, *, loader: Callable[[Path], Bundle] = frugalml.load, **settings: Any
+    bundle: Path,
+    *,
+    loader: Callable[[Path], Bundle] = frugalml.load,
+    http: Any = None,
+    **settings: Any,
 ) -> Iterator[str]:
-    """A real uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    app = create_app(bundle, ServeSettings(**settings), loader=loader)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    """A real uvicorn on 127.0.0.1 (a free port) in a thread, with the connection limits
+    `frugalml serve` gives it (`http` overrides its protocol class); yields its base URL."""
+    options = ServeSettings(**settings)
+    app = create_app(bundle, options, loader=loader)
+    limits = ConnectionLimits(options.header_timeout_s, options.max_connections_per_client)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        http=http or functools.partial(GuardedProtocol, limits=limits),
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -144,6 +165,63 @@ def metrics(url: str, **headers: str) -> dict[str, Any]:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample's value: a gauge, or a counter's `_total` (0 when not yet counted)."""
+    family = metrics(url).get(name)
+    samples = [] if family is None else family.samples
+    return sum(
+        s.value
+        for s in samples
+        if s.name in (name, name + "_total") and labels.items() <= s.labels.items()
+    )
+
+
+def wait_for_metric(
+    url: str, name: str, value: float, timeout: float = 15.0, **labels: str
+) -> None:
+    end = time.monotonic() + timeout
+    while (got := metric(url, name, **labels)) != value:
+        assert time.monotonic() < end, f"{name}{labels} is {got}, not {value}, after {timeout} s"
+        time.sleep(0.02)
+
+
+def address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def send_part_of_a_body(url: str, *, declared: int = 1_000) -> socket.socket:
+    """A client that sends a predict request's headers and the first bytes of its body."""
+    sock = socket.create_connection(address(url), timeout=10)
+    sock.sendall(
+        b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {declared}\r\n\r\n".encode()
+        + b'{"texts": ["'
+    )
+    return sock
+
+
+def dribble_until_closed(sock: socket.socket, byte: bytes = b"a", timeout: float = 15.0) -> bytes:
+    """Send one byte every 0.1 s, as a slow client would, until the server closes the
+    connection; return what it answered (b"" if it closed without a word)."""
+    sock.settimeout(0.1)
+    received = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            with contextlib.suppress(OSError):  # the server may close between our checks
+                sock.sendall(byte)
+            continue
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError(f"the server kept a slow connection open for {timeout} s")
+
+
 # -- 200 and the response contract ---------------------------------------------------------
 def test_predict_answers_label_probabilities_and_model_version(url: str, bundle: Path) -> None:
     got = client.predict(url, TEXTS)
@@ -156,8 +234,10 @@ def test_predict_answers_label_probabilities_and_model_version(url: str, bundle:
         assert p["model_version"] == version
 
 
-def test_model_info_has_the_manifest_summary_and_cost_card(url: str) -> None:
+def test_model_info_has_the_manifest_summary_and_cost_card(url: str, bundle: Path) -> None:
     info = client.model_info(url)
+    assert info["bundle"] == bundle.name  # not its path: clients need not see the disk
+    assert str(bundle.parent) not in httpx.get(url + "/v1/model").text
     assert info["strategy"] == "tfidf"
     assert info["predictor"] == {"format": "native", "precision": "fp32"}
     assert info["train_cost"]["cpu_s"] > 0
@@ -342,18 +422,131 @@ def test_ready_only_after_the_model_is_loaded_and_warmed_up(bundle: Path) -> Non
         assert httpx.post(base + "/v1/predict", json={"texts": ["hi"]}).status_code == 200
 
 
+def wait_load_failed(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The /readyz error once loading has failed."""
+    end = time.monotonic() + timeout
+    while (r := httpx.get(url + "/readyz")).status_code == 503 and error(r)["code"] == "not_ready":
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    assert error(r)["code"] == "load_failed"
+    return error(r)
+
+
 def test_a_bundle_that_fails_to_load_fails_the_probes_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{}")
     with serving(tmp_path) as base:
-        end = time.monotonic() + 5
-        while (r := httpx.get(base + "/readyz")).status_code == 503 and error(r)[
-            "code"
-        ] == "not_ready":
-            assert time.monotonic() < end
-            time.sleep(0.02)
-        assert error(r)["code"] == "load_failed"
-        assert "schema version" in error(r)["message"]
+        assert "schema version" in wait_load_failed(base)["message"]
         assert httpx.get(base + "/livez").status_code == 503
+
+
+# -- slow clients --------------------------------------------------------------------------
+def test_slow_senders_hold_no_slot_that_other_clients_need(bundle: Path) -> None:
+    # 8 clients send headers and then a body a byte at a time: with all 8 slots theirs, every
+    # other client used to get 429 for as long as they kept sending.
+    with serving(bundle, max_concurrency=8, body_timeout_s=60) as base:
+        wait_ready(base)
+        senders = [send_part_of_a_body(base) for _ in range(8)]
+        stop = threading.Event()
+
+        def dribble() -> None:
+            while not stop.wait(0.1):
+                for sender in senders:
+                    sender.sendall(b"a")
+
+        dribbler = threading.Thread(target=dribble)
+        dribbler.start()
+        try:
+            wait_for_metric(base, "frugalml_predict_receiving", 8)
+            responses = post_all(base, [{"texts": [t]} for t in TEXTS])
+            assert metric(base, "frugalml_predict_receiving") == 8  # still sending
+        finally:
+            stop.set()
+            dribbler.join()
+            for sender in senders:
+                sender.close()
+    assert [r.status_code for r in responses] == [200] * len(TEXTS)
+
+
+def test_a_body_not_in_by_its_deadline_is_a_408_and_the_connection_closes(bundle: Path) -> None:
+    with serving(bundle, body_timeout_s=0.5) as base:
+        wait_ready(base)
+        started = time.monotonic()
+        with send_part_of_a_body(base) as sender:
+            answer = dribble_until_closed(sender)  # a byte every 0.1 s
+        took = time.monotonic() - started
+        assert metric(base, "frugalml_predict_accepted") == 0
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"code":"body_timeout"' in answer
+    assert took >= 0.5  # a deadline on the whole body, however steadily it trickles in
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_headers_not_in_by_their_deadline_close_the_connection(bundle: Path, parser: str) -> None:
+    protocol = {"httptools": GuardedProtocol, "h11": GuardedH11Protocol}[parser]
+    if parser == "httptools":
+        pytest.importorskip("httptools")
+    http = functools.partial(protocol, limits=ConnectionLimits(0.5, None))
+    with serving(bundle, http=http) as base:
+        wait_ready(base)
+        for first in (b"", b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nX-Slow: "):
+            sock = socket.create_connection(address(base), timeout=10)
+            sock.sendall(first)
+            started = time.monotonic()
+            assert dribble_until_closed(sock, b"" if not first else b"a") == b""
+            assert time.monotonic() - started >= 0.4
+            sock.close()
+        # a keep-alive connection that answered a request gets the same deadline for the next
+        sock = socket.create_connection(address(base), timeout=10)
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\nGET /livez HTTP/1.1\r\n")
+        answer = dribble_until_closed(sock, b"X")
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert answer.count(b"HTTP/1.1") == 1
+        assert len(client.predict(base, TEXTS)) == len(TEXTS)  # complete requests still served
+
+
+def test_a_client_that_hangs_up_mid_body_is_one_log_line_and_a_499(
+    bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's: it does not propagate
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO), serving(bundle) as base:
+            wait_ready(base)
+            sender = send_part_of_a_body(base)
+            wait_for_metric(base, "frugalml_predict_receiving", 1)
+            sender.close()
+            wait_for_metric(base, "frugalml_http_requests", 1, route="/v1/predict", code="499")
+            assert metric(base, "frugalml_http_requests", code="500") == 0
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    gone = [r for r in caplog.records if "closed the connection" in r.getMessage()]
+    assert [r.levelno for r in gone] == [logging.INFO]
+    assert "12 bytes received" in gone[0].getMessage()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_connections_from_one_address_are_capped(bundle: Path) -> None:
+    with serving(bundle, max_connections_per_client=2) as base:
+        wait_ready(base)
+        held = []
+        for _ in range(2):  # two keep-alive connections the server has surely counted
+            sock = socket.create_connection(address(base), timeout=10)
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            held.append(sock)
+        refused = httpx.post(base + "/v1/predict", json={"texts": ["hi"]})
+        assert refused.status_code == 429
+        assert error(refused)["code"] == "too_many_connections"
+        assert refused.headers["connection"] == "close"
+        held.pop().close()
+        end = time.monotonic() + 10  # until the server has seen that connection close
+        while (r := httpx.post(base + "/v1/predict", json={"texts": ["hi"]})).status_code == 429:
+            assert time.monotonic() < end, "the closed connection is still counted"
+            time.sleep(0.02)
+        assert r.status_code == 200
+        held[0].close()
 
 
 # -- batching ------------------------------------------------------------------------------
@@ -501,6 +694,65 @@ def test_reload_swaps_models_under_traffic_without_a_failed_request(
     assert error(bad)["code"] == "bad_bundle"
 
 
+@pytest.fixture(scope="module")
+def broken(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Bundles that load but cannot answer: saved through the public path with labels one
+    short and with none, and one whose manifest lost its `labels` field."""
+    root = tmp_path_factory.mktemp("broken")
+    manifest = frugalml.load(bundle).manifest
+    made = {}
+    for name, keep in (("short", -1), ("unlabeled", 0)):
+        predictor = frugalml.load(bundle).predictor
+        predictor.labels = predictor.labels[:keep]
+        made[name] = save_bundle(
+            root / name,
+            predictor,
+            strategy=manifest["strategy"],
+            config=manifest["config"],
+            task=manifest["task"],
+            data_fingerprint=manifest["data_fingerprint"],
+        )
+    made["no_labels_field"] = root / "no_labels_field"
+    shutil.copytree(bundle, made["no_labels_field"])
+    edited = json.loads((made["no_labels_field"] / "manifest.json").read_text())
+    del edited["labels"]
+    (made["no_labels_field"] / "manifest.json").write_text(json.dumps(edited))
+    return made
+
+
+def test_reload_refuses_a_bundle_that_cannot_answer_and_the_old_model_serves_on(
+    bundle: Path, broken: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_ADMIN_KEY", "admin")
+    admin = {"Authorization": "Bearer admin"}
+    with serving(bundle, admin_key_env="TEST_ADMIN_KEY") as base:
+        wait_ready(base)
+        before = client.model_info(base)["version"]
+        for name, says in [
+            ("short", "labels and model do not match"),
+            ("unlabeled", "lists no labels"),
+            ("no_labels_field", ""),  # 'labels' missing, or the edit detected: either way 422
+        ]:
+            refused = httpx.post(
+                base + "/v1/model/reload", json={"bundle": str(broken[name])}, headers=admin
+            )
+            assert refused.status_code == 422, (name, refused.text)
+            assert error(refused)["code"] == "bad_bundle"
+            assert says in error(refused)["message"]
+            assert httpx.get(base + "/readyz").json()["model_version"] == before
+            assert len(client.predict(base, TEXTS)) == len(TEXTS)
+        assert metric(base, "frugalml_model_reloads", outcome="failed") == 3
+        assert metric(base, "frugalml_http_requests", route="/v1/predict", code="500") == 0
+
+
+def test_a_bundle_whose_labels_do_not_match_its_model_never_turns_ready(
+    broken: dict[str, Path],
+) -> None:
+    with serving(broken["short"]) as base:
+        failed = wait_load_failed(base)
+    assert "labels and model do not match" in failed["message"]
+
+
 # -- the int8 ONNX bundle ------------------------------------------------------------------
 def test_an_int8_onnx_bundle_serves_the_same_labels(
     small_csv: Path, tmp_path: Path, tiny_backbone: Path
@@ -559,17 +811,29 @@ def server_process(bundle: Path, *args: str) -> Iterator[tuple[subprocess.Popen[
 
 
 def test_sigterm_answers_every_accepted_request_then_exits(bundle: Path) -> None:
-    with server_process(bundle, "--max-wait-ms", "600", "--max-batch", "64") as (process, base):
+    # A client still sending its body holds the batch open (it may be on its way to it), so
+    # the 8 requests are certainly waiting when SIGTERM comes: the server's own counts say
+    # when all 8 are in, and the batch runs once that client gives up, during the drain.
+    args = ["--max-wait-ms", "20000", "--max-batch", "64", "--request-timeout-s", "30"]
+    with server_process(bundle, *args) as (process, base):
+        sender = send_part_of_a_body(base)
+        wait_for_metric(base, "frugalml_predict_receiving", 1)
         with ThreadPoolExecutor(8) as pool:
             pending = [
-                pool.submit(httpx.post, base + "/v1/predict", json={"texts": [t]}, timeout=30)
+                pool.submit(httpx.post, base + "/v1/predict", json={"texts": [t]}, timeout=60)
                 for t in TEXTS * 2
             ]
-            time.sleep(0.25)  # all 8 are accepted and waiting for their batch
+            wait_for_metric(base, "frugalml_predict_accepted", 8)
+            assert metric(base, "frugalml_predict_in_flight") == 8  # none answered yet
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.15)
-            with pytest.raises(httpx.ConnectError):  # no longer accepting
-                httpx.get(base + "/livez")
+            end = time.monotonic() + 10
+            with contextlib.suppress(httpx.ConnectError):  # until it stops accepting
+                while True:
+                    httpx.get(base + "/livez")
+                    assert time.monotonic() < end, "still accepting connections after SIGTERM"
+                    time.sleep(0.02)
+            assert not any(f.done() for f in pending)
+            sender.close()
             answers = [f.result() for f in pending]
         output, _ = process.communicate(timeout=20)
     assert [a.status_code for a in answers] == [200] * 8
@@ -578,7 +842,12 @@ def test_sigterm_answers_every_accepted_request_then_exits(bundle: Path) -> None
 
 
 def test_workers_each_serve_a_model(bundle: Path) -> None:
-    with server_process(bundle, "--workers", "2") as (process, base):
+    with server_process(bundle, "--workers", "2", "--header-timeout-s", "0.5") as (
+        process,
+        base,
+    ):
+        with socket.create_connection(address(base), timeout=10) as silent:
+            assert dribble_until_closed(silent, b"") == b""  # the workers' header deadline
         # /readyz answered by one worker says nothing of the other: until both are up, a
         # request may reach one still loading (503 not_ready, as a load balancer would see).
         end = time.monotonic() + 30
@@ -619,6 +888,31 @@ def test_cli_refuses_a_non_bundle_and_bad_options_and_warns_about_public_binding
     ]
     with pytest.raises(ConfigError, match="max_queue \\(100\\) must be at least"):
         settings_from_options(max_queue=100, max_texts=200)
+
+
+def test_a_public_host_refuses_a_key_shorter_than_16_characters(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHORT_KEY", "fifteen-chars!!")
+    monkeypatch.setenv("COLUMNS", "160")
+    serve = [sys.executable, "-m", "frugalml", "serve", str(bundle), "--host", "0.0.0.0"]
+    for option in ("--api-key-env", "--admin-key-env"):
+        done = subprocess.run(
+            [*serve, option, "SHORT_KEY", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"{option} SHORT_KEY: the key has 15 characters" in done.stderr
+        assert "needs at least 16" in done.stderr
+        assert "Traceback" not in done.stderr
+    for host in ("0.0.0.0", "10.1.2.3", "::", "serving.example"):
+        with pytest.raises(ConfigError, match="needs at least 16"):
+            ServeSettings(host=host, api_key_env="SHORT_KEY").api_key()
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1"):  # loopback: any key will do
+        assert ServeSettings(host=host, api_key_env="SHORT_KEY").api_key() == "fifteen-chars!!"
 
 
 # -- the deploy recipe ---------------------------------------------------------------------

@@ -55,8 +55,15 @@ class ServeState:
         )
         self.metrics = ServeMetrics(queue_depth=lambda: self.batcher.queued)
         self.cap = ConcurrencyCap(settings.max_concurrency)
+        self.metrics.watch_requests(
+            in_flight=lambda: self.cap.in_flight, receiving=lambda: self.batcher.arriving
+        )
         self.reload_lock = asyncio.Lock()
         self.accepted = self.answered = 0  # predict requests, for the shutdown log line
+
+    def accept(self) -> None:
+        self.accepted += 1
+        self.metrics.accepted.inc()
 
     def current(self) -> ServedModel:
         assert self.model is not None, "the batcher runs only once a model is loaded"
@@ -91,7 +98,7 @@ class ServeState:
         try:
             model = await self.load(self.bundle)
         except Exception as err:  # reported by /readyz and /livez; a bug also gets its traceback
-            self.load_error = err.render() if isinstance(err, FrugalError) else repr(err)
+            self.load_error = describe(err)
             log.error(
                 "could not load %s: %s",
                 self.bundle,
@@ -122,6 +129,15 @@ class ServeState:
                 for label, row in zip(predicted, proba.tolist(), strict=True)
             ]
         }
+
+
+def describe(err: Exception) -> str:
+    """A load failure in words: a FrugalError says what to do; anything else is named."""
+    if isinstance(err, FrugalError):
+        return err.render()
+    if isinstance(err, OSError):
+        return str(err)
+    return f"the bundle could not be loaded ({type(err).__name__}: {err})"
 
 
 def create_app(
@@ -179,12 +195,12 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         """Labels and probabilities for `{"texts": [...]}`, batched with other requests."""
         deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
         model = state.ready_model()
-        with state.cap.slot():
-            state.accepted += 1
+        with state.batcher.expecting():
+            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        with state.cap.slot():  # only now: a slow sender must not hold a slot while it sends
+            state.accept()
             try:
-                with state.batcher.expecting():
-                    body = await read_body(request, settings.max_body_bytes)
-                    inputs = parse_predict(body, settings, tabular=model.tabular)
+                inputs = parse_predict(body, settings, tabular=model.tabular)
                 try:
                     proba, served = await state.batcher.predict(inputs, deadline)
                 except RejectedError as r:
@@ -212,15 +228,21 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     async def reload(request: Request) -> dict[str, Any]:
         """Load `{"bundle": PATH}` (default: the same path again) and swap it in atomically."""
         current = state.ready_model()
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         path = parse_reload(body, default=current.bundle.path)
         async with state.reload_lock:
             try:
-                model = await state.load(path)
-            except (FrugalError, OSError) as err:
+                model = await state.load(path)  # loaded, checked and warmed up, or refused
+            except Exception as err:  # whatever a bad bundle raises, the old model serves on
                 state.metrics.reloads.labels("failed").inc()
-                message = err.render() if isinstance(err, FrugalError) else str(err)
-                raise ApiError(422, "bad_bundle", f"{path}: {message}") from None
+                reason = describe(err)
+                log.warning(
+                    "reload refused, still serving version %s: %s",
+                    current.version,
+                    reason,
+                    exc_info=not isinstance(err, (FrugalError, OSError)),
+                )
+                raise ApiError(422, "bad_bundle", f"{path}: {reason}") from None
             previous = state.install(model)
         state.metrics.reloads.labels("ok").inc()
         was = previous.version if previous else None

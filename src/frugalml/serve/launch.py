@@ -18,6 +18,7 @@ from frugalml.errors import require_extra
 from frugalml.serve.settings import ServeSettings
 
 FACTORY = "frugalml.serve.app:app_from_env"
+KEEP_ALIVE_S = 5  # uvicorn's default idle time between requests on one connection
 
 
 def require_serve() -> None:
@@ -33,6 +34,8 @@ def check_bundle(bundle: Path) -> None:
 def run(bundle: Path, settings: ServeSettings) -> None:
     """Serve until SIGTERM or Ctrl-C, then drain: in-flight requests are answered first."""
     import uvicorn
+
+    from frugalml.serve.connections import PROTOCOL
 
     require_serve()
     check_bundle(bundle)
@@ -51,6 +54,8 @@ def run(bundle: Path, settings: ServeSettings) -> None:
         log_config=log_config(),
         access_log=settings.access_log,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+        http=PROTOCOL,  # headers deadline, per-client cap (serve/connections.py)
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 

@@ -1,31 +1,63 @@
-"""Refusals at the door: a body too large (413) and too many requests at once (429).
+"""Refusals at the door: a body too large (413) or too slow (408), a client gone (499),
+and too many requests at once (429).
 
-Both are checked before any work is queued, so an overloaded server spends almost nothing
-on the requests it turns away.
+All are decided before any work is queued, so an overloaded server spends almost nothing
+on the requests it turns away. A request takes a concurrency slot only once its body is in:
+a client that sends its body slowly holds a connection, never a slot another client needs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from frugalml.serve.errors import ApiError, retry_after
 
+log = logging.getLogger("frugalml.serve")
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection first"
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it is known to exceed `limit` (declared or streamed)."""
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body; 413 as soon as it is known to exceed `limit` (declared or streamed), 408 if it
+    is not all in after `timeout_s`, 499 (one log line) if the client hangs up while sending."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(f"{declared} bytes", limit)
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    try:
+        await asyncio.wait_for(_read(request, limit, chunks), timeout_s)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "body_timeout",
+            f"the body was not all received within {timeout_s:g} s "
+            f"({sum(map(len, chunks))} bytes arrived); send it at once",
+            headers={"Connection": "close"},  # the rest of the body may still be on its way
+        ) from None
+    except ClientDisconnect:
+        client = request.client.host if request.client else "a client"
+        log.info(
+            "%s closed the connection while sending %s %s (%d bytes received)",
+            client,
+            request.method,
+            request.url.path,
+            sum(map(len, chunks)),
+        )
+        raise ApiError(CLIENT_CLOSED, "client_closed", "the client closed the connection") from None
+    return b"".join(chunks)
+
+
+async def _read(request: Request, limit: int, chunks: list[bytes]) -> None:
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise _too_large(f"more than {limit} bytes", limit)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _too_large(size: str, limit: int) -> ApiError:

@@ -2,6 +2,9 @@
 
 A version names the exact weights (a hash of the manifest's file checksums), so every
 prediction can say which model made it, and a reload to the same files keeps the version.
+A model is served only once it has answered: its warm-up prediction must give one finite
+probability per label for every text, so a bundle that loads but cannot answer (labels one
+short, none at all) is refused at load or reload instead of failing every request after.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.bundle import Bundle
+from frugalml.errors import BundleError
 
 Loader = Callable[[Path], Bundle]
 # Two lengths, so a predictor that pads per batch builds its kernels for short and long inputs.
@@ -42,10 +46,33 @@ class ServedModel:
         return self.bundle.predict_proba(inputs)
 
     def warm_up(self) -> None:
-        """First calls allocate and pick kernels; a probe should not turn ready before them."""
+        """First calls allocate and pick kernels; a probe should not turn ready before them.
+        They also prove the model answers what its manifest promises (see `check_answer`)."""
+        labels = self.bundle.manifest.get("labels")
+        if not isinstance(labels, list) or not labels:
+            raise BundleError(
+                f"{self.bundle.path.name}: the manifest lists no labels, so no prediction could "
+                "be named; the bundle is damaged: re-create it"
+            )
         if not self.tabular:
             for _ in range(2):
-                self.predict_proba(list(WARMUP_TEXTS))
+                proba = self.predict_proba(list(WARMUP_TEXTS))
+            self.check_answer(proba, len(WARMUP_TEXTS))
+
+    def check_answer(self, proba: np.ndarray, n_inputs: int) -> None:
+        expected = (n_inputs, len(self.labels))
+        if proba.shape != expected:
+            raise BundleError(
+                f"{self.bundle.path.name}: the model answered {n_inputs} texts with a "
+                f"{'x'.join(map(str, proba.shape))} array, not {n_inputs}x{len(self.labels)}: "
+                f"the manifest lists {len(self.labels)} labels, so labels and model do not "
+                "match; re-create the bundle"
+            )
+        if not np.isfinite(proba).all():
+            raise BundleError(
+                f"{self.bundle.path.name}: the model's warm-up probabilities are not finite; "
+                "the weights are damaged: re-create the bundle"
+            )
 
     def summary(self) -> dict[str, Any]:
         m = self.bundle.manifest
@@ -70,7 +97,7 @@ class ServedModel:
             "created": m.get("created"),
             "frugalml_version": m.get("frugalml_version"),
             "data_fingerprint": m.get("data_fingerprint"),
-            "bundle": str(self.bundle.path),
+            "bundle": self.bundle.path.name,  # not the path: clients need not see the disk
             "loaded_at": self.loaded_at,
         }
 

@@ -82,6 +82,11 @@ class ServeMetrics:
         self.reloads = Counter(
             "frugalml_model_reloads", "Model reloads, by outcome.", ["outcome"], registry=r
         )
+        self.accepted = Counter(
+            "frugalml_predict_accepted",
+            "Predict requests accepted: body received and a concurrency slot taken.",
+            registry=r,
+        )
         Gauge(
             "frugalml_price_usd_per_cpu_second",
             "Price of one CPU-second (from frugalml.costs.Prices).",
@@ -93,6 +98,22 @@ class ServeMetrics:
     def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
         self.request_seconds.labels(route, method, str(code)).observe(seconds)
         self.requests.labels(route, str(code)).inc()
+
+    def watch_requests(
+        self, in_flight: Callable[[], float], receiving: Callable[[], float]
+    ) -> None:
+        """Gauges read at scrape time: requests holding a concurrency slot, and requests still
+        receiving their body (a crowd of these and few in flight means slow senders)."""
+        Gauge(
+            "frugalml_predict_in_flight",
+            "Predict requests holding a concurrency slot.",
+            registry=self.registry,
+        ).set_function(in_flight)
+        Gauge(
+            "frugalml_predict_receiving",
+            "Predict requests still receiving their body (they hold no slot).",
+            registry=self.registry,
+        ).set_function(receiving)
 
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)

@@ -6,6 +6,7 @@ one environment variable, so `--workers N` starts N identical apps without a sec
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from frugalml.config import Frozen
 from frugalml.errors import ConfigError
 
 ENV_VAR = "FRUGALML_SERVE_SETTINGS"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MIN_PUBLIC_KEY_CHARS = 16  # beyond loopback, a key short enough to guess is no key at all
 
 
 class ServeSettings(Frozen):
@@ -41,6 +42,18 @@ class ServeSettings(Frozen):
     max_body_bytes: int = Field(1_048_576, ge=1, description="Bytes in one request body.")
     request_timeout_s: float = Field(10.0, gt=0, description="Deadline of a predict request.")
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Drain time after SIGTERM.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's headers before it is cut."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's body before 408."
+    )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="Open connections from one address before 429 (off by default: behind a "
+        "proxy every client shares its address).",
+    )
     api_key_env: str | None = Field(None, description="Variable holding the API key.")
     admin_key_env: str | None = Field(None, description="Variable holding the reload key.")
     access_log: bool = Field(False, description="Log every request (metrics count them anyway).")
@@ -62,13 +75,30 @@ class ServeSettings(Frozen):
 
     @property
     def public(self) -> bool:
-        return self.host not in LOCAL_HOSTS
+        """Reachable beyond this machine: any host but a loopback address (a name may resolve
+        anywhere, so only `localhost` counts as loopback)."""
+        if self.host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return True
 
     def api_key(self) -> str | None:
-        return _read_key(self.api_key_env, "--api-key-env")
+        return self._key(self.api_key_env, "--api-key-env")
 
     def admin_key(self) -> str | None:
-        return _read_key(self.admin_key_env, "--admin-key-env")
+        return self._key(self.admin_key_env, "--admin-key-env")
+
+    def _key(self, variable: str | None, option: str) -> str | None:
+        key = _read_key(variable, option)
+        if key is not None and self.public and len(key) < MIN_PUBLIC_KEY_CHARS:
+            raise ConfigError(
+                f"{option} {variable}: the key has {len(key)} characters; serving on "
+                f"{self.host} needs at least {MIN_PUBLIC_KEY_CHARS}",
+                [f"export {variable}=$(openssl rand -hex 32), or bind --host 127.0.0.1"],
+            )
+        return key
 
     def to_env(self, bundle: Path) -> None:
         """Hand the bundle and these settings to worker processes (they inherit the environment)."""
