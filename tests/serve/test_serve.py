@@ -91,6 +91,7 @@ def serving(
         lifespan="on",
         http=http or functools.partial(GuardedProtocol, limits=limits),
         timeout_keep_alive=KEEP_ALIVE_S,
+        ws="none",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

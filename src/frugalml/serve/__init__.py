@@ -2,9 +2,10 @@
 limits, hot reload and graceful shutdown. Needs the 'serve' extra.
 
 One module per HTTP concept: `app` (routes and shared state), `batching` (the micro-batcher),
-`limits` (413, 429), `auth` (bearer keys), `metrics` (Prometheus), `models` (the request and
-response contract), `errors` (the one error shape), `served` (the model and its version),
-`settings` (the options), `server` (uvicorn and workers).
+`limits` (408, 413, 429, 499), `connections` (header deadline, connections per client),
+`auth` (bearer keys), `metrics` (Prometheus), `schemas` (the request and response contract),
+`errors` (the one error shape), `live_model` (the model and its version), `settings` (the
+options), `launch` (uvicorn and workers).
 
 Exports are imported on first use, so `frugalml serve` without the extra says which extra to
 install instead of failing on `import fastapi`.

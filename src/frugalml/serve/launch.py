@@ -56,6 +56,7 @@ def run(bundle: Path, settings: ServeSettings) -> None:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
         http=PROTOCOL,  # headers deadline, per-client cap (serve/connections.py)
         timeout_keep_alive=KEEP_ALIVE_S,
+        ws="none",  # no WebSocket routes: an upgrade request stays plain HTTP
     )
 
 

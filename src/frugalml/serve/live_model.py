@@ -48,8 +48,7 @@ class ServedModel:
     def warm_up(self) -> None:
         """First calls allocate and pick kernels; a probe should not turn ready before them.
         They also prove the model answers what its manifest promises (see `check_answer`)."""
-        labels = self.bundle.manifest.get("labels")
-        if not isinstance(labels, list) or not labels:
+        if not self.labels:
             raise BundleError(
                 f"{self.bundle.path.name}: the manifest lists no labels, so no prediction could "
                 "be named; the bundle is damaged: re-create it"
