@@ -177,6 +177,25 @@ def metric(url: str, name: str, **labels: str) -> float:
     )
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll a condition the test can see (never a fixed sleep) until it holds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"condition not met after {timeout} s"
+        time.sleep(0.005)
+
+
+def wait_for_batches(url: str, count: int, timeout: float = 15.0) -> None:
+    """Until the server has finished `count` inference batches (its own histogram says so)."""
+    end = time.monotonic() + timeout
+    while True:
+        family = metrics(url).get("frugalml_inference_duration_seconds")
+        done = sum(s.value for s in family.samples if s.name.endswith("_count")) if family else 0
+        if done >= count:
+            return
+        assert time.monotonic() < end, f"{done} batches finished, not {count}, after {timeout} s"
+
+
 def wait_for_metric(
     url: str, name: str, value: float, timeout: float = 15.0, **labels: str
 ) -> None:
@@ -365,8 +384,15 @@ def test_over_the_concurrency_cap_is_a_429(bundle: Path) -> None:
 
 
 def test_a_full_queue_is_a_503_with_retry_after(bundle: Path) -> None:
+    loaded: list[SlowPredictor] = []
+
+    def loader(path: Path) -> Bundle:
+        b = slow_loader(0.4)(path)
+        loaded.append(b.predictor)  # type: ignore[arg-type]
+        return b
+
     with serving(
-        bundle, loader=slow_loader(0.4), max_queue=2, max_batch=1, max_texts=1, max_wait_ms=0
+        bundle, loader=loader, max_queue=2, max_batch=1, max_texts=1, max_wait_ms=0
     ) as base:
         wait_ready(base)
         with httpx.Client(timeout=30) as http, ThreadPoolExecutor(4) as pool:
@@ -374,10 +400,10 @@ def test_a_full_queue_is_a_503_with_retry_after(bundle: Path) -> None:
             def send() -> httpx.Response:
                 return http.post(base + "/v1/predict", json={"texts": ["hi"]})
 
-            running = pool.submit(send)  # taken into inference at once
-            time.sleep(0.1)
-            queued = [pool.submit(send) for _ in range(2)]  # the queue is now full
-            time.sleep(0.1)
+            running = pool.submit(send)
+            wait_until(lambda: loaded[0].calls > SlowPredictor.WARMUP_CALLS)  # in inference
+            queued = [pool.submit(send) for _ in range(2)]
+            wait_for_metric(base, "frugalml_queue_depth", 2)  # the queue is now full
             refused = send()
             assert [f.result().status_code for f in (running, *queued)] == [200, 200, 200]
     assert refused.status_code == 503
@@ -392,11 +418,11 @@ def test_a_request_that_would_miss_its_deadline_is_a_503(bundle: Path) -> None:
         assert timed_out.status_code == 503
         assert error(timed_out)["code"] == "deadline_exceeded"
         assert "retry-after" in timed_out.headers
-        time.sleep(0.5)  # that batch finishes: the server now knows it takes 0.5 s a text
-        started = time.perf_counter()
+        wait_for_batches(base, 1)  # that batch finished: the server knows it takes 0.5 s a text
         refused = httpx.post(base + "/v1/predict", json={"texts": ["hi"]})
-        assert time.perf_counter() - started < 0.15  # refused up front, not after waiting
+        assert metric(base, "frugalml_queue_depth") == 0  # never queued
     assert refused.status_code == 503
+    # Refused up front from the estimate: one that waited would be 'deadline_exceeded'.
     assert error(refused)["code"] == "deadline_unreachable"
 
 
@@ -576,15 +602,19 @@ def test_an_input_that_breaks_the_model_fails_only_its_own_request(
                 raise RuntimeError("the model cannot take this")
             return super().predict_proba(texts)
 
+    fragile: list[Fragile] = []
+
     def loader(path: Path) -> Bundle:
         real = frugalml.load(path)
-        return Bundle(real.path, real.manifest, Fragile(real.predictor, 0.3))  # type: ignore[arg-type]
+        fragile.append(Fragile(real.predictor, 0.3))
+        return Bundle(real.path, real.manifest, fragile[-1])  # type: ignore[arg-type]
 
     with serving(bundle, loader=loader) as base:
         wait_ready(base)
         with ThreadPoolExecutor(1) as pool:
             blocker = pool.submit(httpx.post, base + "/v1/predict", json={"texts": ["hi"]})
-            time.sleep(0.1)  # the next five queue behind it and make one batch
+            # Once it is in inference, the next five queue behind it and make one batch.
+            wait_until(lambda: fragile[0].calls > SlowPredictor.WARMUP_CALLS)
             responses = post_all(base, [{"texts": [t]} for t in ["boom", *TEXTS]])
             assert blocker.result().status_code == 200
     assert [r.status_code for r in responses] == [500, 200, 200, 200, 200]
@@ -673,9 +703,10 @@ def test_reload_swaps_models_under_traffic_without_a_failed_request(
         threads = [threading.Thread(target=traffic) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
+        wait_until(lambda: len(seen) > 10)
         swapped = client.reload(base, str(new), admin_key="admin")
-        time.sleep(0.3)
+        after_swap = len(seen)
+        wait_until(lambda: len(seen) > after_swap + 10)  # requests after the swap, too
         stop.set()
         for t in threads:
             t.join()
