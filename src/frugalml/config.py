@@ -143,7 +143,14 @@ _NAMES = {
     "a valid tuple": "a list",
 }
 _SHOULD = re.compile(r"^(Input|List|Tuple|String|Dictionary|Value) should (be|have)")
-_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer"}
+_KINDS = {
+    dict: "an object",
+    list: "a list",
+    tuple: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+}
 
 
 def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:

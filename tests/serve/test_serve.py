@@ -510,7 +510,7 @@ def test_an_int8_onnx_bundle_serves_the_same_labels(
     run = frugalml.fit(
         small_csv, out=tmp_path / "run", strategies=["full"], options={"full": options}
     )
-    assert run.bundle.manifest["predictor"]["precision"] == "int8"
+    assert run.bundle.manifest.predictor["precision"] == "int8"
     texts = TEXTS * 3
     with serving(run.run_dir / "bundle", max_wait_ms=20) as base:
         wait_ready(base)
