@@ -121,6 +121,8 @@ def read_run_settings(path: Path) -> RunSettings:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return RunSettings.model_validate(data)
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({err})", [hint]) from None
     except ValidationError as err:
@@ -160,7 +162,7 @@ def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:
         path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + e["loc"]) or "(top level)"
         if e["type"] == "missing":
             problems.append(f"{path}: required, but missing")
-        elif e["type"] == "extra_forbidden":
+        elif e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             problems.append(f"{path}: not a known field")
         else:
             message = _SHOULD.sub("expected", e["msg"].removeprefix("Value error, "))
