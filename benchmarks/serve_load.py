@@ -111,7 +111,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path, list[str]]:
             force=True,
         )
     int8, source = run_dir / "bundle", run_dir / "candidates" / "top_layers"
-    precision = frugalml.load(int8).manifest["predictor"].get("precision")
+    precision = frugalml.load(int8).manifest.predictor.get("precision")
     if precision != "int8":
         raise SystemExit(f"{int8} shipped {precision}, not int8: raise --max-drop")
     return int8, source, texts
@@ -643,12 +643,13 @@ def soak_checks(s: dict[str, Any]) -> dict[str, bool]:
 
 def _describe(bundle: Any) -> dict[str, Any]:
     files = [p for p in (bundle.path / "model").rglob("*") if p.is_file()]
+    m = bundle.manifest
     return {
         "path": str(bundle.path),
-        "strategy": bundle.manifest["strategy"],
-        "predictor": {k: bundle.manifest["predictor"].get(k) for k in ("format", "precision")},
+        "strategy": m.strategy,
+        "predictor": {k: m.predictor.get(k) for k in ("format", "precision")},
         "size_mb": sum(p.stat().st_size for p in files) / 1e6,
-        "test_accuracy": (bundle.manifest.get("metrics") or {}).get("test", {}).get("accuracy"),
+        "test_accuracy": (m.metrics.test or {}).get("accuracy") if m.metrics else None,
     }
 
 

@@ -44,7 +44,7 @@ def run(name: str, workdir: Path) -> dict[str, Any]:
     fitted = frugalml.fit(splits.train, out=workdir / name, strategies=["tfidf"], metric="accuracy")
     native = frugalml.load(fitted.run_dir / "candidates" / "tfidf")
     exported = frugalml.load(fitted.run_dir / "bundle")
-    if exported.manifest["predictor"].get("format") != "onnx":
+    if exported.manifest.predictor.get("format") != "onnx":
         raise SystemExit(f"{name}: fit did not ship the ONNX export: {exported.manifest}")
     texts = list(splits.test.texts)[:TEXTS]
     p_native, p_onnx = native.predict_proba(texts), exported.predict_proba(texts)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import frugalml
-from frugalml.api import prepare_run_dir, resume_fit
+from frugalml.api import RUN_SETTINGS, prepare_run_dir, resume_fit
+from frugalml.config import Budget, RunSettings, SpeedConfig, SplitConfig, read_run_settings
+from frugalml.costs import Prices
 from frugalml.errors import ConfigError, OutputExistsError
 
 
@@ -101,3 +105,126 @@ def test_fit_chooses_by_a_probability_metric(small_csv: Path, tmp_path: Path) ->
     assert {"brier", "brier_ci"} <= set(metrics["val"]) and "brier" in metrics["test"]
     resumed = resume_fit(result.run_dir)  # the reused rung keeps its brier
     assert resumed.ladder.chosen.val.metric("brier") == chosen.val.metric("brier")
+
+
+# -- run settings: run.json is a RunSettings ------------------------------------------------
+def test_run_json_round_trips_the_fit_options(small_csv: Path, tmp_path: Path) -> None:
+    prices = Prices(usd_per_hour=1.5, basis="a test price")
+    speed = SpeedConfig(latency_calls=5, throughput_texts=16)
+    result = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["tfidf"],
+        metric="accuracy",
+        target=0.5,
+        budget=Budget(max_wall_s=600),
+        split=SplitConfig(seed=3),
+        ship="none",
+        max_drop=0.5,
+        prices=prices,
+        speed=speed,
+    )
+    settings = read_run_settings(result.run_dir / RUN_SETTINGS)
+    assert settings == RunSettings(
+        data=str(small_csv),
+        strategies=("tfidf",),
+        metric="accuracy",
+        target=0.5,
+        budget=Budget(max_wall_s=600),
+        split=SplitConfig(seed=3),
+        ship="none",
+        max_drop=0.5,
+        prices=prices,
+        speed=speed,
+        fingerprint=result.bundle.manifest.data_fingerprint,
+    )
+    assert result.ladder.chosen.cost.price_basis == "a test price"
+
+
+def kill_after_ladder(run_dir: Path) -> None:
+    """What a kill after the first rungs leaves: candidates, but no bundle or report."""
+    shutil.rmtree(run_dir / "bundle")
+    (run_dir / "report.json").unlink()
+
+
+def test_resume_reads_its_options_from_run_json(small_csv: Path, tmp_path: Path) -> None:
+    first = frugalml.fit(
+        small_csv,
+        out=tmp_path / "run",
+        strategies=["tfidf"],
+        metric="accuracy",
+        ship="none",
+        prices=Prices(basis="the run's price"),
+    )
+    kill_after_ladder(first.run_dir)
+    shutil.rmtree(first.run_dir / "candidates" / "tfidf")  # killed while training it
+    resumed = resume_fit(first.run_dir)
+    assert resumed.metric == "accuracy"
+    assert resumed.ladder.chosen.cost.price_basis == "the run's price"  # not the default
+    assert (first.run_dir / "bundle" / "manifest.json").exists()
+
+
+# run.json as the previous frugalml (0.1.0, before RunSettings) wrote it: no speed or prices.
+PREVIOUS_RUN_JSON = {
+    "data": "DATA",
+    "test": None,
+    "text_col": None,
+    "label_col": None,
+    "strategies": ["tfidf"],
+    "metric": "macro_f1",
+    "target": None,
+    "strict": False,
+    "budget": {"max_wall_s": None, "max_usd": None, "max_kwh": None},
+    "split": {"val_frac": 0.15, "test_frac": 0.15, "seed": 0},
+    "drop_invalid": False,
+    "delimiter": None,
+    "options": {},
+    "ship": "none",
+    "max_drop": 1.0,
+    "fingerprint": "FINGERPRINT",
+}
+
+
+def test_a_run_json_from_the_previous_version_still_resumes(
+    small_csv: Path, tmp_path: Path
+) -> None:
+    first = frugalml.fit(small_csv, out=tmp_path / "run", strategies=["tfidf"], ship="none")
+    fingerprint = read_run_settings(first.run_dir / RUN_SETTINGS).fingerprint
+    previous = {**PREVIOUS_RUN_JSON, "data": str(small_csv), "fingerprint": fingerprint}
+    (first.run_dir / RUN_SETTINGS).write_text(json.dumps(previous, indent=2))
+    kill_after_ladder(first.run_dir)
+    resumed = resume_fit(first.run_dir)
+    assert resumed.ladder.chosen.strategy == "tfidf"
+    assert (first.run_dir / "bundle" / "manifest.json").exists()
+    older = {k: v for k, v in previous.items() if k not in ("strict", "ship", "max_drop")}
+    assert RunSettings.model_validate(older).ship == "int8"  # what those versions shipped
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"split": {"seed": "one"}}, "split.seed: expected a valid integer"),
+        ({"strategies": "tfidf"}, 'strategies: expected a list; got a string "tfidf"'),
+        ({"strategies": []}, "strategies: expected at least 1 item"),
+        ({"max_drop": -1}, "max_drop: expected greater than or equal to 0; got an integer -1"),
+        ({"budgett": {}}, "budgett: not a known field"),
+    ],
+)
+def test_a_bad_run_json_is_a_clear_error(
+    change: dict[str, Any], expected: str, tmp_path: Path
+) -> None:
+    run = prepare_run_dir(tmp_path / "run", force=False)
+    (run / RUN_SETTINGS).write_text(json.dumps({**PREVIOUS_RUN_JSON, **change}))
+    with pytest.raises(ConfigError, match="holds invalid run settings") as bad:
+        resume_fit(run)
+    assert any(p.startswith(expected) for p in bad.value.problems), bad.value.problems
+
+
+def test_bad_fit_options_are_refused_with_the_field(small_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid fit settings") as bad:
+        frugalml.fit(small_csv, out=tmp_path / "run", strategies=[], max_drop=-2)
+    assert bad.value.problems == [
+        "strategies: expected at least 1 item, not 0; got a list []",
+        "max_drop: expected greater than or equal to 0; got an integer -2",
+    ]
+    assert not (tmp_path / "run").exists()

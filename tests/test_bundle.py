@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from frugalml import load
-from frugalml.bundle import MANIFEST, save_bundle
+from frugalml.bundle import MANIFEST, SCHEMA_VERSION, read_manifest, save_bundle, update_manifest
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
 from frugalml.errors import BundleError
 from frugalml.strategies.tfidf import TfidfConfig, TfidfStrategy
+from frugalml.types import parse_manifest
 
 
 @pytest.fixture
@@ -47,7 +55,9 @@ def test_manifest_lists_every_file_with_sha256_and_no_pickles(bundle_dir: Path) 
     assert set(m["files"]) == on_disk
     assert all(len(d) == 64 for d in m["files"].values())
     assert all(p.endswith((".json", ".safetensors")) for p in on_disk)
-    assert m["schema_version"] == 1 and m["strategy"] == "tfidf" and len(m["labels"]) == 14
+    assert m["schema_version"] == SCHEMA_VERSION == 2
+    assert m["strategy"] == "tfidf" and len(m["labels"]) == 14
+    assert m["metrics"] is None and m["speed"] is None  # every field is written, absent as null
 
 
 def test_round_trip_reproduces_predictions_exactly(bundle_dir: Path, demo_splits: Splits) -> None:
@@ -84,7 +94,9 @@ def test_unknown_schema_version_is_refused(bundle_dir: Path) -> None:
     m = manifest(bundle_dir)
     m["schema_version"] = 99
     (bundle_dir / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(BundleError, match=r"schema version 99 is not supported.*reads version 1"):
+    with pytest.raises(
+        BundleError, match=r"schema version 99 is not supported.*reads versions 1, 2"
+    ):
         load(bundle_dir)
 
 
@@ -116,4 +128,255 @@ def test_saving_never_overwrites(bundle_dir: Path) -> None:
             task="text-classification",
             data_fingerprint="abc",
         )
-    assert load(bundle_dir).manifest["data_fingerprint"] == "abc"
+    assert load(bundle_dir).manifest.data_fingerprint == "abc"
+
+
+# -- the manifest's schema ------------------------------------------------------------------
+def edit(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    m = manifest(folder)
+    change(m)
+    (folder / MANIFEST).write_text(json.dumps(m))
+
+
+def drop(key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda m: m.pop(key)
+
+
+def put(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda m: m.__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (put("files", ["model/head.safetensors"]), "files: expected a JSON object; got a list ["),
+        (drop("labels"), "labels: required, but missing"),
+        (drop("predictor"), "predictor: required, but missing"),
+        (put("labels", "refund"), 'labels: expected a list; got a string "refund"'),
+        (put("labels", ["a", "b", "a"]), "labels: expected distinct labels; ['a'] appear"),
+        (put("labels", []), "labels: expected at least 1 item, not 0; got a list []"),
+        (put("predictor", 3), "predictor: expected a JSON object; got an integer 3"),
+        (put("strategy", 7), "strategy: expected a valid string; got an integer 7"),
+        (put("created", "yesterday"), "created: expected a valid datetime"),
+        (put("speed", {"latency_p50_ms": "fast"}), "speed.latency_p50_ms: expected a valid number"),
+        (put("speed", {"latency_p50_ms": 1.0}), "speed.latency_p95_ms: required, but missing"),
+        (put("temprature", 1e9), "temprature: not a known field"),
+        (
+            lambda m: m["files"].__setitem__("model/head.safetensors", "abc"),
+            "files.model/head.safetensors: expected a sha256 digest",
+        ),
+    ],
+)
+def test_an_invalid_manifest_is_refused_with_the_field_and_what_was_expected(
+    bundle_dir: Path, change: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    edit(bundle_dir, change)
+    with pytest.raises(BundleError) as refused:
+        load(bundle_dir)
+    assert "does not match the manifest schema (version 2)" in str(refused.value)
+    assert expected in str(refused.value)
+    assert "re-export the bundle" in str(refused.value)
+
+
+def test_every_problem_of_a_manifest_is_reported_at_once(bundle_dir: Path) -> None:
+    edit(bundle_dir, lambda m: [m.pop("labels"), m.pop("predictor"), m.update(files=[])])
+    with pytest.raises(BundleError) as refused:
+        read_manifest(bundle_dir)
+    problems = refused.value.problems
+    assert problems[:3] == [
+        "labels: required, but missing",
+        "predictor: required, but missing",
+        "files: expected a JSON object; got a list []",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (put("schema_version", "2"), "schema version '2' is not supported"),
+        (put("schema_version", None), "schema version None is not supported"),
+        (drop("schema_version"), "has no schema version"),
+    ],
+)
+def test_a_manifest_without_a_known_version_is_refused(
+    bundle_dir: Path, change: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    edit(bundle_dir, change)
+    with pytest.raises(BundleError, match=re.escape(expected)):
+        load(bundle_dir)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / MANIFEST).write_text("[1, 2]")
+    with pytest.raises(BundleError, match="must hold a JSON object"):
+        load(bundle_dir)
+
+
+def test_info_on_a_broken_manifest_exits_2_with_the_field(bundle_dir: Path) -> None:
+    edit(bundle_dir, lambda m: [m.pop("labels"), m.update(files=["model/head.safetensors"])])
+    done = subprocess.run(
+        [sys.executable, "-m", "frugalml", "info", str(bundle_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "labels: required, but missing" in done.stderr
+    assert "files: expected a JSON object; got a list" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# A manifest as frugalml 0.1.0 wrote it (schema 1): RUN_DIR/candidates/tfidf/manifest.json of
+# `frugalml.fit(DEMO_INTENTS, strategies=["tfidf"])`, verbatim but for the per-class rows and
+# the confusion matrix, cut to two classes to keep this short.
+V1_CANDIDATE: dict[str, Any] = {
+    "schema_version": 1,
+    "frugalml_version": "0.1.0",
+    "created": "2026-12-01T22:20:29+00:00",
+    "task": "text-classification",
+    "strategy": "tfidf",
+    "config": {
+        "kind": "tfidf",
+        "word_ngrams": [1, 2],
+        "char_ngrams": [2, 5],
+        "char_min_df": 2,
+        "C": 10.0,
+        "class_weight": "balanced",
+    },
+    "labels": [
+        "account_balance",
+        "activate_card",
+        "atm_cash_not_received",
+        "card_lost_or_stolen",
+        "card_not_arrived",
+        "card_payment_declined",
+        "change_pin",
+        "close_account",
+        "direct_debit_cancel",
+        "refund_not_showing",
+        "top_up_failed",
+        "transfer_failed",
+        "transfer_pending",
+        "wrong_exchange_rate",
+    ],
+    "predictor": {
+        "vectorizers": [
+            {
+                "analyzer": "word",
+                "ngram_range": [1, 2],
+                "lowercase": True,
+                "sublinear_tf": True,
+                "norm": "l2",
+                "smooth_idf": True,
+            },
+            {
+                "analyzer": "char_wb",
+                "ngram_range": [2, 5],
+                "lowercase": True,
+                "sublinear_tf": True,
+                "norm": "l2",
+                "smooth_idf": True,
+            },
+        ],
+        "temperature": 0.3592921795969018,
+    },
+    "data_fingerprint": "b9a714383cc3b02d3c1cb092c056e022728c033c43905029e3e1b9778174362d",
+    "train_cost": {
+        "wall_s": 0.2773664309999049,
+        "cpu_s": 0.2799999999999998,
+        "peak_rss_mb": 281.4140625,
+        "energy_kwh": 7.777777777777773e-07,
+        "energy_source": "estimate(10 W per busy core)",
+        "usd": 7.396438159997464e-06,
+        "price_basis": "2 vCPU on-demand VM at $0.096/h",
+        "device_s": None,
+        "peak_device_mb": None,
+        "flops": None,
+        "extra": {},
+    },
+    "files": {
+        "model/head.safetensors": "36f90683a00563d83c7fcc110d5b2a88"
+        "8a139b55a0869122f79b5f9aa52c22d1",
+        "model/idf.safetensors": "bf348caa485da7f7cdcb09cc78ddf694d53a318bf6541c3bbb908f19e7f2a306",
+        "model/vocab_0.json": "1b8be1c8819b1dd850fdf8186049f1e02650a1a610480c9b1f2b358d6e50670a",
+        "model/vocab_1.json": "07f29755594f4c01921846181429660b0b7893260d292bd89e18809b51535013",
+    },
+    "metrics": {
+        "val": {
+            "n": 84,
+            "accuracy": 0.9404761904761905,
+            "accuracy_ci": [0.8809523809523809, 0.9880952380952381],
+            "macro_f1": 0.9422577422577422,
+            "macro_f1_ci": [0.8780973639455782, 0.9855699855699855],
+            "per_class": {
+                "account_balance": {
+                    "precision": 1.0,
+                    "recall": 0.8333333333333334,
+                    "f1": 0.9090909090909091,
+                    "support": 6,
+                },
+                "activate_card": {
+                    "precision": 1.0,
+                    "recall": 0.8333333333333334,
+                    "f1": 0.9090909090909091,
+                    "support": 6,
+                },
+            },
+            "confusion": [[5, 0], [0, 5]],
+        },
+        "test": None,
+        "val_ece": 0.0512,
+    },
+    "speed": {
+        "latency_p50_ms": 1.4062044999718637,
+        "latency_p95_ms": 1.4941555000291373,
+        "throughput_per_s": 7139.522643150209,
+        "throughput_batch": 32,
+    },
+    "forecast": {
+        "wall_s": 1.5571449139999913,
+        "cpu_s": 1.5400000000000003,
+        "basis": "fit on 392 of 392 examples, scaled linearly",
+        "usd": 4.1523864373333104e-05,
+        "took_s": 1.5583273500000132,
+    },
+    "stopped": "",
+}
+
+
+def test_a_schema_1_manifest_migrates_field_for_field() -> None:
+    m = parse_manifest(V1_CANDIDATE)
+    assert m.schema_version == 2
+    written = m.to_json()
+    for key, value in V1_CANDIDATE.items():
+        if key == "created":
+            assert m.created == datetime.fromisoformat(value)
+        elif key != "schema_version":
+            assert written[key] == value, key
+    assert written["compression"] is None and written["compress_cost"] is None  # new as null
+    assert parse_manifest(written) == m  # and what it writes reads back the same
+
+
+def test_a_schema_1_bundle_loads_predicts_and_is_rewritten_as_2_when_updated(
+    bundle_dir: Path, demo_splits: Splits, tmp_path: Path
+) -> None:
+    texts = list(demo_splits.test.texts)
+    expected = load(bundle_dir).predict_proba(texts)
+    # The schema-1 document, its file digests those of the weights beside it.
+    v1 = {**V1_CANDIDATE, "files": manifest(bundle_dir)["files"]}
+    v1["predictor"] = {**v1["predictor"], "temperature": 1.0}  # as the weights were saved
+    (bundle_dir / MANIFEST).write_text(json.dumps(v1, indent=2))
+    before = (bundle_dir / MANIFEST).read_bytes()
+    bundle = load(bundle_dir)
+    np.testing.assert_array_equal(bundle.predict_proba(texts), expected)
+    assert bundle.manifest.schema_version == 2 and bundle.manifest.metrics is not None
+    assert bundle.manifest.metrics.val["accuracy"] == V1_CANDIDATE["metrics"]["val"]["accuracy"]
+    assert (bundle_dir / MANIFEST).read_bytes() == before  # loading never writes
+    from frugalml.ladder.run import _finished
+
+    reused = _finished(bundle_dir)  # a run resumed across versions reuses the finished rung
+    assert reused is not None and reused.speed.throughput_batch == 32
+    update_manifest(bundle_dir, stopped="deadline")
+    assert manifest(bundle_dir)["schema_version"] == 2
+    assert manifest(bundle_dir)["metrics"] == V1_CANDIDATE["metrics"]

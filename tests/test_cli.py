@@ -156,3 +156,14 @@ def test_fit_reports_the_metric_it_chooses_by(small_csv: Path, tmp_path: Path) -
     assert "; val log_loss " in result.stderr and "macro-F1" not in result.stderr
     assert "validation log_loss ≤ 5" in result.stdout  # the reason, direction included
     assert json.loads((run / "report.json").read_text())["metric"] == "log_loss"
+
+
+def test_resume_with_a_bad_run_json_exits_2_naming_the_field(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".frugalml-run").write_text("")
+    (run / "run.json").write_text('{"data": "x.csv", "split": {"seed": "one"}}')
+    result = frugalml("fit", "--resume", run)
+    assert result.returncode == 2, result.stderr
+    assert "split.seed: expected a valid integer" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from frugalml import bundle as bundles
-from frugalml.config import Budget, SpeedConfig, SplitConfig
+from frugalml.config import (
+    DEFAULT_STRATEGIES,
+    Budget,
+    RunSettings,
+    SpeedConfig,
+    SplitConfig,
+    build_settings,
+    read_run_settings,
+)
 from frugalml.costs import Prices
 from frugalml.data import Dataset, read_table, stratified_split, to_dataset
 from frugalml.data.split import Splits, split_off_validation
@@ -29,17 +36,7 @@ from frugalml.ship.compress import STEPS, CompressResult, compress, compress_ava
 from frugalml.strategies import get_strategy, strategy_names
 
 RUN_MARKER = ".frugalml-run"
-RUN_SETTINGS = "run.json"
-# The whole ladder, cheapest first; with a target it stops at the first rung meeting it.
-DEFAULT_STRATEGIES = (
-    "tfidf",
-    "frozen_probe",
-    "hybrid",
-    "top_layers",
-    "setfit",
-    "lora",
-    "full",
-)
+RUN_SETTINGS = "run.json"  # a RunSettings, as JSON
 
 
 @dataclass
@@ -84,75 +81,108 @@ def fit(
 ) -> FitResult:
     """Load and validate data, climb the ladder, publish the chosen bundle and the report.
 
-    With `resume`, `out` is a run folder a killed `fit` left: finished rungs are reused and
-    an interrupted one continues from its checkpoint (use `resume_fit(out)` to reuse its
-    settings too). With `mlflow` (a tracking URI), the finished run is logged there too.
-    `metric` is any registered one the ladder can score (`frugalml.metrics.metric_names()`);
-    a lower-is-better one (brier, log_loss) meets `target` at or below it. With `strict`, a
-    rung meets `target` only when its validation score's whole 95% interval does: fewer stops
-    on a lucky draw of a small validation set.
+    The options become one `RunSettings`, saved as RUN_DIR/run.json. With `resume`, `out` is a
+    run folder a killed `fit` left: finished rungs are reused and an interrupted one continues
+    from its checkpoint (use `resume_fit(out)` to reuse its settings too). With `mlflow` (a
+    tracking URI), the finished run is logged there too. `metric` is any registered one the
+    ladder can score (`frugalml.metrics.metric_names()`); a lower-is-better one (brier, log_loss)
+    meets `target` at or below it. With `strict`, a rung meets `target` only when its validation
+    score's whole 95% interval does: fewer stops on a lucky draw of a small validation set.
     """
-    if mlflow is not None:
-        tracking.check(mlflow)  # a missing extra or a bad URI fails now, not after the ladder
-    metric = ladder_metric(metric).name  # unknown names fail now, with the closest known one
-    if ship not in ("none", *STEPS):
-        raise ConfigError(f"--ship must be one of none, {', '.join(STEPS)}; got '{ship}'")
-    for name in strategies:
-        get_strategy(name)  # unknown names fail before any work, with a suggestion
-    split = split or SplitConfig()
-    notes: list[str] = []
-    splits = _splits(data, test, text_col, label_col, split, drop_invalid, delimiter, notes)
-    settings = {
-        "data": None if isinstance(data, Dataset) else str(data),
-        "test": None if test is None or isinstance(test, Dataset) else str(test),
-        "text_col": text_col,
-        "label_col": label_col,
-        "strategies": list(strategies),
-        "metric": metric,
-        "target": target,
-        "strict": strict,
-        "budget": (budget or Budget()).model_dump(),
-        "split": split.model_dump(),
-        "drop_invalid": drop_invalid,
-        "delimiter": delimiter,
-        "options": options or {},
-        "ship": ship,
-        "max_drop": max_drop,
-        "fingerprint": splits.train.fingerprint(),
-    }
-    run_dir = _open_run_dir(Path(out), settings, force=force, resume=resume)
-    ladder = run_ladder(
-        splits,
-        list(strategies),
-        run_dir,
-        budget=budget,
+    given = {"budget": budget, "split": split, "prices": prices, "speed": speed}
+    settings = build_settings(
+        data=None if isinstance(data, Dataset) else str(data),
+        test=None if test is None or isinstance(test, Dataset) else str(test),
+        text_col=text_col,
+        label_col=label_col,
+        strategies=tuple(strategies),
         metric=metric,
         target=target,
-        prices=prices,
-        speed=speed,
-        options=options,
+        strict=strict,
+        drop_invalid=drop_invalid,
+        delimiter=delimiter,
+        options=options or {},
+        ship=ship,
+        max_drop=max_drop,
+        **{name: value for name, value in given.items() if value is not None},
+    )
+    return _fit(
+        settings,
+        data,
+        test,
+        out=Path(out),
+        force=force,
+        resume=resume,
+        progress=progress,
+        mlflow=mlflow,
+    )
+
+
+def _fit(
+    settings: RunSettings,
+    data: str | Path | Dataset,
+    test: str | Path | Dataset | None,
+    *,
+    out: Path,
+    force: bool,
+    resume: bool,
+    progress: Progress | None,
+    mlflow: str | None,
+) -> FitResult:
+    """`fit` once its options are one validated `RunSettings` (`resume_fit` starts here too)."""
+    if mlflow is not None:
+        tracking.check(mlflow)  # a missing extra or a bad URI fails now, not after the ladder
+    metric = ladder_metric(settings.metric).name  # unknown names fail now, with the closest one
+    settings = settings.model_copy(update={"metric": metric})
+    if settings.ship not in ("none", *STEPS):
+        raise ConfigError(f"--ship must be one of none, {', '.join(STEPS)}; got '{settings.ship}'")
+    for name in settings.strategies:
+        get_strategy(name)  # unknown names fail before any work, with a suggestion
+    notes: list[str] = []
+    splits = _splits(data, test, settings, notes)
+    settings = settings.model_copy(update={"fingerprint": splits.train.fingerprint()})
+    run_dir = _open_run_dir(out, settings, force=force, resume=resume)
+    ladder = run_ladder(
+        splits,
+        list(settings.strategies),
+        run_dir,
+        budget=settings.budget,
+        metric=settings.metric,
+        target=settings.target,
+        prices=settings.prices,
+        speed=settings.speed,
+        options=settings.options,
         progress=progress,
         resume=resume,
-        strict=strict,
+        strict=settings.strict,
     )
-    bundle_dir, compression = _ship(ladder.chosen, run_dir, splits, ship, max_drop, notes, progress)
+    bundle_dir, compression = _ship(ladder.chosen, run_dir, splits, settings, notes, progress)
     header = {
         "data": str(data if not isinstance(data, Dataset) else data.name),
         "n_train": len(splits.train),
         "n_val": len(splits.val),
         "n_test": len(splits.test),
         "n_classes": len(splits.train.labels),
-        "seed": split.seed,
-        "target": target,
-        "strict": strict,
-        "strategies": list(strategies),
+        "seed": settings.split.seed,
+        "target": settings.target,
+        "strict": settings.strict,
+        "strategies": list(settings.strategies),
         "bundle": str(bundle_dir),
         "compression": compression,
         "notes": notes,
     }
-    json_path, md_path, html_path = write_reports(run_dir, ladder, metric=metric, header=header)
+    json_path, md_path, html_path = write_reports(
+        run_dir, ladder, metric=settings.metric, header=header
+    )
     result = FitResult(
-        run_dir, ladder, bundles.load(bundle_dir), json_path, md_path, html_path, notes, metric
+        run_dir,
+        ladder,
+        bundles.load(bundle_dir),
+        json_path,
+        md_path,
+        html_path,
+        notes,
+        settings.metric,
     )
     if mlflow is not None:
         result.mlflow_run_id = tracking.log_run(run_dir, mlflow)
@@ -163,14 +193,14 @@ def _ship(
     chosen: Candidate,
     run_dir: Path,
     splits: Splits,
-    ship: str,
-    max_drop: float,
+    settings: RunSettings,
     notes: list[str],
     progress: Progress | None,
 ) -> tuple[Path, dict[str, Any] | None]:
-    """The chosen candidate becomes RUN_DIR/bundle: compressed (accuracy-gated) when `ship`
-    asks for it, else as it is. A TF-IDF model's chain ends at ONNX (nothing to quantize),
-    which serves it without scikit-learn."""
+    """The chosen candidate becomes RUN_DIR/bundle: compressed (accuracy-gated) when
+    `settings.ship` asks for it, else as it is. A TF-IDF model's chain ends at ONNX (nothing to
+    quantize), which serves it without scikit-learn."""
+    ship = settings.ship
     if ship == "none":
         return publish(chosen, run_dir), None
     if not compress_available(torch="torch" in get_strategy(chosen.strategy).needs):
@@ -182,7 +212,9 @@ def _ship(
         splits.val,
         run_dir / "bundle",
         to=ship,
-        max_drop=max_drop,
+        max_drop=settings.max_drop,
+        speed=settings.speed,
+        prices=settings.prices,
         progress=progress,
     )
     return result.bundle, result.to_dict()
@@ -212,25 +244,22 @@ def compress_bundle(
                 f"{folder} is not inside a frugalml run folder, so its validation data is unknown",
                 ["pass --data FILE (labeled data; its validation split gates each step)"],
             )
-        s = json.loads((run_dir / RUN_SETTINGS).read_text(encoding="utf-8"))
-        if s["data"] is None:
+        settings = read_run_settings(run_dir / RUN_SETTINGS)
+        if settings.data is None:
             raise ConfigError(f"{run_dir} was fitted on in-memory data; pass --data FILE")
-        data, text_col, label_col = s["data"], s["text_col"], s["label_col"]
-        test, split = s["test"], SplitConfig(**s["split"])
-        splits = _splits(
-            data, test, text_col, label_col, split, s["drop_invalid"], s["delimiter"], []
-        )
-        if splits.train.fingerprint() != manifest.get("data_fingerprint"):
+        splits = _splits(settings.data, settings.test, settings, [])
+        if splits.train.fingerprint() != manifest.data_fingerprint:
             raise ConfigError(
                 f"the data of {run_dir} changed since the bundle was trained",
                 ["pass --data FILE with labeled data to gate on"],
             )
     else:
-        splits = _splits(data, None, text_col, label_col, SplitConfig(), False, None, [])
-    if tuple(manifest["labels"]) != splits.train.labels:
+        settings = build_settings(text_col=text_col, label_col=label_col)
+        splits = _splits(data, None, settings, [])
+    if manifest.labels != splits.train.labels:
         raise ConfigError(
             f"the data's labels do not match the bundle's ({len(splits.train.labels)} vs "
-            f"{len(manifest['labels'])} classes)",
+            f"{len(manifest.labels)} classes)",
             ["pass the labeled data the model was trained on, or data with the same labels"],
         )
     return compress(
@@ -240,6 +269,8 @@ def compress_bundle(
         Path(out),
         to=to,
         max_drop=max_drop,
+        speed=settings.speed,
+        prices=settings.prices,
         progress=progress,
     )
 
@@ -273,18 +304,16 @@ def load_dataset(
 def _splits(
     data: str | Path | Dataset,
     test: str | Path | Dataset | None,
-    text_col: str | None,
-    label_col: str | None,
-    split: SplitConfig,
-    drop_invalid: bool,
-    delimiter: str | None,
+    settings: RunSettings,
     notes: list[str],
 ) -> Splits:
+    """Train, validation and test splits as `settings` says (columns, split, invalid rows)."""
+    split = settings.split
     kwargs: dict[str, Any] = {
-        "text_col": text_col,
-        "label_col": label_col,
-        "drop_invalid": drop_invalid,
-        "delimiter": delimiter,
+        "text_col": settings.text_col,
+        "label_col": settings.label_col,
+        "drop_invalid": settings.drop_invalid,
+        "delimiter": settings.delimiter,
         "notes": notes,
     }
     if test is None:
@@ -321,45 +350,34 @@ def resume_fit(
             f"{folder} is not a frugalml run folder that can be resumed (no {RUN_SETTINGS})",
             ["pass the --out folder of an earlier fit"],
         )
-    s = json.loads(settings_path.read_text(encoding="utf-8"))
-    if s["data"] is None:
+    settings = read_run_settings(settings_path)
+    if settings.data is None:
         raise ConfigError(
             f"{folder} was fitted on an in-memory Dataset; call "
             "frugalml.fit(data, out=..., resume=True) with the same data"
         )
-    return fit(
-        s["data"],
+    return _fit(
+        settings,
+        settings.data,
+        settings.test,
         out=folder,
-        text_col=s["text_col"],
-        label_col=s["label_col"],
-        test=s["test"],
-        strategies=s["strategies"],
-        metric=s["metric"],
-        target=s["target"],
-        strict=s.get("strict", False),
-        budget=Budget(**s["budget"]),
-        split=SplitConfig(**s["split"]),
-        drop_invalid=s["drop_invalid"],
-        delimiter=s["delimiter"],
-        options=s["options"],
-        ship=s.get("ship", "int8"),
-        max_drop=s.get("max_drop", 1.0),
-        progress=progress,
+        force=False,
         resume=True,
+        progress=progress,
         mlflow=mlflow,
     )
 
 
-def _open_run_dir(path: Path, settings: dict[str, Any], *, force: bool, resume: bool) -> Path:
+def _open_run_dir(path: Path, settings: RunSettings, *, force: bool, resume: bool) -> Path:
     """A fresh run folder with its settings, or, to resume, the same folder and data."""
     if not resume:
         run_dir = prepare_run_dir(path, force=force)
-        (run_dir / RUN_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+        settings.write(run_dir / RUN_SETTINGS)
         return run_dir
     if not (path / RUN_MARKER).exists() or not (path / RUN_SETTINGS).exists():
         raise ConfigError(f"{path} is not a frugalml run folder that can be resumed")
-    before = json.loads((path / RUN_SETTINGS).read_text(encoding="utf-8"))
-    if before["fingerprint"] != settings["fingerprint"]:
+    before = read_run_settings(path / RUN_SETTINGS)
+    if before.fingerprint != settings.fingerprint:
         raise ConfigError(
             f"cannot resume {path}: the training data changed since it started",
             ["start a new run with another --out"],

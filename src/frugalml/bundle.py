@@ -1,7 +1,8 @@
 """A model bundle: one folder, JSON metadata and safetensors weights, checksummed, no pickles.
 
-`load` verifies the schema version and the sha256 of every file before reading any weights,
-and only ever parses JSON and safetensors, so a bundle from someone else cannot run code.
+`load` validates the manifest (`types.Manifest`; older schema versions migrate) and verifies the
+sha256 of every file before reading any weights, and only ever parses JSON and safetensors, so a
+bundle from someone else cannot run code.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ import numpy as np
 from frugalml.errors import BundleError, plural
 from frugalml.models.onnx_encoder import is_onnx, require_onnxruntime
 from frugalml.strategies.base import Predictor, Registered, get_strategy
+from frugalml.types import MANIFEST_SCHEMA, Manifest, parse_manifest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = MANIFEST_SCHEMA
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 _UNSAFE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".bin", ".pt", ".pth", ".npy", ".npz")
@@ -35,14 +37,14 @@ def _version() -> str:
 class Bundle:
     """A loaded bundle: predicts labels and probabilities, exposes its manifest."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], predictor: Predictor) -> None:
+    def __init__(self, path: Path, manifest: Manifest, predictor: Predictor) -> None:
         self.path = path
         self.manifest = manifest
         self.predictor = predictor
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return tuple(self.manifest["labels"])
+        return self.manifest.labels
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.predictor.predict_proba(texts)
@@ -70,39 +72,53 @@ def save_bundle(
     data_fingerprint: str,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a new bundle folder atomically (staged beside it, then renamed into place)."""
+    """Write a new bundle folder atomically (staged beside it, then renamed into place).
+
+    `extra` sets further manifest fields (e.g. `train_cost`); the manifest is validated before
+    anything is renamed into place."""
     if folder.exists():
         raise BundleError(f"{folder} already exists; bundles are never written over")
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / MODEL_DIR).mkdir(parents=True)
     spec = predictor.save(staging / MODEL_DIR)
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "frugalml_version": _version(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": task,
-        "strategy": strategy,
-        "config": config,
-        "labels": list(predictor.labels),
-        "predictor": spec,
-        "data_fingerprint": data_fingerprint,
-        **(extra or {}),
-        "files": _checksums(staging),
-    }
-    _write_json(staging / MANIFEST, manifest)
+    manifest = parse_manifest(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "frugalml_version": _version(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "task": task,
+            "strategy": strategy,
+            "config": config,
+            "labels": list(predictor.labels),
+            "predictor": spec,
+            "data_fingerprint": data_fingerprint,
+            **(extra or {}),
+            "files": _checksums(staging),
+        },
+        where=f"the manifest of {folder}",
+    )
+    write_manifest(staging, manifest)
     staging.replace(folder)
     return folder
 
 
-def update_manifest(folder: Path, **fields: Any) -> None:
-    """Add measured figures (speed, test quality) after saving; weights' checksums stay valid."""
-    manifest = read_manifest(folder)
-    manifest.update(fields)
-    _write_json(folder / MANIFEST, manifest)
+def update_manifest(folder: Path, **fields: Any) -> Manifest:
+    """Add measured figures (speed, test quality) after saving; weights' checksums stay valid.
+
+    A bundle of an older schema is rewritten in the current one."""
+    manifest = read_manifest(folder).updated(**fields)
+    write_manifest(folder, manifest)
+    return manifest
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    _write_json(folder / MANIFEST, manifest.to_json())
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """The folder's manifest, validated (and migrated from an older schema, in memory only:
+    loading never writes to a bundle, which may sit on a read-only mount)."""
     path = folder / MANIFEST
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a bundle folder (it does not exist or is a file)")
@@ -112,45 +128,36 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{path} is not valid JSON ({err}); the bundle is damaged") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path} must hold a JSON object; the bundle is damaged")
-    return manifest
+    return parse_manifest(manifest, where=str(path))
 
 
 def load(path: str | Path) -> Bundle:
-    """Verify, then load. Refuses unknown schema versions, missing files and checksum mismatches."""
+    """Verify, then load. Refuses an invalid manifest or unknown schema version, missing files
+    and checksum mismatches."""
     folder = Path(path)
     manifest = read_manifest(folder)
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"{folder}: bundle schema version {version!r} is not supported (this frugalml "
-            f"{_version()} reads version {SCHEMA_VERSION})",
-            ["upgrade frugalml if the bundle is newer, or re-create the bundle"],
-        )
-    problems = verify_files(folder, manifest.get("files", {}))
+    problems = verify_files(folder, manifest.files)
     if problems:
         raise BundleError(
             f"{folder}: refused to load, {plural(len(problems), 'problem')}:", problems
         )
     registered = require_dependencies(manifest)
-    labels = tuple(manifest["labels"])
-    predictor = registered.predictor.load(folder / MODEL_DIR, manifest["predictor"], labels)
+    predictor = registered.predictor.load(folder / MODEL_DIR, manifest.predictor, manifest.labels)
     return Bundle(folder, manifest, predictor)
 
 
-def require_dependencies(manifest: dict[str, Any]) -> Registered:
+def require_dependencies(manifest: Manifest) -> Registered:
     """The bundle's strategy, once what its predictor needs is known to be installed: ONNX
     Runtime alone for an exported bundle, else the strategy's own extra."""
-    registered = get_strategy(str(manifest.get("strategy")))
-    if is_onnx(manifest.get("predictor", {})):
+    registered = get_strategy(manifest.strategy)
+    if is_onnx(manifest.predictor):
         require_onnxruntime()
     else:
         registered.require()
     return registered
 
 
-def verify_files(folder: Path, expected: dict[str, str]) -> list[str]:
+def verify_files(folder: Path, expected: Mapping[str, str]) -> list[str]:
     """Every listed file present with its sha256, nothing unlisted, nothing pickle-like."""
     if not expected:
         return ["the manifest lists no files"]

@@ -23,7 +23,13 @@ from rich.table import Table as RichTable
 
 from frugalml import api
 from frugalml import bundle as bundles
-from frugalml.config import SplitConfig, parse_budget, parse_overrides, parse_target
+from frugalml.config import (
+    DEFAULT_STRATEGIES,
+    SplitConfig,
+    parse_budget,
+    parse_overrides,
+    parse_target,
+)
 from frugalml.data import DEMO_INTENTS, read_table, texts_for_prediction
 from frugalml.errors import ConfigError, FrugalError, OutputExistsError
 from frugalml.ladder import tracking
@@ -92,7 +98,7 @@ def fit(
     test: Annotated[Path | None, typer.Option(help="A separate test set (else split off).")] = None,
     strategies: Annotated[
         str, typer.Option(help="Comma-separated rungs to climb (see `frugalml strategies`).")
-    ] = ",".join(api.DEFAULT_STRATEGIES),
+    ] = ",".join(DEFAULT_STRATEGIES),
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to create.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 0,
     metric: Annotated[
@@ -202,7 +208,7 @@ def fit(
 def demo(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder to create.")] = None,
     strategies: Annotated[str, typer.Option(help="Comma-separated rungs.")] = ",".join(
-        api.DEFAULT_STRATEGIES
+        DEFAULT_STRATEGIES
     ),
     target: Annotated[
         str | None, typer.Option(help="Quality bar; the ladder stops at the first rung meeting it.")
@@ -345,38 +351,33 @@ def evaluate(
 @app.command()
 def info(bundle: Annotated[Path, typer.Argument(help="A bundle folder.")]) -> None:
     """Show what a bundle is: strategy, labels, quality, cost card, speed, and its integrity."""
-    model = bundles.load(bundle)  # verifies checksums first
+    model = bundles.load(bundle)  # validates the manifest and verifies checksums first
     m = model.manifest
     table = RichTable(show_header=False)
-    table.add_row("strategy", m["strategy"])
-    table.add_row("task", m["task"])
+    table.add_row("strategy", m.strategy)
+    table.add_row("task", m.task)
     table.add_row(
         "labels",
-        f"{len(m['labels'])}: {', '.join(m['labels'][:12])}"
-        + (" ..." if len(m["labels"]) > 12 else ""),
+        f"{len(m.labels)}: {', '.join(m.labels[:12])}" + (" ..." if len(m.labels) > 12 else ""),
     )
+    quality = m.metrics.model_dump() if m.metrics else {}
     for split in ("val", "test"):
-        q = (m.get("metrics") or {}).get(split)
-        if q:
-            table.add_row(
-                f"{split} quality",
-                f"accuracy {q['accuracy']:.3f}, macro-F1 {q['macro_f1']:.3f} (n={q['n']})",
-            )
-    if "train_cost" in m:
+        if quality.get(split):
+            table.add_row(f"{split} quality", _quality_line(quality[split]))
+    if m.train_cost is not None:
         from frugalml.costs import CostCard
 
-        table.add_row("training cost", CostCard.from_dict(m["train_cost"]).summary())
-    if "speed" in m:
-        s = m["speed"]
+        table.add_row("training cost", CostCard.from_dict(m.train_cost.model_dump()).summary())
+    if m.speed is not None:
+        s = m.speed
         table.add_row(
             "speed",
-            f"p50 {s['latency_p50_ms']:.1f} ms, p95 {s['latency_p95_ms']:.1f} "
-            f"ms at batch 1; {s['throughput_per_s']:.0f} texts/s at batch "
-            f"{s['throughput_batch']}",
+            f"p50 {s.latency_p50_ms:.1f} ms, p95 {s.latency_p95_ms:.1f} "
+            f"ms at batch 1; {s.throughput_per_s:.0f} texts/s at batch {s.throughput_batch}",
         )
-    table.add_row("data fingerprint", m["data_fingerprint"][:16])
-    table.add_row("frugalml", f"{m['frugalml_version']} (schema {m['schema_version']})")
-    table.add_row("integrity", f"{len(m['files'])} files, sha256 verified")
+    table.add_row("data fingerprint", m.data_fingerprint[:16])
+    table.add_row("frugalml", f"{m.frugalml_version} (schema {m.schema_version})")
+    table.add_row("integrity", f"{len(m.files)} files, sha256 verified")
     out.print(table)
 
 
@@ -535,6 +536,17 @@ def _progress_printer(bar: RichProgress) -> Progress:
             bar.add_task(f"{name}: skipped ({info['reason']})", total=1, completed=1)
 
     return progress
+
+
+def _quality_line(quality: dict[str, Any]) -> str:
+    """'accuracy 0.940, macro-F1 0.942 (n=84)', from whichever of those figures are numbers."""
+    names = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+    parts = [
+        f"{label} {quality[key]:.3f}"
+        for key, label in names.items()
+        if isinstance(quality.get(key), int | float)
+    ]
+    return ", ".join(parts) + (f" (n={quality['n']})" if "n" in quality else "")
 
 
 def _compress_line(step: dict[str, Any]) -> str:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from frugalml.costs import Prices
 
 
 class Frozen(BaseModel):
@@ -35,6 +40,145 @@ class SpeedConfig(Frozen):
     latency_calls: int = Field(50, ge=5, description="Batch-1 calls timed for p50/p95.")
     throughput_batch: int = Field(32, ge=1)
     throughput_texts: int = Field(256, ge=1, description="Texts timed at throughput_batch.")
+
+
+# The whole ladder, cheapest first; with a target it stops at the first rung meeting it.
+DEFAULT_STRATEGIES = ("tfidf", "frozen_probe", "hybrid", "top_layers", "setfit", "lora", "full")
+
+
+class RunSettings(Frozen):
+    """The options of one `fit`, in one place: `frugalml.fit(...)` and the CLI build one,
+    `run.json` is written from it and read back into it, and resume, compress, MLflow logging
+    (and, later, each training rank) read it rather than passing options along one by one."""
+
+    data: str | None = Field(
+        None, description="Training data as given (path or hub id); null for an in-memory Dataset."
+    )
+    test: str | None = Field(
+        None, description="A separate test set as given; null when it is split off `data`."
+    )
+    text_col: str | None = Field(None, description="Column with the text; null to detect it.")
+    label_col: str | None = Field(None, description="Column with the label; null to detect it.")
+    strategies: tuple[str, ...] = Field(
+        DEFAULT_STRATEGIES, min_length=1, description="Rungs to climb, by registry name."
+    )
+    metric: str = Field("macro_f1", description="Validation metric the ladder chooses by.")
+    target: float | None = Field(
+        None, description="Quality bar on `metric`: the ladder stops at the first rung meeting it."
+    )
+    strict: bool = Field(
+        False, description="Meet `target` only with the low end of the 95% interval."
+    )
+    budget: Budget = Field(default_factory=Budget, description="Hard caps for the whole ladder.")
+    split: SplitConfig = Field(
+        default_factory=SplitConfig, description="Validation/test fractions and the seed."
+    )
+    drop_invalid: bool = Field(False, description="Drop invalid rows instead of failing.")
+    delimiter: str | None = Field(None, description="Field separator for .txt files.")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-rung setting overrides, e.g. {'lora': {'r': 16}}."
+    )
+    ship: str = Field(
+        "int8",
+        description="Last compression step for the chosen model: none, onnx, int8 or distilled.",
+    )
+    max_drop: float = Field(
+        1.0, ge=0, description="Points of validation quality a compression step may lose."
+    )
+    speed: SpeedConfig = Field(
+        default_factory=SpeedConfig, description="How inference speed is measured."
+    )
+    prices: Prices = Field(
+        default_factory=Prices, description="What compute costs, for every cost card of the run."
+    )
+    fingerprint: str | None = Field(
+        None,
+        description="sha256 of the training split, recorded when the run starts; a resume "
+        "refuses data that changed.",
+    )
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+
+
+def build_settings(**values: Any) -> RunSettings:
+    """`RunSettings(**values)`, with invalid values reported as a `ConfigError`."""
+    from frugalml.errors import ConfigError
+
+    try:
+        return RunSettings(**values)
+    except ValidationError as err:
+        problems = validation_problems(err)
+        raise ConfigError(f"invalid fit settings, {_count(problems)}:", problems) from None
+
+
+def read_run_settings(path: Path) -> RunSettings:
+    """A run folder's `run.json`, validated; older files (without `speed` or `prices`) read
+    with those at their defaults, which is what their runs used."""
+    from frugalml.errors import ConfigError
+
+    hint = "the file was edited or damaged: fix it, or start a new run with another --out"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return RunSettings.model_validate(data)
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err})", [hint]) from None
+    except ValidationError as err:
+        problems = validation_problems(err)
+        raise ConfigError(
+            f"{path} holds invalid run settings, {_count(problems)}:", [*problems, hint]
+        ) from None
+
+
+def _count(problems: list[str]) -> str:
+    from frugalml.errors import plural
+
+    return plural(len(problems), "problem")
+
+
+# What pydantic calls a type, as JSON names it (messages are about JSON files and options).
+_NAMES = {
+    "a valid dictionary": "a JSON object",
+    "a valid list": "a list",
+    "a valid tuple": "a list",
+}
+_SHOULD = re.compile(r"^(Input|List|Tuple|String|Dictionary|Value) should (be|have)")
+_KINDS = {
+    dict: "an object",
+    list: "a list",
+    tuple: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+}
+
+
+def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem: the dotted field path, what was expected, what was found."""
+    problems = []
+    for e in error.errors(include_url=False):
+        path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + e["loc"]) or "(top level)"
+        if e["type"] == "missing":
+            problems.append(f"{path}: required, but missing")
+        elif e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            problems.append(f"{path}: not a known field")
+        else:
+            message = _SHOULD.sub("expected", e["msg"].removeprefix("Value error, "))
+            message = message.replace(" after validation", "")
+            for pydantic_name, json_name in _NAMES.items():
+                message = message.replace(pydantic_name, json_name)
+            problems.append(f"{path}: {message}; got {_describe(e['input'])}")
+    return problems
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    kind = _KINDS.get(type(value), "a number" if isinstance(value, float) else type(value).__name__)
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 _DURATION = {"s": 1.0, "m": 60.0, "h": 3600.0}

@@ -147,12 +147,12 @@ def test_an_onnx_tfidf_bundle_round_trips_and_matches_scikit_learn(
     np.testing.assert_allclose(
         first.predictor.logits(texts), source.predictor.logits(texts), atol=1e-5
     )
-    spec = first.manifest["predictor"]
+    spec = first.manifest.predictor
     assert (spec["format"], spec["precision"]) == ("onnx", "fp32")
     assert spec["parity"]["max_abs_logit_diff"] < 1e-4 and spec["parity"]["same_labels"] == 1.0
-    assert spec["vectorizers"] == source.manifest["predictor"]["vectorizers"]
+    assert spec["vectorizers"] == source.manifest.predictor["vectorizers"]
     assert type(first.predictor.ngrams).__name__ == "OnnxNgramFeatures"  # type: ignore[attr-defined]
-    assert sorted(first.manifest["files"]) == [
+    assert sorted(first.manifest.files) == [
         "model/head.safetensors",
         "model/ngrams.json",
         "model/ngrams.onnx",

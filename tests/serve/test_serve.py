@@ -728,27 +728,32 @@ def test_reload_swaps_models_under_traffic_without_a_failed_request(
 
 @pytest.fixture(scope="module")
 def broken(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Bundles that load but cannot answer: saved through the public path with labels one
-    short and with none, and one whose manifest lost its `labels` field."""
+    """Bundles that cannot answer: one saved through the public path with labels one short
+    (it loads), and two whose manifest lost its labels (the schema refuses them at load;
+    `save_bundle` refuses to write an unlabeled bundle at all)."""
     root = tmp_path_factory.mktemp("broken")
     manifest = frugalml.load(bundle).manifest
-    made = {}
-    for name, keep in (("short", -1), ("unlabeled", 0)):
-        predictor = frugalml.load(bundle).predictor
-        predictor.labels = predictor.labels[:keep]
-        made[name] = save_bundle(
-            root / name,
+    predictor = frugalml.load(bundle).predictor
+    predictor.labels = predictor.labels[:-1]
+    made = {
+        "short": save_bundle(
+            root / "short",
             predictor,
-            strategy=manifest["strategy"],
-            config=manifest["config"],
-            task=manifest["task"],
-            data_fingerprint=manifest["data_fingerprint"],
+            strategy=manifest.strategy,
+            config=manifest.config,
+            task=manifest.task,
+            data_fingerprint=manifest.data_fingerprint,
         )
-    made["no_labels_field"] = root / "no_labels_field"
-    shutil.copytree(bundle, made["no_labels_field"])
-    edited = json.loads((made["no_labels_field"] / "manifest.json").read_text())
-    del edited["labels"]
-    (made["no_labels_field"] / "manifest.json").write_text(json.dumps(edited))
+    }
+    for name in ("unlabeled", "no_labels_field"):
+        made[name] = root / name
+        shutil.copytree(bundle, made[name])
+        edited = json.loads((made[name] / "manifest.json").read_text())
+        if name == "unlabeled":
+            edited["labels"] = []
+        else:
+            del edited["labels"]
+        (made[name] / "manifest.json").write_text(json.dumps(edited))
     return made
 
 
@@ -762,7 +767,7 @@ def test_reload_refuses_a_bundle_that_cannot_answer_and_the_old_model_serves_on(
         before = client.model_info(base)["version"]
         for name, says in [
             ("short", "labels and model do not match"),
-            ("unlabeled", "lists no labels"),
+            ("unlabeled", "labels"),
             ("no_labels_field", ""),  # 'labels' missing, or the edit detected: either way 422
         ]:
             refused = httpx.post(
@@ -794,7 +799,7 @@ def test_an_int8_onnx_bundle_serves_the_same_labels(
     run = frugalml.fit(
         small_csv, out=tmp_path / "run", strategies=["full"], options={"full": options}
     )
-    assert run.bundle.manifest["predictor"]["precision"] == "int8"
+    assert run.bundle.manifest.predictor["precision"] == "int8"
     texts = TEXTS * 3
     with serving(run.run_dir / "bundle", max_wait_ms=20) as base:
         wait_ready(base)

@@ -75,7 +75,7 @@ def test_onnx_matches_pytorch_and_every_layer_fused(int8_chain: Chain, demo_spli
     texts = list(demo_splits.train.texts) + list(demo_splits.val.texts)
     torch_labels = frugalml.load(int8_chain.source).predict_proba(texts).argmax(1)
     onnx_bundle = frugalml.load(int8_chain.steps / "onnx")
-    assert onnx_bundle.manifest["predictor"]["format"] == "onnx"
+    assert onnx_bundle.manifest.predictor["format"] == "onnx"
     np.testing.assert_array_equal(onnx_bundle.predict_proba(texts).argmax(1), torch_labels)
 
 
@@ -124,8 +124,8 @@ def test_a_step_that_loses_too_much_is_rejected_and_the_previous_one_ships(
     assert distilled["reason"].startswith("rejected: loses")
     assert result.shipped.name == "int8"
     shipped = frugalml.load(result.bundle)
-    assert shipped.manifest["predictor"]["precision"] == "int8"
-    assert shipped.manifest["predictor"]["fusions"]["layers"] == 2  # the teacher, not the student
+    assert shipped.manifest.predictor["precision"] == "int8"
+    assert shipped.manifest.predictor["fusions"]["layers"] == 2  # the teacher, not the student
 
 
 def test_an_onnx_bundle_loads_and_predicts_without_torch_or_scikit_learn(
@@ -167,13 +167,13 @@ def test_fit_ships_int8_by_default_for_a_transformer_rung(
         strategies=["full"],
         options={"full": {**TEACHER, "backbone": str(tiny_backbone)}},
     )
-    assert result.bundle.manifest["predictor"]["precision"] == "int8"
+    assert result.bundle.manifest.predictor["precision"] == "int8"
     report = json.loads(result.report_json.read_text())
     assert report["compression"]["shipped"] == "int8"
     assert [s["name"] for s in report["compression"]["steps"]] == ["source", "onnx", "int8"]
     # the uncompressed candidate stays, for comparison and for compressing differently later
     assert (
-        frugalml.load(result.run_dir / "candidates" / "full").manifest["predictor"].get("format")
+        frugalml.load(result.run_dir / "candidates" / "full").manifest.predictor.get("format")
         is None
     )
 
@@ -188,14 +188,14 @@ def test_compress_command_finds_the_run_data_and_never_overwrites(
         options={"full": {**TEACHER, "backbone": str(tiny_backbone)}},
         ship="none",
     )
-    assert run.bundle.manifest["predictor"].get("format") is None
+    assert run.bundle.manifest.predictor.get("format") is None
     source = run.run_dir / "candidates" / "full"
     out = tmp_path / "onnx-bundle"
     command = [sys.executable, "-m", "frugalml", "compress", str(source), "--to", "onnx"]
     done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "shipped: onnx" in done.stdout
-    assert frugalml.load(out).manifest["predictor"]["precision"] == "fp32"
+    assert frugalml.load(out).manifest.predictor["precision"] == "fp32"
     again = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 2
     assert "already exists" in again.stderr
@@ -219,11 +219,11 @@ def test_hybrid_exports_its_encoder_and_its_ngrams(
     assert by_name["onnx"]["parity"]["max_abs_logit_diff"] < 1e-4
     texts = list(demo_splits.val.texts)
     shipped = frugalml.load(result.bundle)
-    assert shipped.manifest["strategy"] == "hybrid"
+    assert shipped.manifest.strategy == "hybrid"
     assert type(shipped.predictor).__name__ == "HybridPredictor"
     assert type(shipped.predictor.encoder).__name__ == "OnnxEncoder"  # type: ignore[attr-defined]
     assert type(shipped.predictor.ngrams).__name__ == "OnnxNgramFeatures"  # type: ignore[attr-defined]
-    assert not any(name.startswith("model/vocab_") for name in shipped.manifest["files"])
+    assert not any(name.startswith("model/vocab_") for name in shipped.manifest.files)
     labels = shipped.predict_proba(texts).argmax(1)
     agree = labels == frugalml.load(source).predict_proba(texts).argmax(1)
     assert agree.mean() >= 0.95
@@ -235,7 +235,7 @@ def test_fit_ships_a_tfidf_model_as_onnx_and_says_why_int8_is_skipped(
     small_csv: Path, tmp_path: Path
 ) -> None:
     result = frugalml.fit(small_csv, out=tmp_path / "run", strategies=["tfidf"])  # --ship int8
-    spec = result.bundle.manifest["predictor"]
+    spec = result.bundle.manifest.predictor
     assert (spec["format"], spec["precision"]) == ("onnx", "fp32")
     assert spec["parity"]["max_abs_logit_diff"] < 1e-4 and spec["parity"]["same_labels"] == 1.0
     compression = json.loads(result.report_json.read_text())["compression"]
@@ -243,7 +243,7 @@ def test_fit_ships_a_tfidf_model_as_onnx_and_says_why_int8_is_skipped(
     assert [s["name"] for s in compression["steps"]] == ["source", "onnx"]
     assert compression["skipped"]["int8"].startswith("nothing to quantize")
     candidate = frugalml.load(result.run_dir / "candidates" / "tfidf")
-    assert candidate.manifest["predictor"].get("format") is None  # kept as scikit-learn
+    assert candidate.manifest.predictor.get("format") is None  # kept as scikit-learn
     assert not result.notes
 
 
@@ -258,7 +258,7 @@ def test_compress_command_exports_a_tfidf_bundle(small_csv: Path, tmp_path: Path
     assert "skip int8: nothing to quantize" in done.stderr
     assert "skip distilled: a 'tfidf' model has no encoder to distill" in done.stderr
     bundle = frugalml.load(out)
-    assert bundle.manifest["compression"]["skipped"].keys() == {"int8", "distilled"}
+    assert bundle.manifest.compression["skipped"].keys() == {"int8", "distilled"}
     twice = [sys.executable, "-m", "frugalml", "compress", str(out), "--data", str(small_csv)]
     again = subprocess.run([*twice, "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert again.returncode == 2

@@ -326,20 +326,20 @@ def _finished(folder: Path) -> Candidate | None:
         m = read_manifest(folder)
     except FrugalError:
         return None
-    if "speed" not in m or "metrics" not in m:
+    if m.speed is None or m.metrics is None or m.train_cost is None:
         return None
-    metrics = m["metrics"]
+    metrics = m.metrics
     return Candidate(
-        m["strategy"],
-        m["config"],
-        Quality.from_dict(metrics["val"]),
-        Quality.from_dict(metrics["test"]) if metrics["test"] else None,
-        CostCard.from_dict(m["train_cost"]),
-        Speed(**m["speed"]),
+        m.strategy,
+        m.config,
+        Quality.from_dict(metrics.val),
+        Quality.from_dict(metrics.test) if metrics.test else None,
+        CostCard.from_dict(m.train_cost.model_dump()),
+        Speed(**m.speed.model_dump()),
         folder,
-        float(metrics["val_ece"]),
-        m.get("forecast"),
-        m.get("stopped", ""),
+        metrics.val_ece,
+        m.forecast,
+        m.stopped,
     )
 
 

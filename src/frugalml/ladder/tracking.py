@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from frugalml.config import RunSettings, read_run_settings
 from frugalml.errors import ConfigError, FrugalError, MissingExtraError
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ def log_run(run_dir: str | Path, uri: str, *, experiment: str | None = None) -> 
     """
     folder = Path(run_dir)
     report = _read_json(folder / "report.json")
-    settings = _read_json(folder / "run.json")
+    _read_json(folder / "run.json")  # a finished run has both; the message says which is missing
+    settings = read_run_settings(folder / "run.json")
     name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
     _require_extra(uri)
     hint = (
@@ -99,7 +101,7 @@ def _log_ladder(
     experiment_id: str,
     folder: Path,
     report: dict[str, Any],
-    settings: dict[str, Any],
+    settings: RunSettings,
 ) -> str:
     """The parent run: settings as parameters, the chosen rung's metrics, reports and bundle."""
     candidates = report["candidates"]
@@ -186,23 +188,23 @@ def _ladder_totals(candidates: list[dict[str, Any]]) -> dict[str, float]:
     return {f"ladder/{k}": sum(float(c["cost"][k]) for c in candidates) for k in keys}
 
 
-def _ladder_params(settings: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+def _ladder_params(settings: RunSettings, report: dict[str, Any]) -> dict[str, Any]:
     """The run's settings, named as on the command line; unset ones are left out."""
     backbones = {c["config"]["backbone"] for c in report["candidates"] if "backbone" in c["config"]}
     params = {
-        "data": settings["data"] or report.get("data"),
-        "test": settings["test"],
-        "strategies": ",".join(settings["strategies"]),
-        "metric": settings["metric"],
-        "target": settings["target"],
-        "seed": settings["split"]["seed"],
-        "val_frac": settings["split"]["val_frac"],
-        "test_frac": settings["split"]["test_frac"],
+        "data": settings.data or report.get("data"),
+        "test": settings.test,
+        "strategies": ",".join(settings.strategies),
+        "metric": settings.metric,
+        "target": settings.target,
+        "seed": settings.split.seed,
+        "val_frac": settings.split.val_frac,
+        "test_frac": settings.split.test_frac,
         "backbone": ",".join(sorted(backbones)),
-        "data_fingerprint": settings["fingerprint"],
+        "data_fingerprint": settings.fingerprint,
         **{k: report[k] for k in ("n_train", "n_val", "n_test", "n_classes")},
-        **_flatten(settings["budget"], "budget"),
-        **_flatten(settings["options"], "options"),  # the --set overrides, by dotted path
+        **_flatten(settings.budget.model_dump(), "budget"),
+        **_flatten(settings.options, "options"),  # the --set overrides, by dotted path
     }
     return {k: v for k, v in params.items() if v is not None and v != ""}
 

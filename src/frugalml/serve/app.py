@@ -90,7 +90,7 @@ class ServeState:
 
     def install(self, model: ServedModel) -> ServedModel | None:
         previous, self.model = self.model, model
-        self.metrics.set_model(model.version, str(model.bundle.manifest["strategy"]), model.labels)
+        self.metrics.set_model(model.version, model.bundle.manifest.strategy, model.labels)
         return previous
 
     async def load_initial(self) -> None:
@@ -111,7 +111,7 @@ class ServeState:
             "ready in %.1f s: %s (%s, version %s)",
             time.perf_counter() - started,
             self.bundle,
-            model.bundle.manifest["strategy"],
+            model.bundle.manifest.strategy,
             model.version,
         )
 

@@ -40,7 +40,7 @@ class ServedModel:
     @property
     def tabular(self) -> bool:
         """Tabular bundles take records; every bundle today classifies texts."""
-        return str(self.bundle.manifest.get("task", "")).startswith("tabular")
+        return self.bundle.manifest.task.startswith("tabular")
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
         return self.bundle.predict_proba(inputs)
@@ -75,27 +75,26 @@ class ServedModel:
 
     def summary(self) -> dict[str, Any]:
         m = self.bundle.manifest
-        spec = m.get("predictor", {})
-        metrics = m.get("metrics") or {}
+        metrics = m.metrics.model_dump() if m.metrics else {}
         return {
             "version": self.version,
-            "strategy": m.get("strategy"),
-            "task": m.get("task"),
+            "strategy": m.strategy,
+            "task": m.task,
             "labels": list(self.labels),
             "predictor": {
-                "format": spec.get("format", "native"),
-                "precision": spec.get("precision", "fp32"),
+                "format": m.predictor.get("format", "native"),
+                "precision": m.predictor.get("precision", "fp32"),
             },
             "quality": {
                 split: {k: q[k] for k in ("n", "accuracy", "macro_f1") if k in q}
                 for split, q in metrics.items()
                 if isinstance(q, dict)
             },
-            "train_cost": m.get("train_cost"),
-            "speed": m.get("speed"),
-            "created": m.get("created"),
-            "frugalml_version": m.get("frugalml_version"),
-            "data_fingerprint": m.get("data_fingerprint"),
+            "train_cost": m.train_cost.model_dump() if m.train_cost else None,
+            "speed": m.speed.model_dump() if m.speed else None,
+            "created": m.created.isoformat(),
+            "frugalml_version": m.frugalml_version,
+            "data_fingerprint": m.data_fingerprint,
             "bundle": self.bundle.path.name,  # not the path: clients need not see the disk
             "loaded_at": self.loaded_at,
         }
@@ -103,7 +102,7 @@ class ServedModel:
 
 def load_model(path: Path, loader: Loader) -> ServedModel:
     bundle = loader(path)
-    files = json.dumps(bundle.manifest.get("files", {}), sort_keys=True).encode()
+    files = json.dumps(bundle.manifest.files, sort_keys=True).encode()
     return ServedModel(
         bundle,
         version=hashlib.sha256(files).hexdigest()[:12],

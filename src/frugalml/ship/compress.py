@@ -107,7 +107,7 @@ def compress(
     notify = progress or (lambda event, data: None)
     source = load(source_dir)
     teacher: Any = source.predictor
-    strategy = source.manifest["strategy"]
+    strategy = source.manifest.strategy
     parts = _exportable(teacher)
     if not parts:
         raise ConfigError(
@@ -295,13 +295,13 @@ def _save_onnx(
     save_bundle(
         folder,
         predictor,
-        strategy=m["strategy"],
-        config=m["config"],
-        task=m["task"],
-        data_fingerprint=m["data_fingerprint"],
-        extra={"train_cost": m.get("train_cost"), "compress_cost": meter.card.to_dict()},
+        strategy=m.strategy,
+        config=m.config,
+        task=m.task,
+        data_fingerprint=m.data_fingerprint,
+        extra={"train_cost": m.train_cost, "compress_cost": meter.card.to_dict()},
     )
-    spec = read_manifest(folder)["predictor"]
+    spec = read_manifest(folder).predictor
     update_manifest(folder, predictor={**spec, "format": "onnx", "precision": precision, **details})
     return folder
 
