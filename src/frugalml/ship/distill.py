@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
 from frugalml.training.finetune import CURVES, predict_logits
 from frugalml.training.layer_cache import encoder_layers
-from frugalml.training.loop import Batch, TrainConfig, bucketed_batches, train
+from frugalml.training.loop import Batch, Bucketed, TrainConfig, train
 
 log = logging.getLogger("frugalml")
 
@@ -170,15 +170,14 @@ def distill(
     lengths = np.array([len(x) for x in train_ids])
     pad_id, n_classes = student_encoder.pad_id, len(teacher.labels)
 
-    def batches(epoch: int) -> Iterator[Batch]:
-        for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
-            input_ids, mask = pad_batch([train_ids[i] for i in idx], pad_id)
-            yield {
-                "input_ids": input_ids,
-                "attention_mask": mask,
-                "targets": targets[idx],
-                "labels": hard[idx],
-            }
+    def collate(idx: np.ndarray) -> Batch:
+        input_ids, mask = pad_batch([train_ids[i] for i in idx], pad_id)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "targets": targets[idx],
+            "labels": hard[idx],
+        }
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
         logits = m(batch["input_ids"], batch["attention_mask"])
@@ -194,7 +193,7 @@ def distill(
 
     state = train(
         model,
-        batches,
+        Bucketed(lengths, config.batch_size, config.seed, collate),
         loss_fn,
         evaluate,
         config,
