@@ -29,7 +29,7 @@ from frugalml.metrics import macro_f1
 from frugalml.models.encoder import Encoder, mean_pool, pad_batch
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
-from frugalml.training.finetune import CURVES, predict_logits
+from frugalml.training.finetune import CURVES, freeze_pooler, predict_logits
 from frugalml.training.layer_cache import encoder_layers
 from frugalml.training.loop import Batch, Bucketed, TrainConfig, train
 
@@ -258,7 +258,7 @@ def _student_encoder(teacher: Encoder, keep: str) -> Encoder:
     """
     student = copy.copy(teacher)
     student.model = drop_layers(teacher.model, keep)
-    student.model.requires_grad_(True)
+    freeze_pooler(student.model.requires_grad_(True))  # mean pooling never reads it
     # As the `full` rung does by default: the token table's updates cost much, help little.
     student.model.get_input_embeddings().requires_grad_(False)
     embedding_params = sum(p.numel() for p in student.model.embeddings.parameters())

@@ -350,7 +350,10 @@ class SetfitStrategy:
         """Fine-tune the encoder body on the pairs; None when the budget left room for none."""
         if not len(pairs):
             return None
+        from frugalml.training.finetune import freeze_pooler
+
         c = self.config
+        freeze_pooler(encoder.model)  # mean pooling never reads it
         if c.freeze_embeddings:
             encoder.model.get_input_embeddings().requires_grad_(False)
         return training.train(

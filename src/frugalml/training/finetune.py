@@ -59,6 +59,16 @@ class TextClassifier(nn.Module):
         return self.head(self.dropout(mean_pool(hidden, attention_mask)))  # type: ignore[no-any-return]
 
 
+def freeze_pooler(model: nn.Module) -> nn.Module:
+    """Freeze a BERT-style encoder's pooler: it runs, but mean pooling never reads its output,
+    so its weights get no gradient. A single process skips them anyway; DDP refuses weights
+    that train without a gradient. Returns `model`, changed in place."""
+    pooler = getattr(model, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        pooler.requires_grad_(False)
+    return model
+
+
 def deadline_from(budget: Budget) -> float | None:
     """The ladder hands each rung the wall seconds it may still spend."""
     return None if budget.max_wall_s is None else time.perf_counter() + budget.max_wall_s
@@ -132,7 +142,8 @@ def build_classifier(
         backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
     )
     torch.manual_seed(config.seed)  # the head's initial weights
-    model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
+    body = adapt(freeze_pooler(encoder.model))
+    model = TextClassifier(body, encoder.dim, len(train_data.labels))
     model.to(encoder.device)
     train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
     labels = torch.as_tensor(train_data.y)
@@ -266,7 +277,9 @@ def forecast_classifier(
         encoder = Encoder(
             backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
         )
-        model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
+        model = TextClassifier(
+            adapt(freeze_pooler(encoder.model)), encoder.dim, len(train_data.labels)
+        )
         model.to(encoder.device)
     train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
     rng = np.random.default_rng(0)
