@@ -104,8 +104,9 @@ class CostCard:
 
 
 def _joined(values: Iterable[str]) -> str:
-    """The one value when all agree, else each distinct value once, in order, joined."""
-    return "; ".join(dict.fromkeys(values))
+    """The one value when all agree, else each distinct value once, in order, joined (a
+    value that was itself joined counts as its parts, so combining combined cards works)."""
+    return "; ".join(dict.fromkeys(part for value in values for part in value.split("; ")))
 
 
 def _sum_known(values: Iterable[float | None]) -> float | None:
