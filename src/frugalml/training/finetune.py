@@ -104,7 +104,8 @@ class FineTune:
         config: TrainConfig | None = None,
     ) -> TrainState:
         """Run the loop on `model` (with `config`, e.g. a round's epochs; batch size and seed
-        stay the build's); checkpoints and curves go under `workdir`."""
+        stay the build's); checkpoints and curves go under `workdir`. Each call starts a
+        fresh optimizer and schedule, and ends on its best epoch's weights."""
         return train(
             self.model,
             self.batches,
@@ -163,7 +164,7 @@ def build_classifier(
     lengths = np.array([len(x) for x in train_ids])
     return FineTune(
         encoder=encoder,
-        body=model.encoder,
+        body=body,
         model=model,
         labels=train_data.labels,
         config=config,
