@@ -41,7 +41,12 @@ def main(backbone: Path, out: Path) -> None:
 
     optimizers: list[Any] = []
     build = loop.build_optimizer
-    loop.build_optimizer = lambda *a, **k: optimizers.append(build(*a, **k)) or optimizers[-1]
+
+    def recording(*args: Any, **kwargs: Any) -> Any:  # keeps the optimizer `train` builds
+        optimizers.append(build(*args, **kwargs))
+        return optimizers[-1]
+
+    loop.build_optimizer = recording  # type: ignore[assignment]
     evaluations = {"n": 0}
 
     def evaluate(model: Any) -> float:
