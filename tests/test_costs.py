@@ -69,3 +69,44 @@ def test_card_round_trips_through_a_dict_and_is_only_ready_after_exit() -> None:
 def test_transformer_flops_follow_the_2nt_and_6nt_rules() -> None:
     assert transformer_flops(1000, 10) == 20_000
     assert transformer_flops(1000, 10, training=True) == 60_000
+
+
+def card(**changes: object) -> CostCard:
+    base = CostCard(
+        wall_s=10.0,
+        cpu_s=18.0,
+        peak_rss_mb=500.0,
+        energy_kwh=0.001,
+        energy_source="rapl",
+        usd=0.01,
+        price_basis="2 vCPU VM",
+        flops=1e12,
+    )
+    return CostCard(**{**base.to_dict(), **changes})
+
+
+def test_cards_of_parallel_processes_combine_into_one() -> None:
+    one = card(extra={"peak_rss_is_process_lifetime": 1.0})
+    two = card(wall_s=12.0, peak_rss_mb=700.0, device_s=12.0, peak_device_mb=900.0)
+    combined = CostCard.combine([one, two])
+    assert combined.wall_s == 12.0  # side by side: the longest
+    assert combined.cpu_s == 36.0 and combined.peak_rss_mb == 1200.0  # each held its own
+    assert combined.energy_kwh == pytest.approx(0.002) and combined.usd == pytest.approx(0.02)
+    assert combined.flops == 2e12
+    assert combined.device_s == 12.0 and combined.peak_device_mb == 900.0  # one GPU measured
+    assert combined.energy_source == "rapl" and combined.price_basis == "2 vCPU VM"
+    assert combined.extra == {"peak_rss_is_process_lifetime": 1.0}
+    assert combined.processes == 2 and "2 processes" in combined.summary()
+    assert CostCard.from_dict(combined.to_dict()) == combined
+
+
+def test_combining_keeps_what_differs_and_counts_nested_processes() -> None:
+    pair = CostCard.combine([card(), card(energy_source="estimate(10 W per busy core)")])
+    mixed = CostCard.combine([pair, card(flops=None, price_basis="GPU VM")])
+    assert mixed.processes == 3 and mixed.flops == 2e12  # the third counted none
+    assert mixed.energy_source == "rapl; estimate(10 W per busy core)"
+    assert mixed.price_basis == "2 vCPU VM; GPU VM"
+    assert mixed.device_s is None and mixed.peak_device_mb is None  # no process measured one
+    assert CostCard.from_dict({k: v for k, v in card().to_dict().items() if k != "processes"})
+    with pytest.raises(ValueError, match="at least one card"):
+        CostCard.combine([])

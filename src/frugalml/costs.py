@@ -11,6 +11,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +48,7 @@ class CostCard:
     peak_device_mb: float | None = None
     flops: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    processes: int = 1  # > 1 for a card combined from parallel ranks or clients
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,13 +57,62 @@ class CostCard:
     def from_dict(cls, data: dict[str, Any]) -> CostCard:
         return cls(**data)
 
+    @classmethod
+    def combine(cls, cards: Sequence[CostCard]) -> CostCard:
+        """One card for processes that ran at the same time (DDP ranks, federated clients).
+
+        Wall time is the longest: they ran side by side. CPU and GPU seconds, energy, money
+        and FLOPs add up: each process spent its own. Peak memory adds up too, because each
+        process held its peak in its own address space while the others held theirs: the sum
+        is what the job needed provisioned (an upper bound when peaks did not coincide).
+        Each card prices and meters what its process ran on, so sums are right for processes
+        on separate machines or slices; ranks sharing one machine, whose RAPL counters and
+        VM price cover it all, are better metered by one card around all of them.
+        `energy_source` and `price_basis` are kept when all agree, else joined; `extra` keeps
+        the largest value of each key (today only flags).
+        """
+        if not cards:
+            raise ValueError("CostCard.combine needs at least one card")
+        extra: dict[str, float] = {}
+        for card in cards:
+            for key, value in card.extra.items():
+                extra[key] = max(value, extra.get(key, value))
+        return cls(
+            wall_s=max(c.wall_s for c in cards),
+            cpu_s=sum(c.cpu_s for c in cards),
+            peak_rss_mb=sum(c.peak_rss_mb for c in cards),
+            energy_kwh=sum(c.energy_kwh for c in cards),
+            energy_source=_joined(c.energy_source for c in cards),
+            usd=sum(c.usd for c in cards),
+            price_basis=_joined(c.price_basis for c in cards),
+            device_s=_sum_known(c.device_s for c in cards),
+            peak_device_mb=_sum_known(c.peak_device_mb for c in cards),
+            flops=_sum_known(c.flops for c in cards),
+            extra=extra,
+            processes=sum(c.processes for c in cards),
+        )
+
     def summary(self) -> str:
         """One line for tables and logs."""
         flops = f", {self.flops:.2g} FLOPs" if self.flops else ""
+        processes = f", {self.processes} processes" if self.processes > 1 else ""
         return (
             f"{self.wall_s:.1f}s wall, {self.cpu_s:.1f} CPU-s, {self.peak_rss_mb:.0f} MB peak, "
             f"{self.energy_kwh * 1000:.3f} Wh ({self.energy_source}), ${self.usd:.5f}{flops}"
+            f"{processes}"
         )
+
+
+def _joined(values: Iterable[str]) -> str:
+    """The one value when all agree, else each distinct value once, in order, joined (a
+    value that was itself joined counts as its parts, so combining combined cards works)."""
+    return "; ".join(dict.fromkeys(part for value in values for part in value.split("; ")))
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    """The sum of the values that were measured; None when none was."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def transformer_flops(n_params: int, n_tokens: int, *, training: bool = False) -> float:

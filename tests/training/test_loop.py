@@ -13,7 +13,17 @@ import pytest
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
-from frugalml.training.loop import TrainConfig, _schedule, bucketed_batches
+from frugalml.training.loop import (
+    Batch,
+    TrainableStateError,
+    TrainConfig,
+    _schedule,
+    bucketed_batches,
+    build_optimizer,
+    load_trainable,
+    train,
+    trainable_state,
+)
 
 torch = pytest.importorskip("torch")
 FAST = TrainConfig(epochs=4, lr=5e-3, head_lr=2e-2, batch_size=16, patience=10)
@@ -110,3 +120,162 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[50] == pytest.approx(50 / 90) and values[-1] == pytest.approx(1 / 90)
     assert all(a >= b for a, b in pairwise(values[9:]))
+
+
+# -- the loop's contracts, on a toy model whose every step can be followed -----------------
+class Toy(torch.nn.Module):
+    """An 'encoder' and a new 'head' (or, with `head="classifier"`, another name for it)."""
+
+    def __init__(self, head: str = "head", seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.encoder = torch.nn.Linear(4, 4)
+        setattr(self, head, torch.nn.Linear(4, 2))
+        self.head_name = head
+
+    def forward(self, x: Any) -> Any:
+        return getattr(self, self.head_name)(torch.tanh(self.encoder(x)))
+
+
+def toy_batches(n: int, size: int = 4, seed: int = 0) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {"x": torch.randn(size, 4, generator=g), "y": torch.randint(0, 2, (size,), generator=g)}
+        for _ in range(n)
+    ]
+
+
+class Source:
+    """A batch source that records which epochs were asked for and how many batches it gave."""
+
+    def __init__(self, batches: list[Batch], length: int | None = None) -> None:
+        self.batches, self.length = batches, len(batches) if length is None else length
+        self.calls: list[int] = []
+        self.yielded = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __call__(self, epoch: int) -> Any:
+        self.calls.append(epoch)
+        for batch in self.batches:
+            self.yielded += 1
+            yield batch
+
+
+def toy_loss(model: Any, batch: Batch) -> Any:
+    return torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+
+
+def rising() -> Any:
+    """An evaluation that improves every epoch, so the loop keeps the last weights."""
+    scores = iter(range(1000))
+    return lambda model: float(next(scores))
+
+
+TOY = TrainConfig(epochs=3, lr=1e-2, head_lr=5e-2, warmup_ratio=0.0, patience=5)
+
+
+def test_each_epoch_is_iterated_once_and_len_sets_the_steps() -> None:
+    source = Source(toy_batches(5))
+    state = train(Toy(), source, toy_loss, rising(), TOY.model_copy(update={"grad_accum": 2}))
+    assert source.calls == [0, 1, 2]  # no pass over epoch 0 just to count its batches
+    assert source.yielded == 15
+    assert state.step == 3 * 3  # 5 batches in groups of 2: two full groups and a flushed one
+
+
+def test_a_source_that_yields_other_than_its_len_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="more than its len"):
+        train(Toy(), Source(toy_batches(4), length=3), toy_loss, rising(), TOY)
+    with pytest.raises(RuntimeError, match="yielded 3 batches, not its len"):
+        train(Toy(), Source(toy_batches(3), length=4), toy_loss, rising(), TOY)
+
+
+def test_the_last_partial_accumulation_group_steps_at_its_own_scale() -> None:
+    """Accumulating [b1, b2], [b3] equals plain steps on b1+b2 joined, then b3: the epoch's
+    last group steps before the next epoch (nothing leaks) and is averaged over its own size."""
+    b1, b2, b3 = toy_batches(3)
+    joined = {k: torch.cat([b1[k], b2[k]]) for k in b1}
+    accumulated, plain = Toy(), Toy()
+    state = train(
+        accumulated,
+        Source([b1, b2, b3]),
+        toy_loss,
+        rising(),
+        TOY.model_copy(update={"grad_accum": 2}),
+    )
+    train(plain, Source([joined, b3]), toy_loss, rising(), TOY)
+    assert state.step == 2 * TOY.epochs
+    assert all(p.grad is None for p in accumulated.parameters())  # stepped and cleared
+    for (name, a), b in zip(
+        accumulated.state_dict().items(), plain.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_head_learns_at_head_lr_under_a_wrapper_too() -> None:
+    model = Toy()
+    for wrapped in (model, torch.nn.DataParallel(model), torch.compile(model)):
+        optimizer = build_optimizer(wrapped, TOY, ("head",))
+        names = {id(p): n for n, p in model.named_parameters()}
+        lr = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        assert lr == {
+            "encoder.weight": TOY.lr,
+            "encoder.bias": TOY.lr,
+            "head.weight": TOY.head_lr,
+            "head.bias": TOY.head_lr,
+        }
+
+
+def test_trainable_state_has_the_models_own_names_and_is_a_copy() -> None:
+    model = Toy()
+    model.encoder.requires_grad_(False)
+    state = trainable_state(torch.nn.DataParallel(model))
+    assert sorted(state) == ["head.bias", "head.weight"]
+    before = state["head.weight"].clone()
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    torch.testing.assert_close(state["head.weight"], before)
+
+
+def test_load_trainable_copies_in_place_and_refuses_any_mismatch() -> None:
+    model, other = Toy(seed=0), Toy(seed=1)
+    weight = model.head.weight
+    load_trainable(model, trainable_state(other))
+    assert model.head.weight is weight  # the same tensor: an optimizer holding it follows
+    torch.testing.assert_close(model.head.weight, other.head.weight)
+    state = trainable_state(other)
+    state["head.weight"] = torch.zeros(3, 4)
+    del state["encoder.bias"]
+    state["lora_A.weight"] = torch.zeros(1)
+    with pytest.raises(TrainableStateError) as error:
+        load_trainable(model, state)
+    message = str(error.value)
+    assert "1 trained weight missing: encoder.bias" in message
+    assert "1 key the model does not train: lora_A.weight" in message
+    assert "'head.weight' has shape (3, 4); the model's is (2, 4)" in message
+    torch.testing.assert_close(model.encoder.weight, other.encoder.weight)  # nothing loaded
+    torch.testing.assert_close(model.head.weight, other.head.weight)
+
+
+def test_a_checkpoint_of_another_model_is_refused_not_half_loaded(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    train(Toy(), Source(toy_batches(2)), toy_loss, rising(), TOY, checkpoint_dir=folder)
+    renamed = Toy(head="classifier", seed=1)
+    before = trainable_state(renamed)
+    with pytest.raises(TrainableStateError) as error:
+        train(
+            renamed,
+            Source(toy_batches(2)),
+            toy_loss,
+            rising(),
+            TOY,
+            head_prefixes=("classifier",),
+            checkpoint_dir=folder,
+        )
+    message = str(error.value)
+    assert str(folder / "last.safetensors") in message and f"delete {folder}" in message
+    assert "missing: classifier.bias, classifier.weight" in message
+    assert "does not train: head.bias, head.weight" in message
+    for name, value in trainable_state(renamed).items():
+        torch.testing.assert_close(value, before[name])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,9 @@ from frugalml.metrics import macro_f1
 from frugalml.models.encoder import Encoder, mean_pool, pad_batch
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
-from frugalml.training.finetune import CURVES, predict_logits
+from frugalml.training.finetune import CURVES, freeze_pooler, predict_logits
 from frugalml.training.layer_cache import encoder_layers
-from frugalml.training.loop import Batch, TrainConfig, bucketed_batches, train
+from frugalml.training.loop import Batch, Bucketed, TrainConfig, train
 
 log = logging.getLogger("frugalml")
 
@@ -170,15 +170,14 @@ def distill(
     lengths = np.array([len(x) for x in train_ids])
     pad_id, n_classes = student_encoder.pad_id, len(teacher.labels)
 
-    def batches(epoch: int) -> Iterator[Batch]:
-        for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
-            input_ids, mask = pad_batch([train_ids[i] for i in idx], pad_id)
-            yield {
-                "input_ids": input_ids,
-                "attention_mask": mask,
-                "targets": targets[idx],
-                "labels": hard[idx],
-            }
+    def collate(idx: np.ndarray) -> Batch:
+        input_ids, mask = pad_batch([train_ids[i] for i in idx], pad_id)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "targets": targets[idx],
+            "labels": hard[idx],
+        }
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
         logits = m(batch["input_ids"], batch["attention_mask"])
@@ -194,7 +193,7 @@ def distill(
 
     state = train(
         model,
-        batches,
+        Bucketed(lengths, config.batch_size, config.seed, collate),
         loss_fn,
         evaluate,
         config,
@@ -259,7 +258,7 @@ def _student_encoder(teacher: Encoder, keep: str) -> Encoder:
     """
     student = copy.copy(teacher)
     student.model = drop_layers(teacher.model, keep)
-    student.model.requires_grad_(True)
+    freeze_pooler(student.model.requires_grad_(True))  # mean pooling never reads it
     # As the `full` rung does by default: the token table's updates cost much, help little.
     student.model.get_input_embeddings().requires_grad_(False)
     embedding_params = sum(p.numel() for p in student.model.embeddings.parameters())

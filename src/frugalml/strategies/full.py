@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -15,6 +15,9 @@ from frugalml.models.backbones import DEFAULT_BACKBONE
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.training.loop import TrainConfig
+
+if TYPE_CHECKING:
+    from frugalml.training.finetune import FineTune
 
 
 class FullConfig(StrategyConfig):
@@ -53,11 +56,14 @@ class FullStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> EncoderHeadPredictor:
-        from frugalml.training.finetune import fine_tune
+        job = self.fine_tuning(train, val)
+        return job.finish(job.train(budget=budget, meter=meter, workdir=workdir))
 
-        return fine_tune(
-            self.config, train, val, budget=budget, meter=meter, workdir=workdir, adapt=self._adapt
-        )
+    def fine_tuning(self, train: Dataset, val: Dataset) -> FineTune:
+        """The job `fit` runs, built but not trained (see `LoraStrategy.fine_tuning`)."""
+        from frugalml.training.finetune import build_fine_tune
+
+        return build_fine_tune(self.config, train, val, adapt=self._adapt)
 
     def _adapt(self, encoder: Any) -> Any:
         if self.config.freeze_embeddings:

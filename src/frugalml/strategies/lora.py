@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -16,6 +16,9 @@ from frugalml.models.backbones import DEFAULT_BACKBONE
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.training.loop import TrainConfig
+
+if TYPE_CHECKING:
+    from frugalml.training.finetune import FineTune
 
 
 class LoraConfig(StrategyConfig):
@@ -53,18 +56,16 @@ class LoraStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> EncoderHeadPredictor:
-        from frugalml.training.finetune import fine_tune
+        job = self.fine_tuning(train, val)
+        return job.finish(job.train(budget=budget, meter=meter, workdir=workdir))
 
-        return fine_tune(
-            self.config,
-            train,
-            val,
-            budget=budget,
-            meter=meter,
-            workdir=workdir,
-            adapt=self._add_adapters,
-            export=_merge,
-        )
+    def fine_tuning(self, train: Dataset, val: Dataset) -> FineTune:
+        """The job `fit` runs, built but not trained: a federated client trains it round after
+        round, exchanging `trainable_state(job.model)` (adapters and head, never merged),
+        and `finish` merges the adapters once at the end."""
+        from frugalml.training.finetune import build_fine_tune
+
+        return build_fine_tune(self.config, train, val, adapt=self._add_adapters, export=_merge)
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         from frugalml.training.finetune import forecast_fine_tune

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -141,7 +141,7 @@ def cosine_loss(model: Any, batch: Batch) -> Any:
 
 def pair_batches(
     ids: list[list[int]], pairs: Pairs, batch_size: int, seed: int, pad_id: int
-) -> Callable[[int], Iterator[Batch]]:
+) -> training.Bucketed:
     """Length-bucketed batches of pairs, the same ones for the same epoch (resumable).
 
     With few shots, the pairs of a batch share many texts: each is embedded once (the loss
@@ -152,21 +152,18 @@ def pair_batches(
     lengths = np.array([len(x) for x in ids])
     pair_lengths = np.maximum(lengths[pairs.a], lengths[pairs.b])
 
-    def batches(epoch: int) -> Iterator[Batch]:
-        for idx in training.bucketed_batches(pair_lengths, batch_size, seed + epoch):
-            texts, rows = np.unique(
-                np.concatenate([pairs.a[idx], pairs.b[idx]]), return_inverse=True
-            )
-            input_ids, mask = pad_batch([ids[i] for i in texts], pad_id)
-            yield {
-                "input_ids": input_ids,
-                "attention_mask": mask,
-                "a": torch.as_tensor(rows[: len(idx)]),
-                "b": torch.as_tensor(rows[len(idx) :]),
-                "labels": torch.as_tensor(pairs.label[idx]),
-            }
+    def collate(idx: np.ndarray) -> Batch:
+        texts, rows = np.unique(np.concatenate([pairs.a[idx], pairs.b[idx]]), return_inverse=True)
+        input_ids, mask = pad_batch([ids[i] for i in texts], pad_id)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "a": torch.as_tensor(rows[: len(idx)]),
+            "b": torch.as_tensor(rows[len(idx) :]),
+            "labels": torch.as_tensor(pairs.label[idx]),
+        }
 
-    return batches
+    return training.Bucketed(pair_lengths, batch_size, seed, collate)
 
 
 def seconds_per_token(encoder: Encoder, batches: Sequence[Batch], meter: CostMeter) -> float:
@@ -353,7 +350,10 @@ class SetfitStrategy:
         """Fine-tune the encoder body on the pairs; None when the budget left room for none."""
         if not len(pairs):
             return None
+        from frugalml.training.finetune import freeze_pooler
+
         c = self.config
+        freeze_pooler(encoder.model)  # mean pooling never reads it
         if c.freeze_embeddings:
             encoder.model.get_input_embeddings().requires_grad_(False)
         return training.train(

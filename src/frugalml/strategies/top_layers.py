@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -15,6 +15,9 @@ from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.training.loop import TrainConfig
+
+if TYPE_CHECKING:
+    from frugalml.training.finetune import FineTune
 
 
 class TopLayersConfig(StrategyConfig):
@@ -52,19 +55,23 @@ class TopLayersStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> EncoderHeadPredictor:
-        from frugalml.training.layer_cache import fit_top_layers
+        job = self.fine_tuning(train, val, meter=meter)
+        return job.finish(job.train(budget=budget, meter=meter, workdir=workdir))
+
+    def fine_tuning(self, train: Dataset, val: Dataset, *, meter: CostMeter) -> FineTune:
+        """The job `fit` runs, built but not trained (see `LoraStrategy.fine_tuning`); the
+        lower layers' one pass is metered on `meter`."""
+        from frugalml.training.layer_cache import build_top_layers
 
         c = self.config
-        return fit_top_layers(
+        return build_top_layers(
             train,
             val,
             backbone=resolve_backbone(c.backbone),
             config=c.train,
             train_layers=c.train_layers,
             max_length=c.max_length,
-            budget=budget,
             meter=meter,
-            workdir=workdir,
             class_weighted=c.class_weighted,
         )
 

@@ -1,8 +1,10 @@
 """Fine-tuning an encoder for classification with the one training loop.
 
 `TextClassifier` is encoder → mean pooling → dropout → linear head (pooling the way MiniLM
-was trained; a [CLS] head underfits it). `fit_classifier` tokenizes once, feeds length-bucketed
-batches to `training.train`, and returns the shared `EncoderHeadPredictor`.
+was trained; a [CLS] head underfits it). Fine-tuning comes in three steps (`FineTune`):
+`build_classifier` loads, adapts and tokenizes once; `train` feeds length-bucketed batches
+to the one training loop; `finish` exports the encoder and returns the shared
+`EncoderHeadPredictor`. `fit_classifier` runs all three; a federated round stops between them.
 Importing this module imports torch, so strategies import it inside `fit`.
 """
 
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence, Sized
+from collections.abc import Callable, Sequence, Sized
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +30,16 @@ from frugalml.models.backbones import resolve_backbone
 from frugalml.models.encoder import Encoder, mean_pool, pad_batch
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
-from frugalml.training.loop import Batch, TrainConfig, TrainState, bucketed_batches, train
+from frugalml.training.loop import (
+    Batch,
+    BatchSource,
+    Bucketed,
+    EvalFn,
+    LossFn,
+    TrainConfig,
+    TrainState,
+    train,
+)
 
 log = logging.getLogger("frugalml")
 CURVES = "curves"  # inside a rung's workdir; the ladder keeps it as RUN_DIR/curves/<rung>
@@ -47,9 +59,123 @@ class TextClassifier(nn.Module):
         return self.head(self.dropout(mean_pool(hidden, attention_mask)))  # type: ignore[no-any-return]
 
 
+def freeze_pooler(model: nn.Module) -> nn.Module:
+    """Freeze a BERT-style encoder's pooler: it runs, but mean pooling never reads its output,
+    so its weights get no gradient. A single process skips them anyway; DDP refuses weights
+    that train without a gradient. Returns `model`, changed in place."""
+    pooler = getattr(model, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        pooler.requires_grad_(False)
+    return model
+
+
 def deadline_from(budget: Budget) -> float | None:
     """The ladder hands each rung the wall seconds it may still spend."""
     return None if budget.max_wall_s is None else time.perf_counter() + budget.max_wall_s
+
+
+@dataclass
+class FineTune:
+    """A fine-tuning job in three steps, so a federated round can stop between them.
+
+    Build it (`build_classifier`, `layer_cache.build_top_layers`), `train` it (again each
+    round, reading and loading `trainable_state(job.model)` in between: LoRA adapters stay
+    separate from the base weights), then `finish` once: export the trained encoder body
+    (merge LoRA) and make the predictor a rung ships.
+    """
+
+    encoder: Encoder  # its `model` is replaced by the exported body at `finish`
+    body: nn.Module  # the encoder module that trains (adapted, e.g. with LoRA)
+    model: nn.Module  # what the loop trains: the body (or part of it) and a `head`
+    labels: tuple[str, ...]
+    config: TrainConfig
+    batches: BatchSource
+    loss_fn: LossFn
+    evaluate: EvalFn
+    flops_per_batch: Callable[[Batch], float]
+    export: Callable[[nn.Module], nn.Module] = field(default=lambda body: body)
+
+    def train(
+        self,
+        *,
+        budget: Budget,
+        meter: CostMeter,
+        workdir: Path | None,
+        config: TrainConfig | None = None,
+    ) -> TrainState:
+        """Run the loop on `model` (with `config`, e.g. a round's epochs; batch size and seed
+        stay the build's); checkpoints and curves go under `workdir`. Each call starts a
+        fresh optimizer and schedule, and ends on its best epoch's weights."""
+        return train(
+            self.model,
+            self.batches,
+            self.loss_fn,
+            self.evaluate,
+            config or self.config,
+            checkpoint_dir=workdir / "checkpoints" if workdir else None,
+            deadline=deadline_from(budget),
+            meter=meter,
+            flops_per_batch=self.flops_per_batch,
+            log=log.info,
+            curves_dir=workdir / CURVES if workdir else None,
+        )
+
+    def finish(self, state: TrainState) -> EncoderHeadPredictor:
+        """The predictor to ship: the exported body (in eval mode) and the head."""
+        self.encoder.model = self.export(self.body)
+        head: Any = self.model.head
+        return finished(self.encoder, head, self.labels, state)
+
+
+def build_classifier(
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    backbone: Path,
+    config: TrainConfig,
+    max_length: int,
+    adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    export: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
+    class_weighted: bool = False,
+) -> FineTune:
+    """Load `backbone`, `adapt` it (e.g. add LoRA adapters), add a head, tokenize once."""
+    encoder = Encoder(
+        backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
+    )
+    torch.manual_seed(config.seed)  # the head's initial weights
+    body = adapt(freeze_pooler(encoder.model))
+    model = TextClassifier(body, encoder.dim, len(train_data.labels))
+    model.to(encoder.device)
+    train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
+    labels = torch.as_tensor(train_data.y)
+    weights = class_weights(train_data) if class_weighted else None
+
+    def collate(idx: np.ndarray) -> Batch:
+        input_ids, mask = pad_batch([train_ids[i] for i in idx], encoder.pad_id)
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels[idx]}
+
+    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
+        return cross_entropy(m(batch["input_ids"], batch["attention_mask"]), batch, weights)
+
+    def evaluate(m: nn.Module) -> float:
+        predicted = predict_logits(m, val_ids, encoder.pad_id, config.batch_size).argmax(1)
+        return macro_f1(val.y, predicted, len(val.labels))
+
+    lengths = np.array([len(x) for x in train_ids])
+    return FineTune(
+        encoder=encoder,
+        body=body,
+        model=model,
+        labels=train_data.labels,
+        config=config,
+        batches=Bucketed(lengths, config.batch_size, config.seed, collate),
+        loss_fn=loss_fn,
+        evaluate=evaluate,
+        flops_per_batch=lambda b: transformer_flops(
+            encoder.n_params, int(b["input_ids"].numel()), training=True
+        ),
+        export=export,
+    )
 
 
 def fit_classifier(
@@ -67,46 +193,18 @@ def fit_classifier(
     class_weighted: bool = False,
 ) -> tuple[EncoderHeadPredictor, TrainState]:
     """Fine-tune `backbone` (after `adapt`, e.g. LoRA); export it (after `export`, e.g. merge)."""
-    encoder = Encoder(
-        backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
+    job = build_classifier(
+        train_data,
+        val,
+        backbone=backbone,
+        config=config,
+        max_length=max_length,
+        adapt=adapt,
+        export=export,
+        class_weighted=class_weighted,
     )
-    torch.manual_seed(config.seed)  # the head's initial weights
-    model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
-    model.to(encoder.device)
-    train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
-    lengths = np.array([len(x) for x in train_ids])
-    labels = torch.as_tensor(train_data.y)
-    weights = class_weights(train_data) if class_weighted else None
-
-    def batches(epoch: int) -> Iterator[Batch]:
-        for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
-            input_ids, mask = pad_batch([train_ids[i] for i in idx], encoder.pad_id)
-            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels[idx]}
-
-    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
-        return cross_entropy(m(batch["input_ids"], batch["attention_mask"]), batch, weights)
-
-    def evaluate(m: nn.Module) -> float:
-        predicted = predict_logits(m, val_ids, encoder.pad_id, config.batch_size).argmax(1)
-        return macro_f1(val.y, predicted, len(val.labels))
-
-    state = train(
-        model,
-        batches,
-        loss_fn,
-        evaluate,
-        config,
-        checkpoint_dir=workdir / "checkpoints" if workdir else None,
-        deadline=deadline_from(budget),
-        meter=meter,
-        flops_per_batch=lambda b: transformer_flops(
-            encoder.n_params, int(b["input_ids"].numel()), training=True
-        ),
-        log=log.info,
-        curves_dir=workdir / CURVES if workdir else None,
-    )
-    encoder.model = export(model.encoder)
-    return finished(encoder, model.head, train_data.labels, state), state
+    state = job.train(budget=budget, meter=meter, workdir=workdir)
+    return job.finish(state), state
 
 
 def finished(
@@ -180,7 +278,9 @@ def forecast_classifier(
         encoder = Encoder(
             backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
         )
-        model = TextClassifier(adapt(encoder.model), encoder.dim, len(train_data.labels))
+        model = TextClassifier(
+            adapt(freeze_pooler(encoder.model)), encoder.dim, len(train_data.labels)
+        )
         model.to(encoder.device)
     train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
     rng = np.random.default_rng(0)
@@ -228,32 +328,26 @@ class FineTuneSettings(Protocol):
     def train(self) -> TrainConfig: ...
 
 
-def fine_tune(
+def build_fine_tune(
     settings: FineTuneSettings,
     train_data: Dataset,
     val: Dataset,
     *,
-    budget: Budget,
-    meter: CostMeter,
-    workdir: Path | None,
     adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
     export: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
-) -> EncoderHeadPredictor:
-    """A fine-tuning rung's `fit`, given how it adapts and exports the encoder."""
-    predictor, _ = fit_classifier(
+) -> FineTune:
+    """A fine-tuning rung's job, built from its settings and how it adapts and exports the
+    encoder: what its `fit` trains once, and a federated client round after round."""
+    return build_classifier(
         train_data,
         val,
         backbone=resolve_backbone(settings.backbone),
         config=settings.train,
         max_length=settings.max_length,
-        budget=budget,
-        meter=meter,
-        workdir=workdir,
         adapt=adapt,
         export=export,
         class_weighted=settings.class_weighted,
     )
-    return predictor
 
 
 def forecast_fine_tune(

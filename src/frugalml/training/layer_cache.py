@@ -9,7 +9,6 @@ most of its gain on short texts. Importing this module imports torch.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,25 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from frugalml.config import Budget
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError
 from frugalml.forecast import Forecast, Stopwatch, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.encoder import Encoder, mean_pool, pad_batch
-from frugalml.models.encoder_head import EncoderHeadPredictor
-from frugalml.training.finetune import (
-    CURVES,
-    class_weights,
-    cross_entropy,
-    deadline_from,
-    finished,
-    sorted_logits,
-)
-from frugalml.training.loop import Batch, TrainConfig, bucketed_batches, train
-
-log = logging.getLogger("frugalml")
+from frugalml.training.finetune import FineTune, class_weights, cross_entropy, sorted_logits
+from frugalml.training.loop import Batch, Bucketed, TrainConfig
 
 # Stored per text as (tokens, hidden); above this many bytes in all they are kept in float16.
 FLOAT32_LIMIT = 2 << 30
@@ -142,7 +130,7 @@ def top_logits(model: nn.Module, states: list[torch.Tensor], batch_size: int) ->
     return sorted_logits(model, states, pad_states, batch_size)
 
 
-def fit_top_layers(
+def build_top_layers(
     train_data: Dataset,
     val: Dataset,
     *,
@@ -150,13 +138,12 @@ def fit_top_layers(
     config: TrainConfig,
     train_layers: int,
     max_length: int,
-    budget: Budget,
     meter: CostMeter,
-    workdir: Path | None,
     class_weighted: bool = False,
-) -> EncoderHeadPredictor:
-    """Cache the lower layers' outputs for train and validation, then train the top layers
-    and a head with the one training loop; ship the whole (partly updated) encoder."""
+) -> FineTune:
+    """Cache the lower layers' outputs for train and validation (their FLOPs on `meter`) and
+    build the job that trains the top layers and a head; it ships the whole, partly updated,
+    encoder."""
     encoder = Encoder(
         backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
     )
@@ -178,10 +165,9 @@ def fit_top_layers(
     weights = class_weights(train_data) if class_weighted else None
     top_params = sum(p.numel() for p in model.layers.parameters())
 
-    def batches(epoch: int) -> Iterator[Batch]:
-        for idx in bucketed_batches(lengths, config.batch_size, config.seed + epoch):
-            hidden, mask = pad_states([train_states[i] for i in idx])
-            yield {"hidden": hidden, "mask": mask, "labels": labels[idx]}
+    def collate(idx: np.ndarray) -> Batch:
+        hidden, mask = pad_states([train_states[i] for i in idx])
+        return {"hidden": hidden, "mask": mask, "labels": labels[idx]}
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
         return cross_entropy(m(batch["hidden"], batch["mask"]), batch, weights)
@@ -190,22 +176,19 @@ def fit_top_layers(
         predicted = top_logits(m, val_states, config.batch_size).argmax(1)
         return macro_f1(val.y, predicted, len(val.labels))
 
-    state = train(
-        model,
-        batches,
-        loss_fn,
-        evaluate,
-        config,
-        checkpoint_dir=workdir / "checkpoints" if workdir else None,
-        deadline=deadline_from(budget),
-        meter=meter,
+    return FineTune(
+        encoder=encoder,
+        body=encoder.model,
+        model=model,
+        labels=train_data.labels,
+        config=config,
+        batches=Bucketed(lengths, config.batch_size, config.seed, collate),
+        loss_fn=loss_fn,
+        evaluate=evaluate,
         flops_per_batch=lambda b: transformer_flops(
             top_params, int(b["mask"].numel()), training=True
         ),
-        log=log.info,
-        curves_dir=workdir / CURVES if workdir else None,
     )
-    return finished(encoder, model.head, train_data.labels, state)
 
 
 def forecast_top_layers(
