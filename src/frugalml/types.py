@@ -67,6 +67,9 @@ class CostRecord(_Record):
     extra: dict[str, float] = Field(
         default_factory=dict, description="Further figures a strategy measured, by name."
     )
+    processes: int = Field(
+        1, ge=1, description="Processes the card covers: > 1 when combined from ranks or clients."
+    )
 
 
 class SpeedRecord(_Record):
