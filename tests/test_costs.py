@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -110,3 +112,18 @@ def test_combining_keeps_what_differs_and_counts_nested_processes() -> None:
     assert CostCard.from_dict({k: v for k, v in card().to_dict().items() if k != "processes"})
     with pytest.raises(ValueError, match="at least one card"):
         CostCard.combine([])
+
+
+def _child_using(mb: int) -> None:
+    code = f"x = b'x' * ({mb} * 1024 * 1024); print(len(x))"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_a_child_counts_in_the_block_it_ran_in_and_not_after() -> None:
+    child_mb = 1500
+    with CostMeter() as during:
+        _child_using(child_mb)
+    with CostMeter() as after:  # the kernel still reports that child as the largest one
+        pass
+    assert during.card.peak_rss_mb >= child_mb
+    assert after.card.peak_rss_mb < child_mb

@@ -155,6 +155,9 @@ class CostMeter:
             outer._peak_kb = max(outer._peak_kb, _read_hwm_kb())
         self._hwm_reset = _reset_hwm()
         self._peak_kb = _read_hwm_kb()
+        # The children's figure is the largest child this process ever waited for: it counts
+        # for this block only if a child inside the block raised it.
+        self._children_kb0 = _children_peak_kb()
         self._times0 = os.times()
         self._energy0 = _read_energy()
         _gpu_reset_peak()
@@ -172,7 +175,9 @@ class CostMeter:
         times = os.times()
         CostMeter._active.remove(self)
         cpu = sum(times[:4]) - sum(self._times0[:4])
-        peak_kb = max(self._peak_kb, _read_hwm_kb(), _children_peak_kb())
+        children_kb = _children_peak_kb()
+        grew = children_kb if children_kb > self._children_kb0 else 0
+        peak_kb = max(self._peak_kb, _read_hwm_kb(), grew)
         device_s, device_mb = _gpu_stop(wall)
         energy, source = self._energy(cpu, device_s)
         usd = wall / 3600 * self.prices.usd_per_hour
