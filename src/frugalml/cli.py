@@ -91,7 +91,7 @@ MlflowUri = Annotated[
 @app.command()
 def fit(
     data: Annotated[
-        Path | None, typer.Argument(help="CSV, TSV, JSONL, Parquet, text file or HF dataset.")
+        Path | None, typer.Argument(help="CSV, TSV, JSONL, Parquet, text file, saved HF dataset or hf://NAME.")
     ] = None,
     text_col: TextCol = None,
     label_col: LabelCol = None,
@@ -131,7 +131,7 @@ def fit(
     ] = None,
     backbone: Annotated[
         str | None,
-        typer.Option(help="Encoder of every transformer rung: 'minilm', hub id, folder."),
+        typer.Option(help="Encoder of every transformer rung: 'minilm', hf://ORG/NAME, folder."),
     ] = None,
     overrides: Annotated[
         list[str] | None,

@@ -6,7 +6,10 @@ the fix the message proposes.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -118,6 +121,25 @@ def test_explicit_delimiter_reads_a_headed_file(tmp_path: Path) -> None:
 def test_header_names_are_stripped(tmp_path: Path) -> None:
     table = read_table(write(tmp_path, "data.csv", " text , label \nhi,greet\n"))
     assert list(table.frame.columns) == ["text", "label"]
+
+
+def test_rows_merged_by_an_open_quote_are_named_with_their_lines(tmp_path: Path) -> None:
+    rows = ['"where is my card,card', "cancel it,cancel", "reset pin,pin", 'hello",greet']
+    path = write(tmp_path, "data.csv", "\n".join(["text,label", "hi,greet", *rows, "bye,leave"]))
+    table = read_table(path)
+    assert len(table.frame) == 3 and list(table.lines) == [2, 3, 7]
+    assert table.notes == [
+        "data.csv: 1 row spans several lines through quoted line breaks (lines 3-6), so 7 "
+        "lines hold 3 rows and a header; if a quote was left open, close it where the text ends"
+    ]
+
+
+def test_many_merged_rows_are_listed_then_counted(tmp_path: Path) -> None:
+    rows = [f'"line one {i}\nline two",label{i % 2}' for i in range(7)]
+    table = read_table(write(tmp_path, "data.csv", "\n".join(["text,label", *rows])))
+    [note] = table.notes
+    assert "7 rows span several lines" in note
+    assert "(lines 2-3, lines 4-5, lines 6-7, lines 8-9, lines 10-11 and 2 more)" in note
 
 
 class TestHuggingFace:
@@ -312,3 +334,112 @@ class TestUnreadable:
         path = write(tmp_path, "data.json", '[["hi", "greet"]]')
         with pytest.raises(DataError, match="a JSON array must hold objects, one per example"):
             read_table(path)
+
+
+class TestHubOnlyWithAPrefix:
+    """A typo must never become a download: the hub is reached only through `hf://NAME`."""
+
+    @pytest.fixture
+    def hub_calls(self, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+        """Record every hub request instead of making it (and stay offline if one slips by)."""
+        datasets = pytest.importorskip("datasets")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+        calls: list[tuple[str, str]] = []
+
+        def load_dataset(name: str, split: str, **kwargs: Any) -> Any:
+            calls.append((name, split))
+            return datasets.Dataset.from_dict({"text": ["hi", "bye"], "label": ["a", "b"]})
+
+        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+        return calls
+
+    @pytest.mark.parametrize("name", ["tickets", "acme/tickets", "tickets_v2"])
+    def test_a_missing_name_without_extension_is_a_missing_file(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        hub_calls: list[tuple[str, str]],
+        name: str,
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(DataError) as caught:
+            read_table(name)
+        assert caught.value.summary.startswith(f"{name}: no such file")
+        assert caught.value.problems == [
+            f"to read the Hugging Face hub dataset '{name}', pass hf://{name}"
+        ]
+        assert hub_calls == []
+
+    def test_a_missing_name_suggests_the_file_it_resembles(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_calls: list[tuple[str, str]]
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        write(tmp_path, "tickets.csv", "text,label\nhi,a\n")
+        with pytest.raises(DataError) as caught:
+            read_table("tickets")
+        assert caught.value.summary == "tickets: no such file; did you mean tickets.csv?"
+        assert hub_calls == []
+
+    @pytest.mark.parametrize("given", ["hf://acme/tickets", Path("hf://acme/tickets")])
+    def test_the_prefix_reads_from_the_hub(
+        self, hub_calls: list[tuple[str, str]], given: str | Path
+    ) -> None:
+        table = read_table(given, split="test")
+        assert hub_calls == [("acme/tickets", "test")]
+        assert columns(table.frame) == {"text": ["hi", "bye"], "label": ["a", "b"]}
+        assert table.source == "hf://acme/tickets"
+
+    def test_an_unreachable_hub_dataset_says_how_to_work_offline(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        datasets = pytest.importorskip("datasets")
+
+        def offline(name: str, split: str, **kwargs: Any) -> Any:
+            raise ConnectionError("Couldn't reach the Hugging Face Hub")
+
+        monkeypatch.setattr(datasets, "load_dataset", offline)
+        with pytest.raises(DataError) as caught:
+            read_table("hf://acme/tickets")
+        assert caught.value.summary == (
+            "hf://acme/tickets: could not be loaded from the Hugging Face hub"
+        )
+        assert "ConnectionError: Couldn't reach the Hugging Face Hub" in caught.value.problems
+
+    @pytest.mark.parametrize("given", ["hf://", "hf://a/b/c/d", "hf://../x"])
+    def test_a_malformed_hub_name_is_refused(
+        self, hub_calls: list[tuple[str, str]], given: str
+    ) -> None:
+        with pytest.raises(DataError, match="not a Hugging Face hub dataset name"):
+            read_table(given)
+        assert hub_calls == []
+
+
+class TestNotARegularFile:
+    """A FIFO blocks its reader and a device never ends: both are refused before reading."""
+
+    def test_a_fifo_is_refused_at_once(self, tmp_path: Path) -> None:
+        fifo = tmp_path / "data.csv"
+        os.mkfifo(fifo)
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(read_table, fifo)
+            try:
+                error = future.exception(timeout=30)
+            finally:
+                if not future.done():  # unblock a reader stuck in open(): give it an EOF
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        assert isinstance(error, DataError)
+        assert error.summary == (
+            f"{fifo}: is a named pipe (FIFO), not a regular file; data is read only from files"
+        )
+        assert error.problems == ["save the data to a file and pass that file"]
+
+    @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+    def test_an_endless_device_is_refused(self) -> None:
+        with pytest.raises(DataError, match=r"/dev/zero: is a device, not a regular file"):
+            read_table("/dev/zero")
+
+    def test_a_link_to_a_regular_file_is_read(self, tmp_path: Path) -> None:
+        target = write(tmp_path, "real.csv", "text,label\nhi,greet\n")
+        (tmp_path / "link.csv").symlink_to(target)
+        assert list(read_table(tmp_path / "link.csv").frame["text"]) == ["hi"]

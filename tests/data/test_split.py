@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from frugalml.data import Dataset, Splits, split_off_validation, stratified_split
+from frugalml.data.split import duplicate_groups
 
 
 def make(counts: dict[str, int], name: str = "bank") -> Dataset:
@@ -160,3 +161,43 @@ class TestSplitOffValidation:
         ours = split_off_validation(data, val_frac=0.25, seed=2)
         theirs = stratified_split(data, val_frac=0.25, test_frac=0.0, seed=2)
         assert [as_set(p) for p in parts(ours)] == [as_set(p) for p in parts(theirs)]
+
+
+class TestDuplicatesStayTogether:
+    """Copies of a text in train and test make test scores a memory test (issue 11: 1.000)."""
+
+    @staticmethod
+    def copies(counts: dict[str, int], times: int) -> Dataset:
+        """Each text `times` over, the copies differing in case and spacing only."""
+        base = make(counts)
+        texts, labels = [], []
+        for k in range(times):
+            for text, y in zip(base.texts, base.y, strict=True):
+                texts.append(text.upper() if k % 2 else "  ".join(text.split()) + " ")
+                labels.append(base.labels[y])
+        return Dataset.from_lists(texts, labels, name="copies")
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_every_copy_of_a_text_lands_in_the_same_split(self, seed: int) -> None:
+        data = self.copies({"pin": 20, "card": 40, "atm": 3}, times=5)
+        splits = stratified_split(data, seed=seed)
+        seen = [{" ".join(t.lower().split()) for t in p.texts} for p in parts(splits)]
+        assert not seen[0] & seen[1] and not seen[0] & seen[2] and not seen[1] & seen[2]
+        assert sum(len(p) for p in parts(splits)) == len(data)
+        assert [p.class_counts()[0] for p in parts(splits)] == [5, 5, 5]  # 3 atm texts x5
+        assert len(splits.val) == pytest.approx(0.15 * len(data), abs=10)
+
+    def test_copies_stay_together_when_only_validation_is_split_off(self) -> None:
+        data = self.copies({"pin": 10, "card": 10}, times=3)
+        splits = split_off_validation(data, val_frac=0.3, seed=0)
+        train = {" ".join(t.lower().split()) for t in splits.train.texts}
+        assert not train & {" ".join(t.lower().split()) for t in splits.val.texts}
+
+    def test_a_class_with_one_distinct_text_stays_in_train(self) -> None:
+        data = Dataset.from_lists(["same"] * 3 + [f"q{i}" for i in range(9)], ["a"] * 3 + ["b"] * 9)
+        splits = stratified_split(data)
+        assert [p.class_counts()[0] for p in parts(splits)] == [3, 0, 0]
+
+    def test_groups_are_numbered_in_order_of_first_appearance(self) -> None:
+        groups = duplicate_groups(["b", "a", "B ", "c", " a", "b"])
+        assert groups.tolist() == [0, 1, 0, 2, 1, 0]

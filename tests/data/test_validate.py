@@ -247,6 +247,56 @@ class TestConflicts:
         assert len(validated.dataset) == 7
 
 
+class TestDuplicates:
+    def test_repeated_texts_are_counted_in_a_note(self, tmp_path: Path) -> None:
+        content = csv_text(
+            "forgot my pin,pin", "Forgot  my PIN,pin", "card still not here,card_arrival"
+        )
+        validated = load(tmp_path, content)
+        assert len(validated.dataset) == 9  # duplicates are kept, but kept together
+        assert validated.notes == [
+            "3 rows repeat an earlier text (ignoring case and spacing; 2 texts occur more than "
+            "once); each text's copies stay in one split, so validation and test never score "
+            "a text seen in training"
+        ]
+
+    def test_a_class_needs_distinct_texts_to_be_split(self, tmp_path: Path) -> None:
+        content = csv_text(
+            "close my account,close", "close my account,close", "Close my account,close"
+        )
+        assert problems_of(tmp_path, content) == [
+            "class 'close' has 3 examples but 1 distinct text; a class needs at least 3 distinct "
+            "texts to be split into train, validation and test; add examples, merge or remove "
+            "the class, or pass --drop-invalid"
+        ]
+
+
+class TestUnlearnableTextColumn:
+    def test_a_numeric_text_column_is_warned_about(self, tmp_path: Path) -> None:
+        rows = [f"{i * 7.5:.2f},{'high' if i % 2 else 'low'}" for i in range(40)]
+        validated = load(tmp_path, "\n".join(["text,label", *rows]))
+        [note] = validated.notes
+        assert note == (
+            "column 'text' looks numeric: 100% of its values are numbers (e.g. '0.00'); a text "
+            "model learns little from them; if another column holds the text, pass --text-col"
+        )
+
+    def test_an_id_like_text_column_is_warned_about(self, tmp_path: Path) -> None:
+        rows = [f"TCK-{i:05d},{'open' if i % 3 else 'closed'}" for i in range(40)]
+        validated = load(tmp_path, "\n".join(["text,label", *rows]))
+        [note] = validated.notes
+        assert note.startswith(
+            "column 'text' looks like identifiers: 100% of its values are distinct single "
+            "tokens with digits (e.g. 'TCK-00000')"
+        )
+
+    def test_texts_with_some_numbers_are_not_warned_about(self, tmp_path: Path) -> None:
+        rows = [f"order {i} has not arrived,late" for i in range(20)]
+        rows += [f"refund {i} please,refund" for i in range(20)]
+        rows += [f"{i},refund" for i in range(5)]  # a few bare numbers among real texts
+        assert load(tmp_path, "\n".join(["text,label", *rows])).notes == []
+
+
 # One file with three different problems: line 8 has no text, class 'close' has
 # one example (line 9), and line 11 repeats line 10 with another label.
 THREE_PROBLEMS = csv_text(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from frugalml.data.dataset import Dataset
 
@@ -25,15 +27,20 @@ def stratified_split(
 ) -> Splits:
     """Split per class so that even a 3-example class lands once in each split.
 
+    Copies of a text (equal after normalizing case and spacing) land in one split: a text
+    seen in training and scored again in test makes a memory test of the quality figures.
     scikit-learn's `train_test_split` refuses small classes and tiny test sets; splitting
     per class with a seeded generator does not.
     """
+    groups = duplicate_groups(data.texts)
     if test_frac <= 0:
-        train, val = _split_two(data, val_frac, seed)
+        train, val = _split_two(data, groups, val_frac, seed)
         return Splits(train, val, data.subset(np.array([], dtype=np.int64), f"{data.name}:test"))
-    rest, test = _split_two(data, test_frac, seed, name="test")
-    train, val = _split_two(rest, val_frac / (1 - test_frac), seed + 1, base=data.name)
-    return Splits(train, val, test)
+    (rest, rest_groups), (test, _) = _split_two_rows(data, groups, test_frac, seed)
+    train, val = _split_two(
+        data.subset(rest, data.name), rest_groups, val_frac / (1 - test_frac), seed + 1
+    )
+    return Splits(train, val, data.subset(test, f"{data.name}:test"))
 
 
 def split_off_validation(data: Dataset, *, val_frac: float = 0.15, seed: int = 0) -> Splits:
@@ -42,22 +49,56 @@ def split_off_validation(data: Dataset, *, val_frac: float = 0.15, seed: int = 0
 
 
 def _split_two(
-    data: Dataset,
-    frac: float,
-    seed: int,
-    name: str = "val",
-    base: str | None = None,
+    data: Dataset, groups: np.ndarray, frac: float, seed: int
 ) -> tuple[Dataset, Dataset]:
-    base = base or data.name  # so that train is 'name:train', not 'name:train:train'
+    (keep, _), (held, _) = _split_two_rows(data, groups, frac, seed)
+    return data.subset(keep, f"{data.name}:train"), data.subset(held, f"{data.name}:val")
+
+
+_Part = tuple[np.ndarray, np.ndarray]  # rows (ascending) and their duplicate groups
+
+
+def _split_two_rows(
+    data: Dataset, groups: np.ndarray, frac: float, seed: int
+) -> tuple[_Part, _Part]:
+    """Hold out about `frac` of each class, whole groups of copies at a time.
+
+    A group goes by the class of its first row. Without copies every group is one row and
+    this is the per-row shuffle it replaces, so splits of duplicate-free data are unchanged.
+    """
     rng = np.random.default_rng(seed)
-    keep, held = [], []
+    ids, first, sizes = np.unique(groups, return_index=True, return_counts=True)
+    group_class = data.y[first]
+    held_group = np.zeros(len(ids), dtype=bool)
+    by_class = np.argsort(group_class, kind="stable")  # groups of a class, by first appearance
+    bounds = np.searchsorted(group_class[by_class], np.arange(len(data.labels) + 1))
     for cls in range(len(data.labels)):
-        idx = np.flatnonzero(data.y == cls)
-        if len(idx) == 0:
+        members = by_class[bounds[cls] : bounds[cls + 1]]
+        if len(members) == 0:
             continue
-        rng.shuffle(idx)
-        n_held = min(max(1, round(frac * len(idx))), len(idx) - 1)
-        held.append(idx[:n_held])
-        keep.append(idx[n_held:])
-    keep_idx, held_idx = np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
-    return (data.subset(keep_idx, f"{base}:train"), data.subset(held_idx, f"{base}:{name}"))
+        rng.shuffle(members)
+        n = int(sizes[members].sum())
+        want = min(max(1, round(frac * n)), n - 1)
+        k = int(np.searchsorted(np.cumsum(sizes[members]), want)) + 1  # fewest groups >= want
+        held_group[members[: min(k, len(members) - 1)]] = True
+    held_row = held_group[np.searchsorted(ids, groups)]
+    keep, held = np.flatnonzero(~held_row), np.flatnonzero(held_row)
+    return (keep, groups[keep]), (held, groups[held])
+
+
+def normalized(text: str) -> str:
+    """Case and spacing do not make another text."""
+    low = text.lower()
+    # most texts are already normal: spot them without splitting into words (twice as fast)
+    if low.isascii() and low.isprintable() and "  " not in low and low[:1] != " " != low[-1:]:
+        return low
+    return " ".join(low.split())
+
+
+def duplicate_groups(texts: Sequence[str]) -> np.ndarray:
+    """Group id of each text, numbered 0, 1, ... in order of first appearance; texts equal
+    after `normalized` share one. Only a 64-bit hash of each is kept (8 bytes a row): two
+    different texts collide with odds near 1e-8 at a million rows, which merely keeps them
+    in one split."""
+    hashes = np.fromiter((hash(normalized(t)) for t in texts), dtype=np.int64, count=len(texts))
+    return pd.factorize(hashes)[0].astype(np.int64)  # codes come in order of first appearance

@@ -7,6 +7,7 @@ user can repair a file in one pass instead of one error per run.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,12 +16,19 @@ import pandas as pd
 
 from frugalml.data.dataset import Dataset
 from frugalml.data.load import Table
+from frugalml.data.split import duplicate_groups
 from frugalml.errors import DataError, plural
 
 TEXT_COLUMN_NAMES = ("text", "sentence", "question", "utterance", "query", "review", "content")
 LABEL_COLUMN_NAMES = ("label", "labels", "category", "intent", "class", "sentiment", "target")
 FREE_TEXT_UNIQUE_SHARE = 0.5  # a label column with more unique values than this looks like text
 FREE_TEXT_MIN_ROWS = 20
+# A text column where this share of values are numbers, or distinct one-word codes with
+# digits, gives a model nothing to learn from: warn (issue 11 shipped a chance-level model).
+UNLEARNABLE_SHARE = 0.9
+UNLEARNABLE_SAMPLE = 20_000  # values looked at, evenly spaced: a warning needs no full scan
+_NUMBER = re.compile(r"[-+]?(\d[\d,_ ]*)?[.,]?\d+([eE][-+]?\d+)?%?")
+_CODE = re.compile(r"[\w#:./-]*\d[\w#:./-]*", re.ASCII)
 
 
 @dataclass
@@ -47,24 +55,83 @@ def to_dataset(
     With `drop_invalid`, offending rows are dropped and noted.
     """
     frame = table.frame
-    text_col, col_problems = _pick_column(frame, text_col, TEXT_COLUMN_NAMES, "text")
-    label_col, label_problems = _pick_column(frame, label_col, LABEL_COLUMN_NAMES, "label")
-    problems = col_problems + label_problems
-    if problems:
-        raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
-    assert text_col is not None and label_col is not None
-    if text_col == label_col:
-        raise DataError(
-            f"{table.source}: text and label are both column '{text_col}'",
-            ["pass different --text-col and --label-col"],
-        )
-
+    text_col, label_col = _text_and_label_columns(table, text_col, label_col)
     texts = _as_strings(frame[text_col])
     labels = _as_strings(frame[label_col])
-    problems, drop, notes = [], np.zeros(len(frame), dtype=bool), []
+    problems, drop = _empty_values(table, {text_col: texts, label_col: labels})
+    # integer views shared by every check: 8 bytes a row, not a copy of the strings
+    groups = duplicate_groups(texts)
+    codes, names = pd.factorize(pd.Series(labels, dtype=object))
+    conflicts = _conflicting_texts(texts, labels, codes, groups, drop, table)
+    if conflicts:
+        problems.append(conflicts[0])
+        drop |= conflicts[1]
 
-    for column, values in ((text_col, texts), (label_col, labels)):
-        empty = np.array([v == "" for v in values])
+    counts = np.bincount(codes[~drop], minlength=len(names))
+    free_text = _free_text_problem(counts, label_col, text_col)
+    if free_text:
+        raise DataError(
+            f"{table.source} has {plural(len(problems) + 1, 'problem')}:", [*problems, free_text]
+        )
+    distinct = _distinct_per_class(codes[~drop], groups[~drop], len(names))
+    rare = np.flatnonzero((counts > 0) & (distinct < min_per_class))
+    for c in rare:
+        problems.append(
+            _rare_class_problem(str(names[c]), int(counts[c]), int(distinct[c]), min_per_class)
+        )
+    drop |= np.isin(codes, rare)
+    needed = min(2, min_per_class)  # training needs two classes; a test set may hold one
+    enough = int((counts > 0).sum()) - len(rare)
+    if enough < needed:
+        raise DataError(
+            f"{table.source} has {plural(len(problems) + 1, 'problem')}:",
+            [
+                *problems,
+                f"column '{label_col}' has {_classes(enough)} with enough "
+                f"examples; {'classification' if needed == 2 else 'a test set'} needs at least "
+                f"{_classes(needed)}",
+            ],
+        )
+
+    if problems and not drop_invalid:
+        raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
+    notes = []
+    if problems:
+        notes.append(
+            f"--drop-invalid: dropped {plural(int(drop.sum()), 'row')} of {len(frame)} "
+            f"for: {'; '.join(p.split(';')[0] for p in problems)}"
+        )
+    keep = ~drop
+    notes += _duplicates_note(groups[keep]) + _unlearnable_note(texts, keep, text_col)
+    dataset = Dataset.from_lists(
+        [t for t, k in zip(texts, keep, strict=True) if k],
+        [label for label, k in zip(labels, keep, strict=True) if k],
+        name=name or table.source,
+    )
+    return Validated(dataset, text_col, label_col, notes)
+
+
+def _text_and_label_columns(
+    table: Table, text_col: str | None, label_col: str | None
+) -> tuple[str, str]:
+    text, text_problems = _pick_column(table.frame, text_col, TEXT_COLUMN_NAMES, "text")
+    label, label_problems = _pick_column(table.frame, label_col, LABEL_COLUMN_NAMES, "label")
+    problems = text_problems + label_problems
+    if problems:
+        raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
+    assert text is not None and label is not None
+    if text == label:
+        raise DataError(
+            f"{table.source}: text and label are both column '{text}'",
+            ["pass different --text-col and --label-col"],
+        )
+    return text, label
+
+
+def _empty_values(table: Table, columns: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+    problems, drop = [], np.zeros(len(table.frame), dtype=bool)
+    for column, values in columns.items():
+        empty = np.fromiter((v == "" for v in values), dtype=bool, count=len(values))
         if empty.any():
             first = table.where(int(np.argmax(empty)))
             problems.append(
@@ -73,54 +140,7 @@ def to_dataset(
                 "fill them in or pass --drop-invalid"
             )
             drop |= empty
-
-    conflicts = _conflicting_texts(texts, labels, drop, table)
-    if conflicts:
-        problems.append(conflicts[0])
-        drop |= conflicts[1]
-
-    valid_labels = [label for label, d in zip(labels, drop, strict=True) if not d]
-    free_text = _free_text_problem(valid_labels, label_col, text_col)
-    if free_text:
-        raise DataError(
-            f"{table.source} has {plural(len(problems) + 1, 'problem')}:", [*problems, free_text]
-        )
-
-    counts = pd.Series(valid_labels).value_counts()
-    rare = counts[counts < min_per_class]
-    for label, n in rare.items():
-        problems.append(
-            f"class '{label}' has {plural(int(n), 'example')}; a class needs at least "
-            f"{min_per_class} to be split into {_split_names(min_per_class)}; "
-            "add examples, merge or remove the class, or pass --drop-invalid"
-        )
-    drop |= np.isin(np.asarray(labels, dtype=object), list(rare.index))
-    needed = min(2, min_per_class)  # training needs two classes; a test set may hold one
-    if len(counts) - len(rare) < needed:
-        raise DataError(
-            f"{table.source} has {plural(len(problems) + 1, 'problem')}:",
-            [
-                *problems,
-                f"column '{label_col}' has {_classes(len(counts) - len(rare))} with enough "
-                f"examples; {'classification' if needed == 2 else 'a test set'} needs at least "
-                f"{_classes(needed)}",
-            ],
-        )
-
-    if problems and not drop_invalid:
-        raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
-    if problems:
-        notes.append(
-            f"--drop-invalid: dropped {plural(int(drop.sum()), 'row')} of {len(frame)} "
-            f"for: {'; '.join(p.split(';')[0] for p in problems)}"
-        )
-    keep = ~drop
-    dataset = Dataset.from_lists(
-        [t for t, k in zip(texts, keep, strict=True) if k],
-        [label for label, k in zip(labels, keep, strict=True) if k],
-        name=name or table.source,
-    )
-    return Validated(dataset, text_col, label_col, notes)
+    return problems, drop
 
 
 def _pick_column(
@@ -161,41 +181,100 @@ def _is_missing(value: object) -> bool:
 def _conflicting_texts(
     texts: list[str],
     labels: list[str],
+    codes: np.ndarray,
+    groups: np.ndarray,
     skip: np.ndarray,
     table: Table,
 ) -> tuple[str, np.ndarray] | None:
-    seen: dict[str, tuple[int, str]] = {}
-    bad_texts: set[str] = set()
-    first_pair: tuple[int, int] | None = None
-    for row, (text, label) in enumerate(zip(texts, labels, strict=True)):
-        if skip[row]:
-            continue
-        key = " ".join(text.lower().split())
-        if key in seen and seen[key][1] != label:
-            bad_texts.add(key)
-            first_pair = first_pair or (seen[key][0], row)
-        seen.setdefault(key, (row, label))
-    if not bad_texts or first_pair is None:
+    """Copies of a text (one `groups` id) under different labels: none of them can be trusted."""
+    rows = np.flatnonzero(~skip)
+    n_labels = int(codes.max(initial=0)) + 1
+    keys = groups[rows] * n_labels + codes[rows]  # one per (text, label) pair
+    pairs = pd.unique(keys)  # in order of first appearance
+    pair_groups = pairs // n_labels
+    bad = np.flatnonzero(np.bincount(pair_groups) > 1)
+    if len(bad) == 0:
         return None
-    a, b = first_pair
-    mask = np.array([" ".join(t.lower().split()) in bad_texts for t in texts])
+    later = np.ones(len(pairs), dtype=bool)  # pairs after the first of their text
+    later[np.unique(pair_groups, return_index=True)[1]] = False
+    first_conflict = int(np.argmax(later))
+    b = int(rows[np.argmax(keys == pairs[first_conflict])])
+    a = int(rows[np.argmax(groups[rows] == pair_groups[first_conflict])])
     shown = texts[a] if len(texts[a]) <= 60 else texts[a][:57] + "..."
-    verb = "appears" if len(bad_texts) == 1 else "appear"
+    verb = "appears" if len(bad) == 1 else "appear"
     message = (
-        f"{plural(len(bad_texts), 'text')} {verb} with conflicting labels (first: "
+        f"{plural(len(bad), 'text')} {verb} with conflicting labels (first: "
         f"'{shown}' is '{labels[a]}' at {table.where(a)} and '{labels[b]}' at "
         f"{table.where(b)}); correct the labels or pass --drop-invalid to drop them"
     )
-    return message, mask
+    return message, np.isin(groups, bad)
 
 
-def _free_text_problem(labels: list[str], label_col: str, text_col: str) -> str | None:
-    n_unique = len(set(labels))
-    if len(labels) < FREE_TEXT_MIN_ROWS or n_unique <= FREE_TEXT_UNIQUE_SHARE * len(labels):
+def _distinct_per_class(codes: np.ndarray, groups: np.ndarray, n_labels: int) -> np.ndarray:
+    """Distinct texts per class: copies of a text cannot be split across train and test."""
+    pairs = pd.unique(groups * n_labels + codes)
+    return np.bincount(pairs % n_labels, minlength=n_labels)
+
+
+def _rare_class_problem(label: str, n: int, distinct: int, min_per_class: int) -> str:
+    has = plural(n, "example") + (
+        "" if distinct == n else f" but {plural(distinct, 'distinct text')}"
+    )
+    needs = f"{min_per_class}" if distinct == n else f"{min_per_class} distinct texts"
+    return (
+        f"class '{label}' has {has}; a class needs at least {needs} to be split into "
+        f"{_split_names(min_per_class)}; add examples, merge or remove the class, or pass "
+        "--drop-invalid"
+    )
+
+
+def _duplicates_note(groups: np.ndarray) -> list[str]:
+    """How many kept rows repeat an earlier text; the split keeps each text's copies together."""
+    sizes = np.bincount(groups)
+    sizes = sizes[sizes > 0]
+    repeats = int(len(groups) - len(sizes))
+    if repeats == 0:
+        return []
+    texts = int((sizes > 1).sum())
+    return [
+        f"{plural(repeats, 'row')} {'repeats' if repeats == 1 else 'repeat'} an earlier text "
+        f"(ignoring case and spacing; {plural(texts, 'text')} "
+        f"{'occurs' if texts == 1 else 'occur'} more than once); each text's copies stay in one "
+        "split, so validation and test never score a text seen in training"
+    ]
+
+
+def _unlearnable_note(texts: list[str], keep: np.ndarray, column: str) -> list[str]:
+    """A warning when the text column holds numbers or ID-like codes rather than language."""
+    rows = np.flatnonzero(keep)
+    sample = [texts[i] for i in rows[:: max(1, len(rows) // UNLEARNABLE_SAMPLE)]]
+    if not sample:
+        return []
+    numbers = [t for t in sample if _NUMBER.fullmatch(t)]
+    if len(numbers) >= UNLEARNABLE_SHARE * len(sample):
+        return [
+            f"column '{column}' looks numeric: {len(numbers) / len(sample):.0%} of its values "
+            f"are numbers (e.g. '{numbers[0]}'); a text model learns little from them; if "
+            "another column holds the text, pass --text-col"
+        ]
+    codes = [t for t in sample if _CODE.fullmatch(t)]
+    if len(set(codes)) >= UNLEARNABLE_SHARE * len(sample):
+        return [
+            f"column '{column}' looks like identifiers: {len(codes) / len(sample):.0%} of its "
+            f"values are distinct single tokens with digits (e.g. '{codes[0]}'); labels cannot "
+            "be learned from IDs; if another column holds the text, pass --text-col"
+        ]
+    return []
+
+
+def _free_text_problem(counts: np.ndarray, label_col: str, text_col: str) -> str | None:
+    """`counts`: rows per label value; mostly unique values are text, not class names."""
+    n_rows, n_unique = int(counts.sum()), int((counts > 0).sum())
+    if n_rows < FREE_TEXT_MIN_ROWS or n_unique <= FREE_TEXT_UNIQUE_SHARE * n_rows:
         return None
     return (
         f"column '{label_col}' looks like free text, not labels ({n_unique} of "
-        f"{len(labels)} values are unique); is '{label_col}' the text column? "
+        f"{n_rows} values are unique); is '{label_col}' the text column? "
         f"pass --label-col with the column of class names (text column: '{text_col}')"
     )
 

