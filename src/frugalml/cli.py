@@ -91,7 +91,7 @@ MlflowUri = Annotated[
 @app.command()
 def fit(
     data: Annotated[
-        Path | None, typer.Argument(help="CSV, TSV, JSONL, Parquet, text file, saved HF dataset or hf://NAME.")
+        Path | None, typer.Argument(help="CSV, TSV, JSONL, Parquet, text, HF folder or hf://NAME.")
     ] = None,
     text_col: TextCol = None,
     label_col: LabelCol = None,

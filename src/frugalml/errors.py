@@ -40,6 +40,10 @@ class OutputExistsError(FrugalError, FileExistsError):
     """Refuses to overwrite a user's folder."""
 
 
+class OutOfMemoryError(FrugalError, MemoryError):
+    """Work forecast to need more memory than is available, refused before allocating it."""
+
+
 class MissingExtraError(FrugalError, ImportError):
     """An optional dependency is not installed; names the install command."""
 

@@ -362,7 +362,8 @@ def _read_json_lines(path: Path, encoding: str, *, whole_json: bool) -> Table:
     if whole_json and _first_char(path, encoding) == "[":
         return _read_json_array(path, encoding)
     columns: dict[str, list[Any]] = {}
-    lines, bad, n_bad = array("q"), [], 0
+    lines, n_bad = array("q"), 0
+    bad: list[str] = []
     with _open_text(path, encoding) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():

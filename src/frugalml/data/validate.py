@@ -77,7 +77,7 @@ def to_dataset(
     rare = np.flatnonzero((counts > 0) & (distinct < min_per_class))
     for c in rare:
         problems.append(
-            _rare_class_problem(str(names[c]), int(counts[c]), int(distinct[c]), min_per_class)
+            _rare_class_problem(str(names[int(c)]), int(counts[c]), int(distinct[c]), min_per_class)
         )
     drop |= np.isin(codes, rare)
     needed = min(2, min_per_class)  # training needs two classes; a test set may hold one

@@ -19,8 +19,8 @@ from frugalml.bundle import load, read_manifest, save_bundle, update_manifest
 from frugalml.config import Budget, SpeedConfig
 from frugalml.costs import CostCard, CostMeter, Prices
 from frugalml.data.split import Splits
-from frugalml.errors import ConfigError, FrugalError
-from frugalml.forecast import Forecast, stopwatch
+from frugalml.errors import ConfigError, FrugalError, OutOfMemoryError
+from frugalml.forecast import Forecast, memory_shortage, stopwatch
 from frugalml.ladder.calibration import (
     calibrated_proba,
     expected_calibration_error,
@@ -163,24 +163,29 @@ def run_ladder(
                 )
                 notify("skipped", {"strategy": name, "reason": skipped[name]})
                 continue
-            forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
-            reason = _why_skip(clock, forecast)
+            try:  # a rung short of memory is skipped whenever it finds out, never a crash
+                forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
+                reason = _why_skip(clock, forecast)
+                if not reason:
+                    notify("start", {"strategy": name})
+                    candidate = _run_rung(
+                        name,
+                        strategy,
+                        splits,
+                        run_dir,
+                        Budget(max_wall_s=clock.left_s()),
+                        prices,
+                        speed,
+                        forecast,
+                        metric,
+                    )
+            except OutOfMemoryError as error:
+                shutil.rmtree(run_dir / "work" / name, ignore_errors=True)
+                reason = error.summary
             if reason:
                 skipped[name] = reason
                 notify("skipped", {"strategy": name, "reason": reason})
                 continue
-            notify("start", {"strategy": name})
-            candidate = _run_rung(
-                name,
-                strategy,
-                splits,
-                run_dir,
-                Budget(max_wall_s=clock.left_s()),
-                prices,
-                speed,
-                forecast,
-                metric,
-            )
             candidates.append(candidate)
             notify("done", {"strategy": name, "candidate": candidate, "metric": metric})
         last = candidates[-1]
@@ -237,6 +242,10 @@ def _why_skip(clock: LadderClock, forecast: dict[str, Any] | None) -> str:
         return "the budget is spent"
     if forecast and left is not None and forecast["wall_s"] > left:
         return f"forecast {forecast['wall_s']:.0f} s > {left:.0f} s left of the budget"
+    shortage = forecast and memory_shortage(forecast.get("memory_bytes") or 0, "the rung")
+    if forecast and shortage:  # a forecast not timed for want of memory says what needs it
+        basis = str(forecast["basis"])
+        return f"forecast: {basis[11:] if basis.startswith('not timed: ') else shortage}"
     return ""
 
 

@@ -6,6 +6,7 @@ bundle round trip reproduces them bit for bit; scikit-learn only does the fittin
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +17,12 @@ from safetensors.numpy import load_file, save_file
 from scipy import sparse
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from frugalml.forecast import require_memory
+
 Features: TypeAlias = np.ndarray | sparse.spmatrix | sparse.sparray
+# lbfgs keeps 10 (step, gradient change) pairs of float64 vectors the size of the weights, and
+# a few more copies: measured 171-181 bytes a weight for 100-300 classes x 5k-15k features.
+LBFGS_BYTES_PER_WEIGHT = 184
 
 
 @dataclass
@@ -37,11 +43,21 @@ class LinearHead:
         class_weight: str | None = "balanced",
         max_iter: int = 300,
     ) -> LinearHead:
-        """L2-regularized logistic regression (lbfgs); one thread, since a second one only spins."""
+        """L2-regularized logistic regression (lbfgs); one thread, since a second one only spins.
+
+        Refuses (OutOfMemoryError) before fitting a head larger than the memory available.
+        """
         from sklearn.linear_model import LogisticRegression
 
+        n_present = len(np.unique(y))
+        require_memory(
+            cls.fit_bytes(X.shape[0], X.shape[1], n_present),
+            f"the logistic-regression head ({n_present} classes × {X.shape[1]:,} features)",
+        )
         model = LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight)
-        with threadpool_limits(1):
+        with threadpool_limits(1), warnings.catch_warnings():
+            # a few examples per class is what this toolkit is for, not a regression problem
+            warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%")
             model.fit(X, y)
         coef = np.zeros((n_classes, model.coef_.shape[1]), dtype=np.float32)
         intercept = np.zeros(n_classes, dtype=np.float32)
@@ -54,6 +70,12 @@ class LinearHead:
             missing = np.setdiff1d(np.arange(n_classes), model.classes_)
             intercept[missing] = -1e4  # a class unseen in training is never predicted
         return cls(coef, intercept)
+
+    @staticmethod
+    def fit_bytes(n_samples: int, n_features: int, n_classes: int) -> int:
+        """Peak memory of `fit`: lbfgs over the weights, plus per-example class scores."""
+        rows = n_classes if n_classes > 2 else 1  # a binary head has one row of weights
+        return rows * (n_features + 1) * LBFGS_BYTES_PER_WEIGHT + n_samples * n_classes * 24
 
     @classmethod
     def fit_select(

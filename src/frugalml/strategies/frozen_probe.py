@@ -27,7 +27,7 @@ from frugalml.strategies.base import StrategyConfig, register_strategy
 
 class FrozenProbeConfig(StrategyConfig):
     kind: Literal["frozen_probe"] = "frozen_probe"
-    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME (hub) or local folder.")
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(128, ge=8, description="Tokens per text; longer texts are truncated.")
     batch_size: int = Field(32, ge=1)
     Cs: tuple[float, ...] = Field(

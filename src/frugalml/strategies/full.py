@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 class FullConfig(StrategyConfig):
     kind: Literal["full"] = "full"
-    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME (hub) or local folder.")
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency.")
     freeze_embeddings: bool = Field(

@@ -30,7 +30,7 @@ from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, TfidfStrategy,
 
 class HybridConfig(StrategyConfig):
     kind: Literal["hybrid"] = "hybrid"
-    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME (hub) or local folder.")
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(128, ge=8, description="Tokens per text for the encoder.")
     batch_size: int = Field(32, ge=1)
     ngrams: TfidfConfig = Field(TfidfConfig(), description="The n-gram features' settings.")

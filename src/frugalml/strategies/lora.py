@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 class LoraConfig(StrategyConfig):
     kind: Literal["lora"] = "lora"
-    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME (hub) or local folder.")
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(64, ge=8)
     r: int = Field(8, ge=1, description="Rank of the update matrices.")
     alpha: int = Field(16, ge=1, description="Scaling numerator: updates are scaled by alpha/r.")

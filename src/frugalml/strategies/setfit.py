@@ -43,7 +43,7 @@ TIMED_BATCHES = 3  # the first warms up; the others are timed
 
 class SetfitConfig(StrategyConfig):
     kind: Literal["setfit"] = "setfit"
-    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME (hub) or local folder.")
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     shots: int | None = Field(
         None,

@@ -15,7 +15,7 @@ from scipy import sparse
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, timed
+from frugalml.forecast import Forecast, memory_shortage, stopwatch
 from frugalml.models.heads import LinearHead, softmax
 from frugalml.models.onnx_ngrams import OnnxNgramFeatures, is_onnx_ngrams_folder
 
@@ -155,10 +155,25 @@ class TfidfStrategy:
         return TfidfPredictor(ngrams, head, train.labels)
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
-        """Fit on a subsample and scale linearly in examples (vectorizing and lbfgs both are)."""
-        n = len(train)
+        """Fit on a subsample and scale linearly in examples (vectorizing and lbfgs both are).
+
+        The head's memory is forecast with the subsample's vocabulary, which the full one
+        only outgrows: when even that cannot fit, the head is not fitted, nor timed.
+        """
+        c, n = self.config, len(train)
         n_sub = min(n, max(400, n // 8))
         sample = train.subset(np.sort(np.random.default_rng(0).permutation(n)[:n_sub]))
-        with CostMeter() as meter:
-            measured = timed(lambda: self.fit(sample, val, budget=Budget(), meter=meter), "")
+        n_classes = int(np.count_nonzero(train.class_counts()))
+        with stopwatch() as vectorizing:
+            _, X = NgramFeatures.fit(sample.texts, c)
+        memory = LinearHead.fit_bytes(n, X.shape[1], n_classes)
+        what = f"the logistic-regression head ({n_classes} classes × ≥{X.shape[1]:,} features)"
+        shortage = memory_shortage(memory, what)
+        if shortage:
+            return Forecast(0.0, 0.0, f"not timed: {shortage}", memory)
+        with stopwatch() as head:
+            LinearHead.fit(X, sample.y, len(train.labels), C=c.C, class_weight=c.class_weight)
+        measured = Forecast(
+            vectorizing.wall_s + head.wall_s, vectorizing.cpu_s + head.cpu_s, "", memory
+        )
         return measured.scaled(n / n_sub, f"fit on {n_sub} of {n} examples, scaled linearly")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 class TopLayersConfig(StrategyConfig):
     kind: Literal["top_layers"] = "top_layers"
-    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME (hub) or local folder.")
+    backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     train_layers: int = Field(
         2, ge=1, description="How many of the encoder's top layers train; the rest run once."
