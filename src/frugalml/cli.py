@@ -608,8 +608,9 @@ def _prediction_inputs(
     if texts:
         raise ConfigError("pass texts as arguments or --input FILE, not both")
     if input_file.suffix.lower() == ".txt" and input_file.exists():
-        from frugalml.data.load import decode
+        from frugalml.data.load import decode, require_regular_file
 
+        require_regular_file(input_file)  # a FIFO would block, a folder fail with a traceback
         text, _, _ = decode(input_file.read_bytes(), input_file)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines:

@@ -16,9 +16,13 @@ import pytest
 
 
 def fit(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return frugalml("fit", *args, cwd=cwd)
+
+
+def frugalml(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "160", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "frugalml", "fit", *map(str, args)],
+        [sys.executable, "-m", "frugalml", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -70,6 +74,15 @@ def test_a_multi_character_delimiter_for_a_csv_is_refused(tmp_path: Path) -> Non
 def test_an_endless_device_is_refused(tmp_path: Path) -> None:
     result = fit("/dev/zero", "--out", tmp_path / "run", cwd=tmp_path)
     assert_user_error(result, "/dev/zero: is a device, not a regular file")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_predict_input_that_is_not_a_file_is_refused(tmp_path: Path, kind: str) -> None:
+    source = tmp_path / "texts.txt"
+    source.mkdir() if kind == "folder" else os.mkfifo(source)
+    result = frugalml("predict", tmp_path / "bundle", "--input", source, cwd=tmp_path)
+    what = "a folder" if kind == "folder" else "a named pipe (FIFO)"
+    assert_user_error(result, f"{source}: is {what}, not a regular file")
 
 
 def test_copies_are_counted_and_kept_in_one_split(tmp_path: Path) -> None:

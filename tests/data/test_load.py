@@ -16,7 +16,7 @@ import pytest
 
 from frugalml.data import read_table
 from frugalml.data.load import decode
-from frugalml.errors import DataError
+from frugalml.errors import ConfigError, DataError
 
 TEXTS = ["how do I reset my pin", "my card, it was stolen"]
 LABELS = ["pin", "lost_card"]
@@ -116,6 +116,34 @@ def test_explicit_delimiter_reads_a_headed_file(tmp_path: Path) -> None:
     path = write(tmp_path, "data.dat", "text;label\nhow do I reset my pin;pin\n")
     table = read_table(path, delimiter=";")
     assert columns(table.frame) == {"text": TEXTS[:1], "label": LABELS[:1]}
+
+
+def test_a_multi_character_delimiter_splits_text_pairs(tmp_path: Path) -> None:
+    path = write(tmp_path, "pairs.txt", "a | b || c||pipes\nplain text||other\n")
+    table = read_table(path, delimiter="||")
+    assert columns(table.frame) == {
+        "text": ["a | b || c", "plain text"],
+        "label": ["pipes", "other"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "delimiter", "message"),
+    [
+        ("data.csv", "||", "--delimiter must be a single character for data.csv; got '||'"),
+        ("data.dat", "::", "--delimiter must be a single character for data.dat; got '::'"),
+        ("data.csv", "", "--delimiter '' cannot separate fields"),
+        ("data.csv", '"', """--delimiter '"' cannot separate fields"""),
+        ("pairs.txt", "\n", "--delimiter '\\n' cannot separate fields"),
+    ],
+)
+def test_a_delimiter_pandas_cannot_use_is_refused(
+    tmp_path: Path, name: str, delimiter: str, message: str
+) -> None:
+    path = write(tmp_path, name, "text||label\nhi||greet\n")
+    with pytest.raises(ConfigError) as caught:
+        read_table(path, delimiter=delimiter)
+    assert caught.value.summary == message
 
 
 def test_header_names_are_stripped(tmp_path: Path) -> None:
@@ -328,6 +356,21 @@ class TestUnreadable:
     def test_json_array_syntax_error_names_the_line(self, tmp_path: Path) -> None:
         path = write(tmp_path, "data.json", '[\n{"text": "hi", "label": "greet"},\n{"text": }\n]')
         with pytest.raises(DataError, match="invalid JSON at line 3: Expecting value"):
+            read_table(path)
+
+    def test_jsonl_line_nested_too_deep_is_named(self, tmp_path: Path) -> None:
+        deep = '{"text": ' + "[" * 100_000 + "]" * 100_000 + ', "label": "x"}'
+        path = write(tmp_path, "data.jsonl", '{"text": "hi", "label": "greet"}\n' + deep + "\n")
+        with pytest.raises(DataError) as caught:
+            read_table(path)
+        assert caught.value.summary == f"{path}: 1 line could not be read as a JSON object"
+        assert caught.value.problems == [
+            "line 2: nested too deeply to read (a row should be a flat object)"
+        ]
+
+    def test_json_array_nested_too_deep(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "data.json", "[" * 100_000 + "]" * 100_000)
+        with pytest.raises(DataError, match="is nested too deeply to read; each example should"):
             read_table(path)
 
     def test_json_array_of_non_objects(self, tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Every reader returns a `Table`: a frame of strings plus where each row came from (a line
 number when the source has lines), so that validation can point at the offending line.
 Files are read as streams, never whole into memory: the strings pandas parses are the ones
-the Dataset keeps (object columns, no Arrow copy), so loading peaks near twice the file
-size (benchmarks/load_memory.py). Only `hf://NAME` reaches the Hugging Face hub.
+the Dataset keeps (object columns, no Arrow copy), so loading and validating peak at 2-3x
+the file size (benchmarks/load_memory.py; was 9-13x). JSON arrays are the exception: they
+are read whole. Only `hf://NAME` reaches the Hugging Face hub.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def read_table(source: str | Path, *, delimiter: str | None = None, split: str =
     if suffix in (".jsonl", ".ndjson", ".json"):
         table = _read_json_lines(path, encoding, whole_json=suffix == ".json")
     elif suffix in (".csv", ".tsv", ".tab") or (delimiter is not None and suffix != ".txt"):
-        sep = delimiter or ("," if suffix == ".csv" else "\t")
+        sep = ("," if suffix == ".csv" else "\t") if delimiter is None else delimiter
         _check_delimiter(sep, path, single=True)
         table = _read_delimited(path, encoding, sep)
     else:
@@ -118,15 +119,14 @@ def require_regular_file(path: Path) -> None:
     mode = path.stat().st_mode  # follows symlinks: a link to a regular file is fine
     if stat.S_ISREG(mode):
         return
-    kind = (
-        "a named pipe (FIFO)"
-        if stat.S_ISFIFO(mode)
-        else "a device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "a socket"
-        if stat.S_ISSOCK(mode)
-        else "not a regular file"
-    )
+    kinds = {
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a named pipe (FIFO)",
+        stat.S_ISCHR: "a device",
+        stat.S_ISBLK: "a device",
+        stat.S_ISSOCK: "a socket",
+    }
+    kind = next((name for test, name in kinds.items() if test(mode)), "a special file")
     raise DataError(
         f"{path}: is {kind}, not a regular file; data is read only from files",
         ["save the data to a file and pass that file"],
