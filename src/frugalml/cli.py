@@ -532,8 +532,12 @@ def _progress_printer(bar: RichProgress) -> Progress:
                 bar.update(tasks[name], completed=1, description=text)
             else:
                 bar.add_task(text, total=1, completed=1)
-        elif event == "skipped":
-            bar.add_task(f"{name}: skipped ({info['reason']})", total=1, completed=1)
+        elif event == "skipped":  # after "start" too: a rung short of memory stops at once
+            text = f"{name}: skipped ({info['reason']})"
+            if name in tasks:
+                bar.update(tasks[name], completed=1, description=text)
+            else:
+                bar.add_task(text, total=1, completed=1)
 
     return progress
 
