@@ -33,6 +33,7 @@ test-all: $(STAMP)  ## Run every test, including slow ones with the real MiniLM
 bench: $(STAMP)  ## Run the benchmarks (results in benchmarks/results/)
 	$(BIN)/python benchmarks/first_rungs.py
 	$(BIN)/python benchmarks/meter_overhead.py
+	$(BIN)/python benchmarks/load_memory.py
 
 quality: lint typecheck  ## ruff (lint + format check) and mypy
 
