@@ -33,7 +33,7 @@ from frugalml.ladder.run import (
     run_ladder,
 )
 from frugalml.ship.compress import STEPS, CompressResult, compress, compress_available
-from frugalml.strategies import get_strategy, strategy_names
+from frugalml.strategies import get_strategy
 
 RUN_MARKER = ".frugalml-run"
 RUN_SETTINGS = "run.json"  # a RunSettings, as JSON
@@ -403,7 +403,3 @@ def prepare_run_dir(path: Path, *, force: bool) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / RUN_MARKER).write_text("This folder was written by frugalml fit.\n")
     return path
-
-
-def available_strategies() -> list[str]:
-    return strategy_names()

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from frugalml.errors import BundleError, plural
+from frugalml.errors import BundleError, CapabilityError, plural
 from frugalml.models.onnx_encoder import is_onnx, require_onnxruntime
-from frugalml.strategies.base import Predictor, Registered, get_strategy
+from frugalml.strategies.base import Embedder, Predictor, Registered, get_strategy
 from frugalml.types import MANIFEST_SCHEMA, Manifest, parse_manifest
 
 SCHEMA_VERSION = MANIFEST_SCHEMA
@@ -48,6 +48,17 @@ class Bundle:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.predictor.predict_proba(texts)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length sentence vectors, (len(texts), dim) float32, from the model's encoder:
+        what retrieval, out-of-scope detection and recommendation compare."""
+        if not isinstance(self.predictor, Embedder):
+            raise CapabilityError(
+                f"{self.path} holds a '{self.manifest.strategy}' model, which cannot "
+                "embed texts: it has no encoder",
+                ["embed with the bundle of an encoder rung (e.g. frozen_probe or hybrid)"],
+            )
+        return self.predictor.embed(texts)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """One {'label', 'probabilities'} record per text."""

@@ -24,13 +24,53 @@ _STATUS = Path("/proc/self/status")
 
 @dataclass(frozen=True)
 class Prices:
-    """What compute costs. The default is a 2-vCPU on-demand cloud VM (e.g. AWS m5.large)."""
+    """What compute costs. The default is a 2-vCPU on-demand cloud VM (e.g. AWS m5.large).
+
+    Every conversion between seconds, dollars and joules goes through these methods, so a
+    budget, a cost card, a forecast and the serving cost gauge all use one set of prices.
+    """
 
     usd_per_hour: float = 0.096
     basis: str = "2 vCPU on-demand VM at $0.096/h"
     watts_per_core: float = 10.0  # busy x86 server core incl. its share of uncore and DRAM
     gpu_usd_per_hour: float = 2.50
     gpu_watts: float = 300.0
+    vcpus: int = 2  # the vCPUs `usd_per_hour` pays for: one CPU-second costs 1/vcpus of it
+
+    def usd_for(self, wall_s: float, device_s: float | None = None) -> float:
+        """What holding the machine for `wall_s` (and a GPU for `device_s`) costs."""
+        usd = wall_s / 3600 * self.usd_per_hour
+        if device_s:
+            usd += device_s / 3600 * self.gpu_usd_per_hour
+        return usd
+
+    def wall_s_for(self, usd: float) -> float:
+        """How long `usd` holds the machine (no GPU): how a money budget becomes a deadline."""
+        return usd / self.usd_per_hour * 3600
+
+    def kwh_for(self, cpu_s: float, device_s: float | None = None) -> float:
+        """Energy estimated from busy CPU-seconds (and GPU-seconds), where no counter reads it."""
+        joules = cpu_s * self.watts_per_core
+        if device_s:
+            joules += device_s * self.gpu_watts
+        return joules / 3.6e6
+
+    def cpu_s_for(self, kwh: float) -> float:
+        """Busy CPU-seconds that `kwh` lasts at `watts_per_core`: an energy budget in time."""
+        return kwh * 3.6e6 / self.watts_per_core
+
+    @property
+    def usd_per_cpu_s(self) -> float:
+        """The price of one busy CPU-second: what inference cost per prediction is counted in."""
+        return self.usd_per_hour / 3600 / self.vcpus
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Prices:
+        """Prices a bundle recorded; the defaults for one that recorded none (older bundles)."""
+        return cls(**data) if data else cls()
 
 
 @dataclass
@@ -139,10 +179,6 @@ class CostMeter:
             if meter is not self:
                 meter._flops += flops
 
-    def elapsed_s(self) -> float:
-        """Wall seconds since entry: what budgets check while the work runs."""
-        return time.perf_counter() - self._t0
-
     @property
     def card(self) -> CostCard:
         if self._card is None:
@@ -180,9 +216,7 @@ class CostMeter:
         peak_kb = max(self._peak_kb, _read_hwm_kb(), grew)
         device_s, device_mb = _gpu_stop(wall)
         energy, source = self._energy(cpu, device_s)
-        usd = wall / 3600 * self.prices.usd_per_hour
-        if device_s:
-            usd += device_s / 3600 * self.prices.gpu_usd_per_hour
+        usd = self.prices.usd_for(wall, device_s)
         self._card = CostCard(
             wall_s=wall,
             cpu_s=cpu,
@@ -203,12 +237,10 @@ class CostMeter:
         if self._energy0 is not None and measured is not None:
             joules = _counter_delta(self._energy0, measured)
             return joules / 3.6e6, "rapl" if "rapl" in measured[0] else measured[0]
-        joules = cpu_s * self.prices.watts_per_core
         label = f"estimate({self.prices.watts_per_core:g} W per busy core"
         if device_s:
-            joules += device_s * self.prices.gpu_watts
             label += f", {self.prices.gpu_watts:g} W per GPU"
-        return joules / 3.6e6, label + ")"
+        return self.prices.kwh_for(cpu_s, device_s), label + ")"
 
     def _basis(self, device_s: float | None) -> str:
         if device_s:

@@ -44,6 +44,10 @@ class OutOfMemoryError(FrugalError, MemoryError):
     """Work forecast to need more memory than is available, refused before allocating it."""
 
 
+class CapabilityError(FrugalError, TypeError):
+    """A model cannot do what was asked of it (e.g. sentence vectors from a TF-IDF model)."""
+
+
 class MissingExtraError(FrugalError, ImportError):
     """An optional dependency is not installed; names the install command."""
 

@@ -72,6 +72,17 @@ class CostRecord(_Record):
     )
 
 
+class PricesRecord(_Record):
+    """The compute prices a bundle's costs were figured at (`costs.Prices.to_dict()`)."""
+
+    usd_per_hour: float = Field(gt=0, description="Price of the machine per hour, in US$.")
+    basis: str = Field(description="What the price is for, in words.")
+    watts_per_core: float = Field(gt=0, description="Power of one busy core, for estimates.")
+    gpu_usd_per_hour: float = Field(ge=0, description="Price of one GPU per hour, in US$.")
+    gpu_watts: float = Field(ge=0, description="Power of one busy GPU, for estimates.")
+    vcpus: int = Field(2, ge=1, description="vCPUs the hourly price pays for.")
+
+
 class SpeedRecord(_Record):
     """Inference speed of the saved, reloaded bundle (`metrics.Speed.to_dict()`)."""
 
@@ -123,6 +134,11 @@ class Manifest(_Record):
     )
     compress_cost: CostRecord | None = Field(
         None, description="What the compression step that made this bundle cost."
+    )
+    prices: PricesRecord | None = Field(
+        None,
+        description="The prices the costs were figured at; serving prices its CPU-seconds at "
+        "them (null: the defaults).",
     )
     metrics: MetricsRecord | None = Field(None, description="Quality measured by the ladder.")
     speed: SpeedRecord | None = Field(None, description="Inference speed of this bundle.")

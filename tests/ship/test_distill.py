@@ -99,7 +99,8 @@ def test_student_has_half_the_layers_and_the_teacher_is_unchanged(distilled: Dis
 def test_student_learns_the_teachers_soft_labels(distilled: Distilled, demo_splits: Splits) -> None:
     import torch
 
-    from frugalml.ship.distill import Student, drop_layers, soft_label_loss
+    from frugalml.models.classifier_module import EncoderClassifier
+    from frugalml.ship.distill import drop_layers, soft_label_loss
     from frugalml.training.finetune import predict_logits
 
     lines = (distilled.workdir / "curves" / "scalars.jsonl").read_text().splitlines()
@@ -112,7 +113,9 @@ def test_student_learns_the_teachers_soft_labels(distilled: Distilled, demo_spli
     teacher_logits = teacher.logits(texts)
     student_logits = distilled.student.logits(texts)
     # The same layer-dropped copy before any distillation: what training has to improve on.
-    untrained = Student(drop_layers(teacher.encoder.model), teacher.head, teacher.encoder.normalize)
+    untrained = EncoderClassifier.from_head(
+        drop_layers(teacher.encoder.model), teacher.head, normalize=teacher.encoder.normalize
+    )
     encoder = teacher.encoder
     untrained_logits = predict_logits(untrained, encoder.tokenize(texts), encoder.pad_id, 32)
 

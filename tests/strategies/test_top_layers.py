@@ -19,13 +19,15 @@ def test_cached_lower_states_through_the_top_equal_the_whole_encoder(
 ) -> None:
     import torch
 
+    from frugalml.models.classifier_module import EncoderClassifier
     from frugalml.models.encoder import Encoder, mean_pool, pad_batch
-    from frugalml.training.layer_cache import TopLayersClassifier, lower_states, top_logits
+    from frugalml.training.layer_cache import TopLayers, lower_states, top_logits
 
     encoder = Encoder(tiny_backbone, normalize=False)
     texts = list(demo_splits.val.texts[:40])
     ids = encoder.tokenize(texts)
-    model = TopLayersClassifier(encoder.model, 1, 3).eval()  # shares the top layer: no dropout
+    top = TopLayers(encoder.model, 1)  # shares the top layer
+    model = EncoderClassifier(top, encoder.dim, 3).eval()  # no dropout
     got = top_logits(model, lower_states(encoder, ids, 1), batch_size=8)
     with torch.inference_mode():
         input_ids, mask = pad_batch(ids, encoder.pad_id)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from frugalml.bundle import load, read_manifest, save_bundle, update_manifest
 from frugalml.config import Budget, SpeedConfig
@@ -27,7 +29,8 @@ from frugalml.ladder.calibration import (
     fit_temperature,
 )
 from frugalml.metrics import Metric, Quality, Speed, get_metric, measure_speed, score
-from frugalml.strategies import Strategy, get_strategy
+from frugalml.strategies import Predictor, Strategy, get_strategy
+from frugalml.strategies.base import FitReport
 
 # What a rung's validation and test outcomes offer metrics: predicted labels, calibrated
 # probabilities, and rankings derived from them (a text is a query, its class the relevant item).
@@ -97,10 +100,9 @@ class LadderClock:
         if b.max_wall_s is not None:
             limits.append(b.max_wall_s - wall)
         if b.max_usd is not None:
-            limits.append(b.max_usd / p.usd_per_hour * 3600 - wall)
+            limits.append(p.wall_s_for(b.max_usd) - wall)
         if b.max_kwh is not None:  # estimated energy: CPU-s at watts_per_core, all cores busy
-            joules_left = b.max_kwh * 3.6e6 - cpu * p.watts_per_core
-            limits.append(joules_left / (p.watts_per_core * (os.cpu_count() or 1)))
+            limits.append((p.cpu_s_for(b.max_kwh) - cpu) / (os.cpu_count() or 1))
         return min(limits) if limits else None
 
 
@@ -266,7 +268,7 @@ def _forecast(
     total["cpu_s"] += watch.cpu_s
     data = {
         **forecast.to_dict(),
-        "usd": forecast.wall_s / 3600 * prices.usd_per_hour,
+        "usd": prices.usd_for(forecast.wall_s),
         "took_s": watch.wall_s,
     }
     notify("forecast", {"strategy": name, "forecast": data})
@@ -290,7 +292,7 @@ def _run_rung(
         predictor = strategy.fit(
             splits.train, splits.val, budget=budget, meter=meter, workdir=workdir
         )
-        val_logits = predictor.logits(splits.val.texts)
+        val_logits = _validation_logits(predictor, splits.val.texts)
         predictor.temperature = fit_temperature(val_logits, splits.val.y)
     val_proba = calibrated_proba(val_logits, predictor.temperature)
     val = score(splits.val.y, val_proba.argmax(1), labels, proba=val_proba, metrics=[metric])
@@ -305,7 +307,7 @@ def _run_rung(
         config=config,
         task=splits.train.task,
         data_fingerprint=splits.train.fingerprint(),
-        extra={"train_cost": meter.card.to_dict()},
+        extra={"train_cost": meter.card.to_dict(), "prices": prices.to_dict()},
     )
     reloaded = load(folder)  # test quality and speed describe the saved model, not the live one
     test = None
@@ -313,7 +315,7 @@ def _run_rung(
         proba = reloaded.predict_proba(splits.test.texts)
         test = score(splits.test.y, proba.argmax(1), labels, proba=proba, metrics=[metric])
     timing = measure_speed(reloaded, splits.val.texts, speed)
-    stopped = str(getattr(predictor, "stopped", ""))
+    stopped = predictor.stopped if isinstance(predictor, FitReport) else ""
     update_manifest(
         folder,
         metrics={"val": val.to_dict(), "test": test.to_dict() if test else None, "val_ece": ece},
@@ -327,6 +329,19 @@ def _run_rung(
         shutil.move(workdir / "curves", run_dir / "curves" / name)
     shutil.rmtree(workdir, ignore_errors=True)  # checkpoints served their purpose
     return Candidate(name, config, val, test, meter.card, timing, folder, ece, forecast, stopped)
+
+
+def _validation_logits(predictor: Predictor, texts: Sequence[str]) -> np.ndarray:
+    """The logits of the validation texts `fit` was given: those it reports having computed
+    on the way (no second pass), else computed now."""
+    if isinstance(predictor, FitReport) and predictor.val_logits is not None:
+        if len(predictor.val_logits) != len(texts):
+            raise ValueError(
+                f"val_logits has {len(predictor.val_logits)} rows for {len(texts)} validation "
+                "texts; a predictor reports the logits of the `val` its fit was given"
+            )
+        return predictor.val_logits
+    return predictor.logits(texts)
 
 
 def _finished(folder: Path) -> Candidate | None:

@@ -55,6 +55,22 @@ def mean_pool(hidden: Any, mask: Any) -> Any:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero): a dot product is then a cosine."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices in batches of similar length (a stable sort): little compute goes to padding.
+
+    Every length-sorted pass (encoding, batched logits, cached layer states, ONNX Runtime)
+    forms its batches here and writes each batch's results back at its indices.
+    """
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     """(input_ids, attention_mask) padded to the longest sequence in this batch only."""
     torch = _torch()
@@ -69,11 +85,9 @@ def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
 
 def sorted_padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
     """Tokens a length-sorted pass computes, padding included: what its time scales with."""
-    ordered = sorted(lengths)
-    return sum(
-        max(ordered[i : i + batch_size]) * len(ordered[i : i + batch_size])
-        for i in range(0, len(ordered), batch_size)
-    )
+    width = np.asarray(lengths, dtype=np.int64)
+    batches = sorted_batches(lengths, batch_size)
+    return sum(int(width[batch].max()) * len(batch) for batch in batches)
 
 
 class Encoder:
@@ -110,7 +124,6 @@ class Encoder:
         self.n_params = sum(p.numel() for p in self.model.parameters()) - embedding_params
         self.dim = int(self.model.config.hidden_size)
         self.trained = False  # set when a strategy fine-tunes self.model in place
-        self.memo: dict[str, np.ndarray] = {}
         self._torch = torch
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -122,30 +135,16 @@ class Encoder:
         return list(encoded["input_ids"])
 
     def encode(self, texts: Sequence[str], meter: CostMeter | None = None) -> np.ndarray:
-        """(len(texts), dim) float32; rows are in the order of `texts`.
-
-        Texts in `memo` (vectors a strategy already computed, e.g. the validation set that
-        calibration scores again) are not recomputed.
-        """
-        if self.memo:
-            missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
-            fresh = self._encode(missing, meter)
-            found = {**dict(zip(missing, fresh, strict=True)), **self.memo}
-            return np.stack([found[t] for t in texts]) if texts else fresh
-        return self._encode(texts, meter)
-
-    def _encode(self, texts: Sequence[str], meter: CostMeter | None) -> np.ndarray:
+        """(len(texts), dim) float32; rows are in the order of `texts`."""
         torch = self._torch
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         ids = self.tokenize(texts)
-        order = np.argsort([len(x) for x in ids], kind="stable")
         pad = self.pad_id
         computed_tokens = 0
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
+            for batch in sorted_batches([len(x) for x in ids], self.batch_size):
                 input_ids, mask = pad_batch([ids[i] for i in batch], pad)
                 out[batch] = self._pool(input_ids.to(self.device), mask.to(self.device))
                 computed_tokens += input_ids.numel()
@@ -181,6 +180,13 @@ class Encoder:
                         digest.update(chunk)
         return digest.hexdigest()[:32]
 
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]:
+        """Write this encoder and its pooling as an ONNX encoder folder (`OnnxEncoder` serves
+        it without torch); return what the export did (the fused operators)."""
+        from frugalml.models.onnx_export import export_encoder
+
+        return export_encoder(self, folder, precision)
+
     def save(self, folder: Path) -> None:
         """Weights as safetensors and the tokenizer as JSON/text, so the bundle stands alone.
 
@@ -204,6 +210,8 @@ class TextEncoder(Protocol):
     normalize: bool
 
     def encode(self, texts: Sequence[str], meter: CostMeter | None = None) -> np.ndarray: ...
+
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]: ...
 
     def save(self, folder: Path) -> None: ...
 

@@ -1,7 +1,12 @@
 """The predictor every encoder-based rung ships: an encoder, mean pooling, a linear head.
 
 Frozen probe, SetFit-style, LoRA (merged) and full fine-tuning differ in how they train, not
-in what they serve, so they share this one predictor and its bundle layout.
+in what they serve, so they share this one predictor and its bundle layout. Its torch twin,
+the module those rungs train, is `classifier_module.EncoderClassifier`.
+
+Besides the `Predictor` contract it has the capabilities of `strategies.base`: `embed`
+(sentence vectors), `export_onnx` (served by ONNX Runtime alone), and what `fit` reports
+(`stopped`, `val_logits`).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from frugalml.models.encoder import Encoder, TextEncoder, load_encoder
+from frugalml.models.encoder import Encoder, TextEncoder, load_encoder, unit_rows
 from frugalml.models.heads import LinearHead, softmax
 
 
 class EncoderHeadPredictor:
     """Encoder (saved in the bundle as safetensors) → pooled vector → linear head."""
+
+    onnx_precisions: tuple[str, ...] = ("fp32", "int8")
 
     def __init__(
         self,
@@ -25,12 +32,15 @@ class EncoderHeadPredictor:
         head: LinearHead,
         labels: tuple[str, ...],
         temperature: float = 1.0,
+        *,
+        val_logits: np.ndarray | None = None,
     ) -> None:
         self.encoder = encoder
         self.head = head
         self.labels = labels
         self.temperature = temperature
         self.stopped = ""  # "deadline" when training was cut short by the budget
+        self.val_logits = val_logits  # the validation texts' logits, when `fit` computed them
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         return self.head.logits(self.encoder.encode(texts))
@@ -38,9 +48,22 @@ class EncoderHeadPredictor:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.logits(texts) / self.temperature)
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length sentence vectors: the pooled vectors the head reads, normalized."""
+        return unit_rows(self.encoder.encode(texts))
+
     def save(self, folder: Path) -> dict[str, Any]:
         self.encoder.save(folder / "encoder")
         self.head.save(folder / "head.safetensors")
+        return self._spec()
+
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]:
+        """Like `save`, with the encoder (and its pooling) as an ONNX graph; the head stays."""
+        details = self.encoder.export_onnx(folder / "encoder", precision=precision)
+        self.head.save(folder / "head.safetensors")
+        return {**self._spec(), "format": "onnx", "precision": precision, **details}
+
+    def _spec(self) -> dict[str, Any]:
         return {
             "max_length": self.encoder.max_length,
             "batch_size": self.encoder.batch_size,

@@ -1,6 +1,6 @@
 """An exported encoder served by ONNX Runtime, `tokenizers` and numpy alone: no torch.
 
-It stands in for `embeddings.Encoder` inside any encoder-based predictor (the probe, hybrid,
+It stands in for `encoder.Encoder` inside any encoder-based predictor (the probe, hybrid,
 fine-tuned rungs): same `encode(texts)` → pooled vectors, so heads and n-gram features stay
 as they are and a serving install (`pip install 'frugalml[onnx]'`) needs no deep-learning
 stack. Texts are tokenized with the model's own `tokenizer.json`, sorted by length and padded
@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from frugalml.errors import BundleError, require_extra
+from frugalml.errors import BundleError, ConfigError, require_extra
+from frugalml.models.encoder import sorted_batches
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -90,9 +91,7 @@ class OnnxEncoder:
         """(len(texts), dim) float32 in the order of `texts`; normalized inside the graph."""
         ids = self.tokenize(texts)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in sorted_batches([len(x) for x in ids], self.batch_size):
             width = max(len(ids[i]) for i in idx)
             input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
@@ -104,6 +103,25 @@ class OnnxEncoder:
             )
             out[idx] = pooled
         return out
+
+    @property
+    def precision(self) -> str:
+        return str(self.settings.get("precision", "fp32"))
+
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]:
+        """Already ONNX: copied as it is, or quantized from fp32 to int8 (nothing to fuse)."""
+        if precision == self.precision:
+            self.save(folder)
+        elif (self.precision, precision) == ("fp32", "int8"):
+            from frugalml.models.onnx_export import quantize_encoder
+
+            quantize_encoder(self.folder, folder, self.settings)
+        else:
+            raise ConfigError(
+                f"an {self.precision} ONNX encoder cannot be exported at {precision!r}",
+                ["export the uncompressed model (RUN_DIR/candidates/<rung>) instead"],
+            )
+        return {}
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

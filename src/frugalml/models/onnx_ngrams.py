@@ -145,6 +145,14 @@ class OnnxNgramFeatures:
         folder.mkdir(parents=True, exist_ok=True)
         for name in (MODEL_FILE, SETTINGS_FILE):
             shutil.copyfile(self.folder / name, folder / name)
+        return self.spec()
+
+    def export_onnx(self, folder: Path) -> list[dict[str, Any]]:
+        """Already ONNX: copied as it is."""
+        return self.save(folder)
+
+    def spec(self) -> list[dict[str, Any]]:
+        """The manifest's description of the vectorizers."""
         return [{k: v[k] for k in _SPEC_KEYS} for v in self.settings["vectorizers"]]
 
     def _check_graph(self) -> None:
@@ -192,7 +200,7 @@ def export_ngrams(vectorizers: Sequence[Any], folder: Path) -> OnnxNgramFeatures
         pool = _pool(i, params, vectorizer.vocabulary_)
         blocks.append((pool, np.asarray(vectorizer.idf_, dtype=np.float32), params))
         settings.append(_settings(params, pool.tokens, len(vectorizer.vocabulary_)))
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     import onnx
 
     onnx.save(_graph(blocks), str(folder / MODEL_FILE))

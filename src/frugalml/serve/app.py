@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from frugalml.bundle import load
+from frugalml.costs import Prices
 from frugalml.errors import FrugalError
 from frugalml.models.onnx_encoder import SessionTuning, tune_sessions
 from frugalml.serve.auth import BearerAuth
@@ -90,7 +91,9 @@ class ServeState:
 
     def install(self, model: ServedModel) -> ServedModel | None:
         previous, self.model = self.model, model
-        self.metrics.set_model(model.version, model.bundle.manifest.strategy, model.labels)
+        manifest = model.bundle.manifest
+        prices = Prices.from_dict(manifest.prices.model_dump() if manifest.prices else None)
+        self.metrics.set_model(model.version, manifest.strategy, model.labels, prices)
         return previous
 
     async def load_initial(self) -> None:

@@ -3,7 +3,8 @@ process (tests, a reload) never mix their numbers.
 
 Cost per 1k predictions reads off the scrape: 1000 * `frugalml_inference_cpu_seconds_total`
 / `frugalml_predictions_total` * `frugalml_price_usd_per_cpu_second` (also precomputed, over
-the process's life, as `frugalml_inference_usd_per_1k_predictions`). In PromQL, over a window:
+the process's life, as `frugalml_inference_usd_per_1k_predictions`). The price is the served
+bundle's (the `Prices` it was trained under, from its manifest). In PromQL, over a window:
     1000 * rate(frugalml_inference_cpu_seconds_total[5m])
          / sum(rate(frugalml_predictions_total[5m])) * frugalml_price_usd_per_cpu_second
 """
@@ -30,7 +31,6 @@ from frugalml.costs import Prices
 from frugalml.serve.batching import BatchStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-VCPUS_IN_PRICE = 2  # Prices' default is a 2-vCPU VM: a CPU-second costs half its per-second price
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -40,7 +40,7 @@ class ServeMetrics:
 
     def __init__(self, queue_depth: Callable[[], float], prices: Prices | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.price_per_cpu_s = (prices or Prices()).usd_per_hour / 3600 / VCPUS_IN_PRICE
+        self.prices = prices or Prices()
         self.cpu_s_total = 0.0  # mirrors of two counters, for the cost gauge and /v1/model
         self.predictions_total = 0
         r = self.registry
@@ -87,11 +87,12 @@ class ServeMetrics:
             "Predict requests accepted: body received and a concurrency slot taken.",
             registry=r,
         )
-        Gauge(
+        self.price = Gauge(
             "frugalml_price_usd_per_cpu_second",
-            "Price of one CPU-second (from frugalml.costs.Prices).",
+            "Price of one CPU-second (the served bundle's frugalml.costs.Prices).",
             registry=r,
-        ).set(self.price_per_cpu_s)
+        )
+        self.price.set(self.prices.usd_per_cpu_s)
         r.register(_CostPer1k(self))
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
 
@@ -126,7 +127,13 @@ class ServeMetrics:
             self.predictions.labels(label).inc(n)
             self.predictions_total += n
 
-    def set_model(self, version: str, strategy: str, labels: Iterable[str]) -> None:
+    def set_model(
+        self, version: str, strategy: str, labels: Iterable[str], prices: Prices | None = None
+    ) -> None:
+        """`prices`: the new model's price basis; the price gauge and the cost per 1k use it."""
+        if prices is not None:
+            self.prices = prices
+            self.price.set(prices.usd_per_cpu_s)
         self.model_info.clear()
         self.model_info.labels(version, strategy).set(1)
         for label in labels:  # every label shows, at 0 until predicted
@@ -136,7 +143,7 @@ class ServeMetrics:
         """Inference CPU cost of 1,000 predictions over the process's life (0 before any)."""
         if not self.predictions_total:
             return 0.0
-        return 1000 * self.cpu_s_total / self.predictions_total * self.price_per_cpu_s
+        return 1000 * self.cpu_s_total / self.predictions_total * self.prices.usd_per_cpu_s
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

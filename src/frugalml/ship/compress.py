@@ -6,7 +6,8 @@ other layer, int8). Each step is scored on the validation split and may lose at 
 loses more is rejected, the report says by how much, and the last accepted step ships.
 Speed and size are re-measured on the saved, reloaded bundle of every step. A TF-IDF model's
 chain is the ONNX step alone (n-grams counted and weighted in the graph, so serving needs no
-scikit-learn); hybrid exports its encoder and its n-grams.
+scikit-learn); hybrid exports its encoder and its n-grams. Each model exports itself (the
+`OnnxExportable` capability); this module runs the chain and gates it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from frugalml.errors import ConfigError, installed
 from frugalml.ladder.calibration import fit_temperature
 from frugalml.ladder.run import Progress
 from frugalml.metrics import Quality, measure_speed, score
+from frugalml.models.onnx_encoder import is_onnx
+from frugalml.strategies.base import Embedder, OnnxExportable, Predictor
 
 STEPS = ("onnx", "int8", "distilled")
 
@@ -106,14 +109,10 @@ def compress(
     out.parent.mkdir(parents=True, exist_ok=True)
     notify = progress or (lambda event, data: None)
     source = load(source_dir)
-    teacher: Any = source.predictor
+    teacher = _exportable(source, source_dir)
     strategy = source.manifest.strategy
-    parts = _exportable(teacher)
-    if not parts:
-        raise ConfigError(
-            f"{source_dir} holds a '{strategy}' model that is already exported to ONNX",
-            ["compress the uncompressed bundle (RUN_DIR/candidates/<rung>)"],
-        )
+    recorded = source.manifest.prices
+    prices = prices or Prices.from_dict(recorded.model_dump() if recorded else None)
     from frugalml.models.encoder_head import EncoderHeadPredictor
 
     work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out.parent))
@@ -148,37 +147,36 @@ def compress(
             return step
 
         with CostMeter(prices) as meter:
-            fp32, details = _export(teacher, work / "fp32")
+            fp32, details = _export(teacher, work / "fp32", "fp32", source.labels)
         parity = _parity(fp32, reference, texts)
         _save_onnx(work / "onnx", source, fp32, "fp32", {**details, "parity": parity}, meter)
         gate("onnx", work / "onnx", {**details, "parity": parity})
-        if "int8" in wanted and "encoder" not in parts:
+        if "int8" in wanted and "int8" not in teacher.onnx_precisions:
             skipped["int8"] = (
                 "nothing to quantize: n-gram counting and a linear head are already small and "
                 "cheap; the onnx step is the last"
             )
         elif "int8" in wanted:
-            with CostMeter(prices) as meter:
-                int8 = _quantized(fp32, work / "int8-encoder")
+            with CostMeter(prices) as meter:  # quantizes the fp32 graph: no second export
+                int8, _ = _export(fp32, work / "int8-model", "int8", source.labels)
             _save_onnx(work / "int8", source, int8, "int8", details, meter)
             gate("int8", work / "int8", details)
-        if "distilled" in wanted and not isinstance(teacher, EncoderHeadPredictor):
-            skipped["distilled"] = (
-                f"a '{strategy}' model has no encoder to distill"
-                if "encoder" not in parts
-                else f"a '{strategy}' model is more than an encoder and a head; the student is "
-                "distilled for encoder-and-head models only"
-            )
-        elif "distilled" in wanted:
+        if "distilled" in wanted and isinstance(teacher, EncoderHeadPredictor):
             from frugalml.ship.distill import distill
 
             with CostMeter(prices) as meter:
                 student = distill(teacher, train.texts, val, labels=train.y, meter=meter)
                 student.temperature = fit_temperature(student.logits(texts), val.y)
-                student_fp32, details = _export(student, work / "student-fp32")
-                student_int8 = _quantized(student_fp32, work / "student-int8")
-            _save_onnx(work / "distilled", source, student_int8, "int8", details, meter)
+                int8, details = _export(student, work / "student-int8", "int8", source.labels)
+            _save_onnx(work / "distilled", source, int8, "int8", details, meter)
             gate("distilled", work / "distilled", details)
+        elif "distilled" in wanted:
+            skipped["distilled"] = (
+                f"a '{strategy}' model is more than an encoder and a head; the student is "
+                "distilled for encoder-and-head models only"
+                if isinstance(teacher, Embedder)
+                else f"a '{strategy}' model has no encoder to distill"
+            )
         chosen_dir = source_dir if shipped.name == "source" else work / shipped.name
         shutil.copytree(chosen_dir, out)
         if keep_steps is not None:
@@ -191,85 +189,36 @@ def compress(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _exportable(predictor: Any) -> list[str]:
-    """The parts of a predictor that still need PyTorch or scikit-learn to run; none when its
-    encoder is already ONNX (the chain starts from the uncompressed model)."""
-    from frugalml.models.encoder import Encoder
-    from frugalml.strategies.tfidf import NgramFeatures
-
-    encoder = getattr(predictor, "encoder", None)
-    if encoder is not None and not isinstance(encoder, Encoder):
-        return []
-    parts = ["encoder"] if encoder is not None else []
-    if isinstance(getattr(predictor, "ngrams", None), NgramFeatures):
-        parts.append("ngrams")
-    return parts
-
-
-def _export(predictor: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
-    """A copy of the predictor served by ONNX Runtime alone: its encoder and its n-grams
-    exported; and the details the manifest records (the encoder's fusions)."""
-    parts = _exportable(predictor)
-    details: dict[str, Any] = {}
-    if "encoder" in parts:
-        predictor, fusions = _export_encoder(predictor, folder / "encoder")
-        details["fusions"] = fusions.to_dict()
-    if "ngrams" in parts:
-        import copy
-
-        from frugalml.models.onnx_ngrams import export_ngrams
-
-        predictor = copy.copy(predictor)
-        predictor.ngrams = export_ngrams(predictor.ngrams.vectorizers, folder / "ngrams")
-    return predictor, details
+def _exportable(source: Bundle, folder: Path) -> OnnxExportable:
+    """The source's predictor, once it is known to export: the chain starts from the
+    uncompressed model, and from a predictor with the `OnnxExportable` capability."""
+    strategy = source.manifest.strategy
+    if is_onnx(source.manifest.predictor):
+        raise ConfigError(
+            f"{folder} holds a '{strategy}' model that is already exported to ONNX",
+            ["compress the uncompressed bundle (RUN_DIR/candidates/<rung>)"],
+        )
+    if not isinstance(source.predictor, OnnxExportable):
+        raise ConfigError(
+            f"{folder} holds a '{strategy}' model, whose predictor cannot be exported to ONNX "
+            "(it has no `export_onnx`)",
+            ["ship it uncompressed (--ship none)"],
+        )
+    return source.predictor
 
 
-def _export_encoder(predictor: Any, folder: Path) -> tuple[Any, Any]:
-    """The predictor with its encoder exported, fused and served by ONNX Runtime."""
-    from frugalml.models.onnx_encoder import MODEL_FILE, TOKENIZER_FILE, write_settings
-    from frugalml.ship import onnx_export as ox
-
-    encoder = predictor.encoder
-    folder.mkdir(parents=True)
-    raw = folder.with_name(folder.name + "-raw.onnx")
-    ox.export_onnx(encoder, raw)
-    fusions = ox.optimize(raw, folder / MODEL_FILE, encoder.model.config)
-    raw.unlink()
-    encoder.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
-    write_settings(folder, {"pad_id": encoder.pad_id, "dim": encoder.dim, "precision": "fp32"})
-    return _with_encoder(predictor, folder), fusions
+def _export(
+    predictor: OnnxExportable, folder: Path, precision: str, labels: tuple[str, ...]
+) -> tuple[OnnxExportable, dict[str, Any]]:
+    """The predictor exported into `folder` and loaded back from there, as a bundle loads it;
+    and what the manifest records of the export (the encoder's fusions, when it fused any)."""
+    spec = predictor.export_onnx(folder, precision=precision)
+    exported = type(predictor).load(folder, spec, labels)
+    assert isinstance(exported, OnnxExportable), "an exported model exports again"
+    return exported, {"fusions": spec["fusions"]} if "fusions" in spec else {}
 
 
-def _quantized(fp32: Any, folder: Path) -> Any:
-    from frugalml.models.onnx_encoder import MODEL_FILE, TOKENIZER_FILE, write_settings
-    from frugalml.ship import onnx_export as ox
-
-    source = fp32.encoder.folder
-    folder.mkdir(parents=True)
-    ox.quantize_int8(source / MODEL_FILE, folder / MODEL_FILE)
-    shutil.copyfile(source / TOKENIZER_FILE, folder / TOKENIZER_FILE)
-    write_settings(folder, {**fp32.encoder.settings, "precision": "int8"})
-    return _with_encoder(fp32, folder)
-
-
-def _with_encoder(predictor: Any, folder: Path) -> Any:
-    """A shallow copy of `predictor` whose encoder is the ONNX one in `folder`."""
-    import copy
-
-    from frugalml.models.onnx_encoder import OnnxEncoder
-
-    encoder = predictor.encoder
-    clone = copy.copy(predictor)
-    clone.encoder = OnnxEncoder(
-        folder,
-        max_length=encoder.max_length,
-        batch_size=encoder.batch_size,
-        normalize=encoder.normalize,
-    )
-    return clone
-
-
-def _parity(onnx: Any, reference: Any, texts: list[str]) -> dict[str, Any]:
+def _parity(onnx: Predictor, reference: np.ndarray, texts: list[str]) -> dict[str, Any]:
     """Max |ONNX - source| over the logits (PyTorch, scikit-learn), and label agreement."""
 
     if not texts:
@@ -285,7 +234,7 @@ def _parity(onnx: Any, reference: Any, texts: list[str]) -> dict[str, Any]:
 def _save_onnx(
     folder: Path,
     source: Bundle,
-    predictor: Any,
+    predictor: Predictor,
     precision: str,
     details: dict[str, Any],
     meter: CostMeter,
@@ -299,7 +248,11 @@ def _save_onnx(
         config=m.config,
         task=m.task,
         data_fingerprint=m.data_fingerprint,
-        extra={"train_cost": m.train_cost, "compress_cost": meter.card.to_dict()},
+        extra={
+            "train_cost": m.train_cost,
+            "compress_cost": meter.card.to_dict(),
+            "prices": m.prices,
+        },
     )
     spec = read_manifest(folder).predictor
     update_manifest(folder, predictor={**spec, "format": "onnx", "precision": precision, **details})

@@ -26,7 +26,8 @@ from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError, plural
 from frugalml.metrics import macro_f1
-from frugalml.models.encoder import Encoder, mean_pool, pad_batch
+from frugalml.models.classifier_module import EncoderClassifier
+from frugalml.models.encoder import Encoder, pad_batch
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
 from frugalml.training.finetune import CURVES, freeze_pooler, predict_logits
@@ -73,28 +74,6 @@ def drop_layers(model: nn.Module, keep: str = "every_other") -> nn.Module:
             if hasattr(module, "layer_idx"):
                 module.layer_idx = index
     return student  # type: ignore[no-any-return]
-
-
-class Student(nn.Module):
-    """Encoder → mean pooling (→ L2 normalization when the teacher's encoder does it) →
-    dropout → linear head: the teacher's own serving path, so its head transfers as is."""
-
-    def __init__(self, encoder: nn.Module, head: LinearHead, normalize: bool, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.normalize = normalize
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(head.coef.shape[1], head.coef.shape[0])
-        with torch.no_grad():
-            self.head.weight.copy_(torch.as_tensor(head.coef))
-            self.head.bias.copy_(torch.as_tensor(head.intercept))
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = mean_pool(hidden, attention_mask).float()
-        if self.normalize:
-            pooled = nn.functional.normalize(pooled, dim=-1)
-        return self.head(self.dropout(pooled))  # type: ignore[no-any-return]
 
 
 def word_dropout(text: str, rng: np.random.Generator, p: float = 0.15) -> str:
@@ -160,7 +139,10 @@ def distill(
         raise ConfigError("distill needs a teacher with a PyTorch encoder (not an exported one)")
     torch.manual_seed(config.seed)  # the student's dropout; its weights are all copied
     student_encoder = _student_encoder(teacher.encoder, keep)
-    model = Student(student_encoder.model, teacher.head, teacher.encoder.normalize)
+    # The teacher's own serving path (normalization included), so its head transfers as is.
+    model = EncoderClassifier.from_head(
+        student_encoder.model, teacher.head, normalize=teacher.encoder.normalize
+    )
     model.to(student_encoder.device)
     # Teacher logits once, before training, with their inference FLOPs on the meter.
     texts, y = transfer_set(train_texts, labels, config.seed)
@@ -252,9 +234,8 @@ def _student_encoder(teacher: Encoder, keep: str) -> Encoder:
 
     Copying (rather than saving the student and loading a fresh `Encoder` from that folder)
     shares the tokenizer and keeps max_length, batch size, normalization and device the
-    teacher's by construction, with no disk round trip. The memo is emptied: its vectors are
-    the teacher's. `trained` makes `save` serialize the student rather than copy the
-    teacher's backbone files.
+    teacher's by construction, with no disk round trip. `trained` makes `save` serialize the
+    student rather than copy the teacher's backbone files.
     """
     student = copy.copy(teacher)
     student.model = drop_layers(teacher.model, keep)
@@ -263,6 +244,5 @@ def _student_encoder(teacher: Encoder, keep: str) -> Encoder:
     student.model.get_input_embeddings().requires_grad_(False)
     embedding_params = sum(p.numel() for p in student.model.embeddings.parameters())
     student.n_params = sum(p.numel() for p in student.model.parameters()) - embedding_params
-    student.memo = {}
     student.trained = True
     return student

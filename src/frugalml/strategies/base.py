@@ -73,6 +73,49 @@ class Strategy(Protocol):
         ...
 
 
+# Capabilities: what some predictors can do beyond predicting. Callers ask with isinstance
+# (`isinstance(predictor, Embedder)`), never by probing attributes; a new predictor gains a
+# capability by having its members, with no base class to inherit.
+
+
+@runtime_checkable
+class Embedder(Predictor, Protocol):
+    """A predictor that also turns texts into sentence vectors: what retrieval, out-of-scope
+    detection and recommendation build on. Encoder rungs have it, exported or not; TF-IDF
+    has not."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 unit-length rows in the order of `texts`, so that a dot
+        product is a cosine similarity."""
+        ...
+
+
+@runtime_checkable
+class OnnxExportable(Predictor, Protocol):
+    """A predictor whose torch or scikit-learn parts ONNX Runtime can take over, so serving
+    it needs neither: what `compress` asks for."""
+
+    onnx_precisions: tuple[str, ...]  # ("fp32",), or ("fp32", "int8") with an encoder to quantize
+
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]:
+        """Write this model into `folder` as `save` would, its parts as ONNX graphs at
+        `precision`; return the spec its class's `load` reads, with `format`, `precision`
+        and what the export measured (e.g. `fusions`). An exported model exports again at a
+        lower precision (fp32 → int8) by quantizing its graph."""
+        ...
+
+
+@runtime_checkable
+class FitReport(Predictor, Protocol):
+    """What a predictor fresh from `Strategy.fit` tells the ladder about its fit; not saved
+    (`load` leaves it empty)."""
+
+    stopped: str  # why training ended before its plan ("deadline"), or ""
+    # The logits of the `val` texts given to `fit`, in their order, when fitting computed
+    # them anyway (heads are chosen on them): temperature scaling then needs no second pass.
+    val_logits: np.ndarray | None
+
+
 @dataclass(frozen=True)
 class Registered:
     """What the registry knows of a strategy."""

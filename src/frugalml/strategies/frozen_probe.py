@@ -18,6 +18,7 @@ from frugalml.models.encoder import (
     Encoder,
     default_cache_dir,
     embed_for_training,
+    sorted_batches,
     sorted_padded_tokens,
 )
 from frugalml.models.encoder_head import EncoderHeadPredictor
@@ -68,8 +69,7 @@ class FrozenProbeStrategy:
         head = LinearHead.fit_select(
             X, train.y, X_val, val.y, len(train.labels), Cs=c.Cs, class_weight=c.class_weight
         )
-        encoder.memo = dict(zip(val.texts, X_val, strict=True))  # calibration reuses them
-        return EncoderHeadPredictor(encoder, head, train.labels)
+        return EncoderHeadPredictor(encoder, head, train.labels, val_logits=head.logits(X_val))
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """Encoder load + 4 real batches embedded (the faster of two timings, after a
@@ -88,8 +88,7 @@ class FrozenProbeStrategy:
         total = sorted_padded_tokens(lengths, c.batch_size)
         # Time real batches (length-sorted chunks, as `encode` forms them) spread over the
         # length range: a random sample pads far more and over-forecast 4x on Banking77.
-        order = np.argsort(lengths, kind="stable")
-        chunks = [order[i : i + c.batch_size] for i in range(0, len(order), c.batch_size)]
+        chunks = sorted_batches(lengths, c.batch_size)
         picked = sorted({round(float(q)) for q in np.linspace(0, len(chunks) - 1, 4)})
         sample = [texts[i] for p in (picked if chunks else []) for i in chunks[p]]
         if sample:  # all cached: nothing to embed, nothing to time

@@ -20,7 +20,13 @@ from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.forecast import Forecast
 from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
-from frugalml.models.encoder import Encoder, TextEncoder, embed_for_training, load_encoder
+from frugalml.models.encoder import (
+    Encoder,
+    TextEncoder,
+    embed_for_training,
+    load_encoder,
+    unit_rows,
+)
 from frugalml.models.heads import LinearHead, softmax
 from frugalml.models.onnx_ngrams import OnnxNgramFeatures
 from frugalml.strategies.base import StrategyConfig, register_strategy
@@ -47,6 +53,8 @@ class HybridConfig(StrategyConfig):
 class HybridPredictor:
     """[n-gram TF-IDF | weight * embedding] → linear head."""
 
+    onnx_precisions: tuple[str, ...] = ("fp32", "int8")
+
     def __init__(
         self,
         ngrams: NgramFeatures | OnnxNgramFeatures,
@@ -55,10 +63,14 @@ class HybridPredictor:
         weight: float,
         labels: tuple[str, ...],
         temperature: float = 1.0,
+        *,
+        val_logits: np.ndarray | None = None,
     ) -> None:
         self.ngrams, self.encoder, self.head, self.weight = ngrams, encoder, head, weight
         self.labels = labels
         self.temperature = temperature
+        self.stopped = ""  # no training loop: nothing cuts it short
+        self.val_logits = val_logits  # the validation texts' logits, computed while fitting
 
     def features(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> Any:
         vectors = self.encoder.encode(texts) if embeddings is None else embeddings
@@ -71,12 +83,27 @@ class HybridPredictor:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.logits(texts) / self.temperature)
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length sentence vectors from the encoder (the n-grams are not a sentence vector)."""
+        return unit_rows(self.encoder.encode(texts))
+
     def save(self, folder: Path) -> dict[str, Any]:
         specs = self.ngrams.save(folder)
         self.encoder.save(folder / "encoder")
         self.head.save(folder / "head.safetensors")
+        return self._spec(specs)
+
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]:
+        """Like `save`, with the n-grams and the encoder as ONNX graphs; the head stays."""
+        folder.mkdir(parents=True, exist_ok=True)
+        specs = self.ngrams.export_onnx(folder)
+        details = self.encoder.export_onnx(folder / "encoder", precision=precision)
+        self.head.save(folder / "head.safetensors")
+        return {**self._spec(specs), "format": "onnx", "precision": precision, **details}
+
+    def _spec(self, vectorizers: list[dict[str, Any]]) -> dict[str, Any]:
         return {
-            "vectorizers": specs,
+            "vectorizers": vectorizers,
             "max_length": self.encoder.max_length,
             "batch_size": self.encoder.batch_size,
             "embedding_weight": self.weight,
@@ -134,17 +161,19 @@ class HybridStrategy:
             ngrams, encoder, LinearHead(np.zeros(0), np.zeros(0)), c.embedding_weight, train.labels
         )
         X = sparse.hstack([X_ngrams, sparse.csr_matrix(E * c.embedding_weight)], format="csr")
+        X_val = unfitted.features(val.texts, E_val)
         head = LinearHead.fit_select(
             X,
             train.y,
-            unfitted.features(val.texts, E_val),
+            X_val,
             val.y,
             len(train.labels),
             Cs=c.Cs,
             class_weight=c.class_weight,
         )
-        encoder.memo = dict(zip(val.texts, E_val, strict=True))  # calibration reuses them
-        return HybridPredictor(ngrams, encoder, head, c.embedding_weight, train.labels)
+        return HybridPredictor(
+            ngrams, encoder, head, c.embedding_weight, train.labels, val_logits=head.logits(X_val)
+        )
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """The n-gram fit once per C, plus embedding what the cache lacks."""

@@ -283,8 +283,7 @@ class SetfitStrategy:
         encoder.model.eval()
         encoder.trained = self.state_ is not None and self.state_.step > 0
         X_val, head = evaluate.final(self.state_)
-        encoder.memo = dict(zip(val.texts, X_val, strict=True))  # calibration reuses them
-        return EncoderHeadPredictor(encoder, head, train.labels)
+        return EncoderHeadPredictor(encoder, head, train.labels, val_logits=head.logits(X_val))
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """Timed pair batches scaled to every pair's tokens (+25% for optimizer steps), plus

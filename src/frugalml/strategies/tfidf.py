@@ -15,9 +15,10 @@ from scipy import sparse
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
+from frugalml.errors import ConfigError
 from frugalml.forecast import Forecast, memory_shortage, stopwatch
 from frugalml.models.heads import LinearHead, softmax
-from frugalml.models.onnx_ngrams import OnnxNgramFeatures, is_onnx_ngrams_folder
+from frugalml.models.onnx_ngrams import OnnxNgramFeatures, export_ngrams, is_onnx_ngrams_folder
 
 if TYPE_CHECKING:  # scikit-learn is imported when n-grams are used: serving ONNX bundles
     from sklearn.feature_extraction.text import TfidfVectorizer  # never needs it
@@ -64,6 +65,11 @@ class NgramFeatures:
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return sparse.hstack([v.transform(texts) for v in self.vectorizers], format="csr")
 
+    def export_onnx(self, folder: Path) -> list[dict[str, Any]]:
+        """Write the n-grams as one ONNX graph (counted and weighted in the graph, so serving
+        needs no scikit-learn); return the manifest's description of them."""
+        return export_ngrams(self.vectorizers, folder).spec()
+
     def save(self, folder: Path) -> list[dict[str, Any]]:
         specs, arrays = [], {}
         for i, vectorizer in enumerate(self.vectorizers):
@@ -93,7 +99,7 @@ class NgramFeatures:
 def load_ngrams(folder: Path, spec: dict[str, Any]) -> NgramFeatures | OnnxNgramFeatures:
     """The exported graph when the bundle holds one (no scikit-learn), else the vectorizers.
 
-    The files decide, as for encoders (`embeddings.load_encoder`): hybrid bundles compressed
+    The files decide, as for encoders (`encoder.load_encoder`): hybrid bundles compressed
     before n-grams were exported hold an ONNX encoder beside scikit-learn n-grams.
     """
     if is_onnx_ngrams_folder(folder):
@@ -103,6 +109,8 @@ def load_ngrams(folder: Path, spec: dict[str, Any]) -> NgramFeatures | OnnxNgram
 
 class TfidfPredictor:
     """Sparse n-gram features → linear head."""
+
+    onnx_precisions: tuple[str, ...] = ("fp32",)  # n-grams and a head: nothing to quantize
 
     def __init__(
         self,
@@ -126,6 +134,22 @@ class TfidfPredictor:
         specs = self.ngrams.save(folder)
         self.head.save(folder / "head.safetensors")
         return {"vectorizers": specs, "temperature": self.temperature}
+
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]:
+        """Like `save`, with the n-grams as an ONNX graph; the head stays."""
+        if precision not in self.onnx_precisions:
+            raise ConfigError(
+                f"a TF-IDF model exports at fp32 only (nothing to quantize); got {precision!r}"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        specs = self.ngrams.export_onnx(folder)
+        self.head.save(folder / "head.safetensors")
+        return {
+            "vectorizers": specs,
+            "temperature": self.temperature,
+            "format": "onnx",
+            "precision": precision,
+        }
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> TfidfPredictor:

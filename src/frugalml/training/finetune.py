@@ -1,7 +1,7 @@
 """Fine-tuning an encoder for classification with the one training loop.
 
-`TextClassifier` is encoder → mean pooling → dropout → linear head (pooling the way MiniLM
-was trained; a [CLS] head underfits it). Fine-tuning comes in three steps (`FineTune`):
+The model trained is `classifier_module.EncoderClassifier` (encoder → mean pooling → dropout
+→ linear head). Fine-tuning comes in three steps (`FineTune`):
 `build_classifier` loads, adapts and tokenizes once; `train` feeds length-bucketed batches
 to the one training loop; `finish` exports the encoder and returns the shared
 `EncoderHeadPredictor`. `fit_classifier` runs all three; a federated round stops between them.
@@ -27,7 +27,8 @@ from frugalml.data.dataset import Dataset
 from frugalml.forecast import Forecast, Stopwatch, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.backbones import resolve_backbone
-from frugalml.models.encoder import Encoder, mean_pool, pad_batch
+from frugalml.models.classifier_module import EncoderClassifier
+from frugalml.models.encoder import Encoder, pad_batch, sorted_batches
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
 from frugalml.training.loop import (
@@ -43,20 +44,6 @@ from frugalml.training.loop import (
 
 log = logging.getLogger("frugalml")
 CURVES = "curves"  # inside a rung's workdir; the ladder keeps it as RUN_DIR/curves/<rung>
-
-
-class TextClassifier(nn.Module):
-    """Encoder, mean pooling, dropout, linear head."""
-
-    def __init__(self, encoder: nn.Module, hidden: int, n_classes: int, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, n_classes)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(self.dropout(mean_pool(hidden, attention_mask)))  # type: ignore[no-any-return]
 
 
 def freeze_pooler(model: nn.Module) -> nn.Module:
@@ -144,7 +131,7 @@ def build_classifier(
     )
     torch.manual_seed(config.seed)  # the head's initial weights
     body = adapt(freeze_pooler(encoder.model))
-    model = TextClassifier(body, encoder.dim, len(train_data.labels))
+    model = EncoderClassifier(body, encoder.dim, len(train_data.labels))
     model.to(encoder.device)
     train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
     labels = torch.as_tensor(train_data.y)
@@ -243,10 +230,8 @@ def sorted_logits(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    order = np.argsort([len(x) for x in items], kind="stable")
     out: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in sorted_batches([len(x) for x in items], batch_size):
         first, second = collate([items[i] for i in idx])
         logits = model(first.to(device), second.to(device)).float().cpu().numpy()
         if out is None:
@@ -278,7 +263,7 @@ def forecast_classifier(
         encoder = Encoder(
             backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
         )
-        model = TextClassifier(
+        model = EncoderClassifier(
             adapt(freeze_pooler(encoder.model)), encoder.dim, len(train_data.labels)
         )
         model.to(encoder.device)

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError
 from frugalml.forecast import Forecast, Stopwatch, stopwatch
 from frugalml.metrics import macro_f1
-from frugalml.models.encoder import Encoder, mean_pool, pad_batch
+from frugalml.models.classifier_module import EncoderClassifier
+from frugalml.models.encoder import Encoder, pad_batch, sorted_batches
 from frugalml.training.finetune import FineTune, class_weights, cross_entropy, sorted_logits
 from frugalml.training.loop import Batch, Bucketed, TrainConfig
 
@@ -78,13 +80,11 @@ def lower_states(encoder: Encoder, ids: list[list[int]], n_lower: int) -> list[t
     total = sum(len(x) for x in ids) * encoder.dim * 4
     dtype = torch.float32 if total <= FLOAT32_LIMIT else torch.float16
     out: list[torch.Tensor] = [torch.empty(0)] * len(ids)
-    order = np.argsort([len(x) for x in ids], kind="stable")
     model = encoder.model
     was_training = model.training
     model.eval()
     with truncated(model, n_lower):
-        for start in range(0, len(order), encoder.batch_size):
-            idx = order[start : start + encoder.batch_size]
+        for idx in sorted_batches([len(x) for x in ids], encoder.batch_size):
             input_ids, mask = pad_batch([ids[i] for i in idx], encoder.pad_id)
             device = encoder.device
             hidden = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
@@ -106,23 +106,22 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return hidden, mask
 
 
-class TopLayersClassifier(nn.Module):
-    """The encoder's top layers (shared with it, so training updates the encoder), mean
-    pooling, dropout and a linear head, fed with cached lower-layer states."""
+class TopLayers(nn.Module):
+    """The encoder's top layers (shared with it, so training updates the encoder) as an
+    encoder of cached lower-layer states: what `EncoderClassifier` pools and classifies."""
 
-    def __init__(self, model: Any, n_lower: int, n_classes: int, dropout: float = 0.1):
+    def __init__(self, model: Any, n_lower: int):
         super().__init__()
         self.layers = encoder_layers(model)[n_lower:]
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(int(model.config.hidden_size), n_classes)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
         # The additive mask BERT-style blocks take: 0 where attended, a large negative elsewhere.
-        blocked = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        mask = attention_mask[:, None, None, :].to(hidden.dtype)
+        blocked = (1.0 - mask) * torch.finfo(hidden.dtype).min
         for layer in self.layers:
             out: Any = layer(hidden, attention_mask=blocked)
             hidden = out[0] if isinstance(out, tuple) else out  # older transformers: a tuple
-        return self.head(self.dropout(mean_pool(hidden, mask)))  # type: ignore[no-any-return]
+        return BaseModelOutput(last_hidden_state=hidden)
 
 
 def top_logits(model: nn.Module, states: list[torch.Tensor], batch_size: int) -> np.ndarray:
@@ -157,13 +156,14 @@ def build_top_layers(
     for parameter in encoder.model.parameters():
         parameter.requires_grad_(False)
     torch.manual_seed(config.seed)  # the head's initial weights
-    model = TopLayersClassifier(encoder.model, n_lower, len(train_data.labels))
+    top = TopLayers(encoder.model, n_lower)
+    model = EncoderClassifier(top, encoder.dim, len(train_data.labels))
     model.requires_grad_(True)
     model.to(encoder.device)
     lengths = np.array([len(x) for x in train_ids])
     labels = torch.as_tensor(train_data.y)
     weights = class_weights(train_data) if class_weighted else None
-    top_params = sum(p.numel() for p in model.layers.parameters())
+    top_params = sum(p.numel() for p in top.parameters())
 
     def collate(idx: np.ndarray) -> Batch:
         hidden, mask = pad_states([train_states[i] for i in idx])
@@ -206,7 +206,8 @@ def forecast_top_layers(
             backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
         )
         n_lower = check_split(encoder.model, train_layers)
-        model = TopLayersClassifier(encoder.model, n_lower, len(train_data.labels))
+        top = TopLayers(encoder.model, n_lower)
+        model = EncoderClassifier(top, encoder.dim, len(train_data.labels))
         model.to(encoder.device)
     train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
     all_tokens = sum(len(x) for x in train_ids) + sum(len(x) for x in val_ids)

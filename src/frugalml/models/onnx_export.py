@@ -3,8 +3,9 @@
 The graph is exported with the eager attention implementation: ONNX Runtime's transformer
 optimizer recognises eager attention and fuses each layer into one `Attention` node (with
 SDPA it fuses only LayerNorm and Gelu, and the model stays slow). The fusions are counted
-and reported, because an unfused model is a silent 2-3x slowdown. Importing this module
-imports torch; serving an exported bundle does not (see `onnx_predictor`).
+and reported, because an unfused model is a silent 2-3x slowdown. Exporting imports torch;
+quantizing an exported graph and serving it (`onnx_encoder.OnnxEncoder`) do not.
+Predictors reach this module through their `export_onnx` capability.
 """
 
 from __future__ import annotations
@@ -12,20 +13,22 @@ from __future__ import annotations
 import collections
 import copy
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from frugalml.errors import ConfigError, require_extra
+from frugalml.models.onnx_encoder import MODEL_FILE, TOKENIZER_FILE, write_settings
 
-from frugalml.errors import require_extra
-from frugalml.models.encoder import Encoder, mean_pool
+if TYPE_CHECKING:
+    from frugalml.models.encoder import Encoder
 
 OPSET = 17
+PRECISIONS = ("fp32", "int8")
 log = logging.getLogger("frugalml")
 
 
@@ -46,30 +49,45 @@ class Fusions:
         return {**asdict(self), "complete": self.complete}
 
 
-class _Pooled(nn.Module):
-    """input_ids, attention_mask → the pooled (and, if the encoder does, normalized) vector."""
+def export_encoder(encoder: Encoder, folder: Path, precision: str) -> dict[str, Any]:
+    """Write `encoder` as a folder `OnnxEncoder` serves (graph, tokenizer, settings), fused,
+    at `precision` (int8: the fused fp32 graph, quantized); return the fusions."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"ONNX precision must be one of {', '.join(PRECISIONS)}; got {precision!r}"
+        )
+    if precision == "int8":
+        fp32 = folder.with_name(folder.name + "-fp32")
+        details = export_encoder(encoder, fp32, "fp32")
+        quantize_encoder(fp32, folder, {"pad_id": encoder.pad_id, "dim": encoder.dim})
+        shutil.rmtree(fp32)
+        return details
+    folder.mkdir(parents=True)
+    raw = folder.with_name(folder.name + "-raw.onnx")
+    export_onnx(encoder, raw)
+    fusions = optimize(raw, folder / MODEL_FILE, encoder.model.config)
+    raw.unlink()
+    encoder.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
+    write_settings(folder, {"pad_id": encoder.pad_id, "dim": encoder.dim, "precision": "fp32"})
+    return {"fusions": fusions.to_dict()}
 
-    def __init__(self, encoder: Encoder) -> None:
-        super().__init__()
-        self.model = _eager_copy(encoder.model)
-        self.normalize = encoder.normalize
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = mean_pool(hidden.last_hidden_state, attention_mask)
-        if self.normalize:
-            pooled = nn.functional.normalize(pooled, dim=-1)
-        return pooled  # type: ignore[no-any-return]
+def quantize_encoder(source: Path, folder: Path, settings: dict[str, Any]) -> None:
+    """An exported encoder folder's int8 copy: its graph quantized, its tokenizer as it is."""
+    folder.mkdir(parents=True)
+    quantize_int8(source / MODEL_FILE, folder / MODEL_FILE)
+    shutil.copyfile(source / TOKENIZER_FILE, folder / TOKENIZER_FILE)
+    write_settings(folder, {**settings, "precision": "int8"})
 
 
-def _eager_copy(model: nn.Module) -> nn.Module:
+def _eager_copy(model: Any) -> Any:
     """A float32 CPU copy in eval mode using the eager attention implementation."""
     clone: Any = copy.deepcopy(model).float().cpu().eval()
     if hasattr(clone, "set_attn_implementation"):
         clone.set_attn_implementation("eager")
     else:  # older transformers
         clone.config._attn_implementation = "eager"
-    return clone  # type: ignore[no-any-return]
+    return clone
 
 
 def export_onnx(encoder: Encoder, path: Path) -> Path:
@@ -78,8 +96,12 @@ def export_onnx(encoder: Encoder, path: Path) -> Path:
     Heads (and hybrid's n-gram features) stay in numpy: they are small, and every encoder
     rung then exports through this one path.
     """
+    import torch
+
+    from frugalml.models.classifier_module import MeanPooled
+
     _require_onnx()
-    module = _Pooled(encoder).eval()
+    module = MeanPooled(_eager_copy(encoder.model), normalize=encoder.normalize).eval()
     ids = torch.full((2, 8), encoder.pad_id + 1, dtype=torch.long)
     mask = torch.ones_like(ids)
     axes = {0: "batch", 1: "sequence"}
