@@ -20,7 +20,7 @@ from frugalml.bundle import MANIFEST, SCHEMA_VERSION, read_manifest, save_bundle
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
-from frugalml.errors import BundleError
+from frugalml.errors import BundleError, CapabilityError
 from frugalml.strategies.tfidf import TfidfConfig, TfidfStrategy
 from frugalml.types import parse_manifest
 
@@ -382,3 +382,35 @@ def test_a_schema_1_bundle_loads_predicts_and_is_rewritten_as_2_when_updated(
     update_manifest(bundle_dir, stopped="deadline")
     assert manifest(bundle_dir)["schema_version"] == 2
     assert manifest(bundle_dir)["metrics"] == V1_CANDIDATE["metrics"]
+
+
+def test_embedding_needs_a_model_with_an_encoder(bundle_dir: Path) -> None:
+    bundle = load(bundle_dir)
+    with pytest.raises(CapabilityError, match="'tfidf' model, which cannot embed texts") as err:
+        bundle.embed(["my card never arrived"])
+    assert "frozen_probe" in str(err.value)  # says which bundles can
+
+
+def test_an_encoder_bundle_embeds_unit_vectors_that_survive_the_round_trip(
+    demo_splits: Splits, tiny_backbone: Path, tmp_path: Path
+) -> None:
+    from frugalml.strategies.frozen_probe import FrozenProbeConfig, FrozenProbeStrategy
+
+    strategy = FrozenProbeStrategy(FrozenProbeConfig(backbone=str(tiny_backbone), cache=False))
+    with CostMeter() as meter:
+        predictor = strategy.fit(demo_splits.train, demo_splits.val, budget=Budget(), meter=meter)
+    folder = save_bundle(
+        tmp_path / "bundle",
+        predictor,
+        strategy="frozen_probe",
+        config={},
+        task="text-classification",
+        data_fingerprint="abc",
+    )
+    texts = list(demo_splits.test.texts[:12])
+    vectors = load(folder).embed(texts)
+    assert vectors.shape == (12, 16) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(vectors, predictor.embed(texts), atol=1e-6)
+    # the same text embeds the same wherever it stands in a batch
+    np.testing.assert_allclose(load(folder).embed(texts[3:4])[0], vectors[3], atol=1e-5)

@@ -60,6 +60,20 @@ def test_energy_estimate_is_labelled_and_money_follows_the_price() -> None:
         assert card.energy_source == "rapl" and card.energy_kwh > 0
 
 
+def test_prices_convert_between_seconds_dollars_and_energy() -> None:
+    prices = Prices(usd_per_hour=3.6, watts_per_core=36.0, gpu_usd_per_hour=7.2, gpu_watts=100.0)
+    assert prices.usd_for(1000) == pytest.approx(1.0)
+    assert prices.usd_for(1000, device_s=500) == pytest.approx(2.0)
+    assert prices.wall_s_for(1.0) == pytest.approx(1000)  # the inverse: a $ budget in seconds
+    assert prices.kwh_for(100_000) == pytest.approx(1.0)  # 100,000 CPU-s at 36 W = 3.6 MJ
+    assert prices.kwh_for(0, device_s=36_000) == pytest.approx(1.0)
+    assert prices.cpu_s_for(1.0) == pytest.approx(100_000)
+    assert prices.usd_per_cpu_s == pytest.approx(3.6 / 3600 / 2)  # 2 vCPUs by default
+    assert Prices(vcpus=8).usd_per_cpu_s == pytest.approx(Prices().usd_per_cpu_s / 4)
+    assert Prices.from_dict(prices.to_dict()) == prices
+    assert Prices.from_dict(None) == Prices()  # a bundle that recorded no prices
+
+
 def test_card_round_trips_through_a_dict_and_is_only_ready_after_exit() -> None:
     meter = CostMeter()
     with meter, pytest.raises(RuntimeError, match="once the `with CostMeter"):

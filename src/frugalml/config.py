@@ -29,16 +29,20 @@ class Budget(Frozen):
 
 
 class SplitConfig(Frozen):
-    val_frac: float = Field(0.15, gt=0, lt=0.5)
-    test_frac: float = Field(0.15, ge=0, lt=0.5)
-    seed: int = 0
+    """How labeled data is split, stratified by class."""
+
+    val_frac: float = Field(0.15, gt=0, lt=0.5, description="Share held out for validation.")
+    test_frac: float = Field(
+        0.15, ge=0, lt=0.5, description="Share held out for testing (0 when a test file is given)."
+    )
+    seed: int = Field(0, description="Seed of the split: the same seed gives the same split.")
 
 
 class SpeedConfig(Frozen):
     """How inference speed is measured on the reloaded bundle."""
 
     latency_calls: int = Field(50, ge=5, description="Batch-1 calls timed for p50/p95.")
-    throughput_batch: int = Field(32, ge=1)
+    throughput_batch: int = Field(32, ge=1, description="Texts per call when timing throughput.")
     throughput_texts: int = Field(256, ge=1, description="Texts timed at throughput_batch.")
 
 

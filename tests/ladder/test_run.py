@@ -296,3 +296,40 @@ def test_sigkill_mid_rung_then_resume_finishes_without_redoing_work(
     report = json.loads((run / "report.json").read_text())
     assert {row["strategy"] for row in report["leaderboard"]} == {"tfidf", "full"}
     assert not (run / "work" / "full").exists()  # checkpoints removed once the rung finished
+
+
+def test_calibration_uses_the_validation_logits_fit_reports() -> None:
+    from collections.abc import Sequence
+
+    import numpy as np
+
+    from frugalml.ladder.run import _validation_logits
+
+    class Fitted:
+        """Reports its validation logits; computing them again would be a second pass."""
+
+        labels, temperature, stopped = ("a", "b"), 1.0, ""
+
+        def __init__(self, val_logits: np.ndarray | None) -> None:
+            self.val_logits = val_logits
+
+        def logits(self, texts: Sequence[str]) -> np.ndarray:
+            return np.ones((len(texts), 2), dtype=np.float32)
+
+        def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+            return self.logits(texts) / 2
+
+        def save(self, folder: Path) -> dict[str, float]:
+            return {"temperature": self.temperature}
+
+        @classmethod
+        def load(cls, folder: Path, spec: dict[str, float], labels: tuple[str, ...]) -> Fitted:
+            return cls(None)
+
+    texts = ["x", "y", "z"]
+    reported = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert _validation_logits(Fitted(reported), texts) is reported
+    computed = _validation_logits(Fitted(None), texts)
+    np.testing.assert_array_equal(computed, np.ones((3, 2)))
+    with pytest.raises(ValueError, match="2 rows for 3 validation texts"):
+        _validation_logits(Fitted(reported[:2]), texts)

@@ -34,6 +34,7 @@ import frugalml
 from frugalml import client
 from frugalml.bundle import Bundle, save_bundle
 from frugalml.config import SplitConfig
+from frugalml.costs import Prices
 from frugalml.data.split import Splits
 from frugalml.errors import ConfigError
 from frugalml.serve import ServeSettings, create_app
@@ -679,6 +680,27 @@ def test_metrics_parse_and_count_what_was_sent(bundle: Path) -> None:
     assert families["frugalml_inference_cpu_seconds"].samples[0].value >= 0
     assert families["frugalml_inference_usd_per_1k_predictions"].samples[0].value >= 0
     assert families["process_resident_memory_bytes"].samples[0].value > 0
+    price = families["frugalml_price_usd_per_cpu_second"].samples[0].value
+    assert price == pytest.approx(Prices().usd_per_cpu_s)  # the bundle was fit at the defaults
+
+
+def test_serving_cost_uses_the_prices_the_bundle_was_trained_at(
+    demo_splits: Splits, tmp_path: Path
+) -> None:
+    prices = Prices(usd_per_hour=0.768, basis="8 vCPU VM at $0.768/h", vcpus=8)
+    run = frugalml.fit(
+        demo_splits.train, out=tmp_path / "run", strategies=["tfidf"], prices=prices, ship="none"
+    )
+    with serving(run.run_dir / "bundle") as base:
+        wait_ready(base)
+        client.predict(base, TEXTS[:4])
+        families = metrics(base)
+        serving_info = client.model_info(base)["serving"]
+    price = families["frugalml_price_usd_per_cpu_second"].samples[0].value
+    assert price == pytest.approx(0.768 / 3600 / 8)  # not the 2-vCPU default's 0.096 / 3600 / 2
+    cpu_s = families["frugalml_inference_cpu_seconds"].samples[0].value
+    expected = 1000 * cpu_s / 4 * price
+    assert serving_info["usd_per_1k_predictions"] == pytest.approx(expected, rel=1e-6)
 
 
 # -- reload --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 import frugalml
 from frugalml.data.split import Splits
+from frugalml.errors import ConfigError
 from frugalml.ship.compress import CompressResult, compress
 from tests.conftest import labels_in_a_process_without
 
@@ -126,6 +127,39 @@ def test_a_step_that_loses_too_much_is_rejected_and_the_previous_one_ships(
     shipped = frugalml.load(result.bundle)
     assert shipped.manifest.predictor["precision"] == "int8"
     assert shipped.manifest.predictor["fusions"]["layers"] == 2  # the teacher, not the student
+
+
+def test_a_bundle_and_its_int8_export_embed_texts_alike(
+    int8_chain: Chain, demo_splits: Splits
+) -> None:
+    texts = list(demo_splits.val.texts)
+    torch_bundle, int8 = frugalml.load(int8_chain.source), frugalml.load(int8_chain.result.bundle)
+    assert int8.manifest["predictor"]["precision"] == "int8"
+    cosine = (torch_bundle.embed(texts) * int8.embed(texts)).sum(axis=1)  # unit rows
+    assert cosine.min() > 0.99
+
+
+def test_compress_asks_the_model_to_export_itself_and_refuses_one_that_cannot(
+    demo_splits: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frugalml.strategies.tfidf import TfidfPredictor
+
+    run = frugalml.fit(demo_splits.train, out=tmp_path / "run", strategies=["tfidf"], ship="none")
+    source = run.run_dir / "candidates" / "tfidf"
+    asked: list[str] = []
+    export = TfidfPredictor.export_onnx
+
+    def recorded(self: TfidfPredictor, folder: Path, *, precision: str = "fp32") -> Any:
+        asked.append(precision)
+        return export(self, folder, precision=precision)
+
+    monkeypatch.setattr(TfidfPredictor, "export_onnx", recorded)
+    result = compress(source, demo_splits.train, demo_splits.val, tmp_path / "onnx", to="int8")
+    assert asked == ["fp32"]  # int8 is not among a TF-IDF model's `onnx_precisions`
+    assert result.shipped.name == "onnx" and "int8" in result.skipped
+    monkeypatch.delattr(TfidfPredictor, "export_onnx")
+    with pytest.raises(ConfigError, match="cannot be exported to ONNX"):
+        compress(source, demo_splits.train, demo_splits.val, tmp_path / "none", to="onnx")
 
 
 def test_an_onnx_bundle_loads_and_predicts_without_torch_or_scikit_learn(

@@ -14,6 +14,9 @@ from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
 from frugalml.strategies import Predictor, registered
+from frugalml.strategies.base import Embedder, FitReport
+
+REPORT_VAL_LOGITS = {"frozen_probe", "hybrid", "setfit"}
 
 
 def options_for(name: str, backbone: Path) -> dict[str, Any]:
@@ -50,6 +53,9 @@ def test_strategy_fits_predicts_saves_and_reloads_identically(
     accuracy = (proba.argmax(1) == demo_splits.test.y).mean()
     assert accuracy > 2.0 / len(demo_splits.train.labels)
 
+    check_capabilities(predictor, demo_splits)
+    if isinstance(predictor, FitReport):  # these pick their head on validation: no second pass
+        assert (predictor.val_logits is not None) == (name in REPORT_VAL_LOGITS)
     folder = save_bundle(
         tmp_path / "bundle",
         predictor,
@@ -60,8 +66,25 @@ def test_strategy_fits_predicts_saves_and_reloads_identically(
     )
     reloaded = load(folder)
     np.testing.assert_array_equal(reloaded.predict_proba(texts), proba)
+    if isinstance(predictor, Embedder):
+        np.testing.assert_array_equal(reloaded.embed(texts), predictor.embed(texts))
     assert reloaded.labels == predictor.labels
     assert meter.card.wall_s > 0 and meter.card.cpu_s > 0
+
+
+def check_capabilities(predictor: Predictor, splits: Splits) -> None:
+    """What a predictor says it can do, it does: reported validation logits are its logits
+    on the validation texts, and sentence vectors are unit rows, one per text."""
+    val = list(splits.val.texts)
+    if isinstance(predictor, FitReport):
+        assert predictor.stopped in ("", "deadline")
+        if predictor.val_logits is not None:
+            # computed while fitting, possibly in other batches: equal up to float rounding
+            np.testing.assert_allclose(predictor.val_logits, predictor.logits(val), atol=1e-5)
+    if isinstance(predictor, Embedder):
+        vectors = predictor.embed(val[:8])
+        assert vectors.shape[0] == 8 and vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", [r.name for r in registered()])

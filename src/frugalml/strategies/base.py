@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, get_args, runtime_checkable
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from frugalml.config import Budget, Frozen, deep_merge
 from frugalml.costs import CostMeter
@@ -24,7 +24,7 @@ from frugalml.errors import ConfigError, MissingExtraError, installed
 class StrategyConfig(Frozen):
     """Base of every strategy's settings; `kind` is the registry name."""
 
-    kind: str
+    kind: str = Field(description="The registry name, e.g. 'lora'.")
 
 
 @runtime_checkable

@@ -27,14 +27,16 @@ from frugalml.strategies.base import StrategyConfig, register_strategy
 
 
 class FrozenProbeConfig(StrategyConfig):
-    kind: Literal["frozen_probe"] = "frozen_probe"
+    kind: Literal["frozen_probe"] = Field("frozen_probe", description="The registry name.")
     backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(128, ge=8, description="Tokens per text; longer texts are truncated.")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="Texts the encoder embeds at once.")
     Cs: tuple[float, ...] = Field(
         (3.0, 10.0, 30.0), min_length=1, description="Inverse L2 strengths tried on validation."
     )
-    class_weight: Literal["balanced"] | None = None
+    class_weight: Literal["balanced"] | None = Field(
+        None, description="'balanced' weighs classes by inverse frequency; None does not."
+    )
     cache: bool = Field(True, description="Cache training embeddings on disk ($FRUGALML_CACHE).")
 
 

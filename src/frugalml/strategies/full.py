@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class FullConfig(StrategyConfig):
-    kind: Literal["full"] = "full"
+    kind: Literal["full"] = Field("full", description="The registry name.")
     backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency.")
@@ -30,7 +30,10 @@ class FullConfig(StrategyConfig):
         description="Keep the token-embedding table fixed: about half of MiniLM's weights, "
         "whose gradients and optimizer updates cost CPU and rarely help a classifier.",
     )
-    train: TrainConfig = TrainConfig(epochs=3, lr=1e-4, head_lr=2e-3)
+    train: TrainConfig = Field(
+        TrainConfig(epochs=3, lr=1e-4, head_lr=2e-3),
+        description="The training loop's settings (epochs, learning rates, batch size, ...).",
+    )
 
 
 @register_strategy(

@@ -35,10 +35,10 @@ from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, TfidfStrategy,
 
 
 class HybridConfig(StrategyConfig):
-    kind: Literal["hybrid"] = "hybrid"
+    kind: Literal["hybrid"] = Field("hybrid", description="The registry name.")
     backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(128, ge=8, description="Tokens per text for the encoder.")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="Texts the encoder embeds at once.")
     ngrams: TfidfConfig = Field(TfidfConfig(), description="The n-gram features' settings.")
     embedding_weight: float = Field(
         1.0, gt=0, description="Scale of the unit-length embedding beside the n-gram blocks."
@@ -46,7 +46,9 @@ class HybridConfig(StrategyConfig):
     Cs: tuple[float, ...] = Field(
         (3.0, 10.0, 30.0), min_length=1, description="Inverse L2 strengths tried on validation."
     )
-    class_weight: Literal["balanced"] | None = None
+    class_weight: Literal["balanced"] | None = Field(
+        None, description="'balanced' weighs classes by inverse frequency; None does not."
+    )
     cache: bool = Field(True, description="Reuse cached embeddings ($FRUGALML_CACHE).")
 
 

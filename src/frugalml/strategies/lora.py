@@ -22,15 +22,20 @@ if TYPE_CHECKING:
 
 
 class LoraConfig(StrategyConfig):
-    kind: Literal["lora"] = "lora"
+    kind: Literal["lora"] = Field("lora", description="The registry name.")
     backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
-    max_length: int = Field(64, ge=8)
+    max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     r: int = Field(8, ge=1, description="Rank of the update matrices.")
     alpha: int = Field(16, ge=1, description="Scaling numerator: updates are scaled by alpha/r.")
-    dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("query", "value")
-    class_weighted: bool = False
-    train: TrainConfig = TrainConfig(epochs=3, lr=1e-3, head_lr=2e-3)
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapters' inputs.")
+    target_modules: tuple[str, ...] = Field(
+        ("query", "value"), description="Names of the encoder's linear layers that get adapters."
+    )
+    class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency.")
+    train: TrainConfig = Field(
+        TrainConfig(epochs=3, lr=1e-3, head_lr=2e-3),
+        description="The training loop's settings (epochs, learning rates, batch size, ...).",
+    )
 
 
 @register_strategy(

@@ -42,7 +42,7 @@ TIMED_BATCHES = 3  # the first warms up; the others are timed
 
 
 class SetfitConfig(StrategyConfig):
-    kind: Literal["setfit"] = "setfit"
+    kind: Literal["setfit"] = Field("setfit", description="The registry name.")
     backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     shots: int | None = Field(

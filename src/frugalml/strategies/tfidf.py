@@ -26,12 +26,18 @@ from frugalml.strategies.base import StrategyConfig, register_strategy
 
 
 class TfidfConfig(StrategyConfig):
-    kind: Literal["tfidf"] = "tfidf"
-    word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (2, 5)
+    kind: Literal["tfidf"] = Field("tfidf", description="The registry name.")
+    word_ngrams: tuple[int, int] = Field(
+        (1, 2), description="Shortest and longest word n-grams (1, 2: words and word pairs)."
+    )
+    char_ngrams: tuple[int, int] = Field(
+        (2, 5), description="Shortest and longest character n-grams, within word boundaries."
+    )
     char_min_df: int = Field(2, ge=1, description="Drop character n-grams seen in fewer texts.")
     C: float = Field(10.0, gt=0, description="Inverse L2 strength of the logistic regression.")
-    class_weight: Literal["balanced"] | None = "balanced"
+    class_weight: Literal["balanced"] | None = Field(
+        "balanced", description="'balanced' weighs classes by inverse frequency; None does not."
+    )
 
 
 # Settings that must match between fitting and loading; everything else comes from the files.

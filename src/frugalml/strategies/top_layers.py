@@ -21,14 +21,17 @@ if TYPE_CHECKING:
 
 
 class TopLayersConfig(StrategyConfig):
-    kind: Literal["top_layers"] = "top_layers"
+    kind: Literal["top_layers"] = Field("top_layers", description="The registry name.")
     backbone: str = Field(DEFAULT_BACKBONE, description="Packaged name, hf://ORG/NAME or folder.")
     max_length: int = Field(64, ge=8, description="Tokens per text; longer texts are truncated.")
     train_layers: int = Field(
         2, ge=1, description="How many of the encoder's top layers train; the rest run once."
     )
     class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency.")
-    train: TrainConfig = TrainConfig(epochs=3, lr=3e-4, head_lr=2e-3)
+    train: TrainConfig = Field(
+        TrainConfig(epochs=3, lr=3e-4, head_lr=2e-3),
+        description="The training loop's settings (epochs, learning rates, batch size, ...).",
+    )
 
 
 @register_strategy(

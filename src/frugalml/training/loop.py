@@ -37,6 +37,8 @@ from frugalml.errors import FrugalError, plural
 
 
 class TrainConfig(Frozen):
+    """The one training loop's settings; every fine-tuning rung has its own defaults."""
+
     epochs: int = Field(
         3, ge=1, description="Passes over the training batches; early stopping may end sooner."
     )
