@@ -134,7 +134,7 @@ def test_a_bundle_and_its_int8_export_embed_texts_alike(
 ) -> None:
     texts = list(demo_splits.val.texts)
     torch_bundle, int8 = frugalml.load(int8_chain.source), frugalml.load(int8_chain.result.bundle)
-    assert int8.manifest["predictor"]["precision"] == "int8"
+    assert int8.manifest.predictor["precision"] == "int8"
     cosine = (torch_bundle.embed(texts) * int8.embed(texts)).sum(axis=1)  # unit rows
     assert cosine.min() > 0.99
 

@@ -72,4 +72,6 @@ def test_full_and_top_layers_jobs_expose_what_they_train(
     with CostMeter() as meter:
         job = top.fine_tuning(demo_splits.train, demo_splits.val, meter=meter)
     names = set(trainable_state(job.model))
-    assert "head.weight" in names and all(n.startswith(("head.", "layers.0.")) for n in names)
+    # the shared EncoderClassifier, its encoder the top layers over cached states
+    assert "head.weight" in names
+    assert all(n.startswith(("head.", "encoder.layers.0.")) for n in names)
