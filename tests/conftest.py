@@ -6,6 +6,7 @@ Nothing here touches the network; the tiny model trains and predicts in well und
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -78,6 +79,8 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own embedding cache, so no test sees another's."""
     monkeypatch.setenv("FRUGALML_CACHE", str(tmp_path / "cache"))
+    # A signing key in the developer's shell would make unsigned test bundles unloadable.
+    monkeypatch.delenv("FRUGALML_SIGNING_KEY", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +125,23 @@ print(json.dumps(proba.argmax(1).tolist()))
         [sys.executable, "-c", script, json.dumps(texts)], capture_output=True, text=True
     )
     return json.loads(done.stdout) if done.returncode == 0 else done
+
+
+def reseal(folder: Path, **fields: Any) -> None:
+    """List every file of a bundle with its sha256 (and size), set `fields`, and write the
+    manifest with frugalml's own writer: a bundle crafted elsewhere, consistent in itself,
+    whatever it holds. (Files are read through links: what a naive packer would do.)"""
+    from frugalml.bundle import MANIFEST, write_manifest
+    from frugalml.types import parse_manifest
+
+    raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    paths = {
+        p.relative_to(folder).as_posix(): p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p != folder / MANIFEST
+    }
+    raw["files"] = {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in paths.items()}
+    if "sizes" in raw:
+        raw["sizes"] = {name: p.stat().st_size for name, p in paths.items()}
+    raw.update(fields)
+    write_manifest(folder, parse_manifest(raw))

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import stat
+import struct
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,25 +25,33 @@ from frugalml.bundle import MANIFEST, SCHEMA_VERSION, read_manifest, save_bundle
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.split import Splits
-from frugalml.errors import BundleError, CapabilityError
+from frugalml.errors import BundleError, CapabilityError, ConfigError
 from frugalml.strategies.tfidf import TfidfConfig, TfidfStrategy
 from frugalml.types import parse_manifest
+from tests.conftest import reseal
 
 
-@pytest.fixture
-def bundle_dir(demo_splits: Splits, tmp_path: Path) -> Path:
+def make_bundle(splits: Splits, folder: Path, *, labels: tuple[str, ...] | None = None) -> Path:
+    """A TF-IDF bundle saved through the public path; `labels` replaces the predictor's."""
     with CostMeter() as meter:
         predictor = TfidfStrategy(TfidfConfig()).fit(
-            demo_splits.train, demo_splits.val, budget=Budget(), meter=meter
+            splits.train, splits.val, budget=Budget(), meter=meter
         )
+    if labels is not None:
+        predictor.labels = labels
     return save_bundle(
-        tmp_path / "bundle",
+        folder,
         predictor,
         strategy="tfidf",
         config={},
         task="text-classification",
         data_fingerprint="abc",
     )
+
+
+@pytest.fixture
+def bundle_dir(demo_splits: Splits, tmp_path: Path) -> Path:
+    return make_bundle(demo_splits, tmp_path / "bundle")
 
 
 def manifest(folder: Path) -> dict:
@@ -111,9 +124,7 @@ def test_broken_or_missing_manifest_is_refused(bundle_dir: Path, tmp_path: Path)
 
 
 def test_unknown_strategy_in_manifest_is_refused(bundle_dir: Path) -> None:
-    m = manifest(bundle_dir)
-    m["strategy"] = "tfdif"
-    (bundle_dir / MANIFEST).write_text(json.dumps(m))
+    reseal(bundle_dir, strategy="tfdif")  # as a frugalml with a rung this one lacks wrote it
     with pytest.raises(ValueError, match=r"unknown strategy 'tfdif'.*did you mean 'tfidf'"):
         load(bundle_dir)
 
@@ -414,3 +425,310 @@ def test_an_encoder_bundle_embeds_unit_vectors_that_survive_the_round_trip(
     np.testing.assert_allclose(vectors, predictor.embed(texts), atol=1e-6)
     # the same text embeds the same wherever it stands in a batch
     np.testing.assert_allclose(load(folder).embed(texts[3:4])[0], vectors[3], atol=1e-5)
+
+
+# -- a tamper-evident manifest ---------------------------------------------------------------
+def swap_two_labels(m: dict[str, Any]) -> None:
+    m["labels"][0], m["labels"][1] = m["labels"][1], m["labels"][0]
+
+
+def set_temperature(m: dict[str, Any]) -> None:
+    m["predictor"]["temperature"] = 1e9
+
+
+@pytest.mark.parametrize(
+    "change", [swap_two_labels, set_temperature, put("data_fingerprint", "abd")]
+)
+def test_any_edit_to_the_manifest_is_refused(
+    bundle_dir: Path, change: Callable[[dict[str, Any]], None]
+) -> None:
+    edit(bundle_dir, change)
+    with pytest.raises(BundleError, match=r"manifest\.json was changed after it was written"):
+        load(bundle_dir)
+
+
+def test_the_digest_covers_content_not_layout(bundle_dir: Path) -> None:
+    edit(bundle_dir, lambda m: None)  # the same manifest, written without indentation
+    assert load(bundle_dir).manifest.data_fingerprint == "abc"
+
+
+def test_the_version_is_the_digest_of_the_manifest_and_every_file(bundle_dir: Path) -> None:
+    before = load(bundle_dir)
+    assert before.version == manifest(bundle_dir)["digest"][:12]
+    update_manifest(bundle_dir, stopped="deadline")  # no file changes, the manifest does
+    after = load(bundle_dir)
+    assert after.manifest.files == before.manifest.files
+    assert after.version != before.version
+    assert "sha256 of 4 files and the manifest verified" in after.integrity.describe()
+    assert "not signed" in after.integrity.describe()
+
+
+def test_labels_that_do_not_match_the_models_outputs_are_refused(
+    demo_splits: Splits, tmp_path: Path
+) -> None:
+    short = demo_splits.train.labels[:-1]  # saved through the public path: digests all valid
+    folder = make_bundle(demo_splits, tmp_path / "short", labels=short)
+    with pytest.raises(BundleError, match="labels and model do not match"):
+        load(folder)
+
+
+SIGNING_KEY = "FRUGALML_SIGNING_KEY"
+
+
+def test_a_signed_bundle_loads_only_with_its_key(
+    demo_splits: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unsigned = make_bundle(demo_splits, tmp_path / "unsigned")
+    monkeypatch.setenv(SIGNING_KEY, "correct horse battery staple")
+    signed = make_bundle(demo_splits, tmp_path / "signed")
+    assert manifest(signed)["signature"]["scheme"] == "hmac-sha256"
+    says = load(signed).integrity.describe()
+    assert "signed with the HMAC-SHA256 key in $FRUGALML_SIGNING_KEY" in says
+    with pytest.raises(BundleError, match=r"is not signed.*FRUGALML_SIGNING_KEY is set"):
+        load(unsigned)
+    monkeypatch.setenv(SIGNING_KEY, "another key of enough length")
+    with pytest.raises(BundleError, match="signature does not match"):
+        load(signed)
+    monkeypatch.delenv(SIGNING_KEY)
+    says = load(signed).integrity.describe()
+    assert "signature not checked" in says and "set $FRUGALML_SIGNING_KEY" in says
+
+
+def test_a_signed_bundle_edited_without_the_key_is_refused(
+    demo_splits: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SIGNING_KEY, "correct horse battery staple")
+    signed = make_bundle(demo_splits, tmp_path / "signed")
+    raw = manifest(signed)
+    swap_two_labels(raw)
+    raw["digest"] = parse_manifest(raw).canonical_digest()  # recomputed, signature kept
+    (signed / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="signature does not match"):
+        load(signed)
+    monkeypatch.delenv(SIGNING_KEY)
+    reseal(signed)  # rewritten by frugalml without the key: the stale signature is dropped
+    assert manifest(signed)["signature"] is None
+    monkeypatch.setenv(SIGNING_KEY, "correct horse battery staple")
+    with pytest.raises(BundleError, match="is not signed"):
+        load(signed)
+
+
+def test_a_short_signing_key_is_refused(
+    demo_splits: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SIGNING_KEY, "secret")
+    with pytest.raises(ConfigError, match=r"FRUGALML_SIGNING_KEY is 6 characters.*at least 16"):
+        make_bundle(demo_splits, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_schema_1_bundle_loads_as_an_unsigned_legacy_bundle(bundle_dir: Path) -> None:
+    v1 = {**V1_CANDIDATE, "files": manifest(bundle_dir)["files"]}
+    v1["predictor"] = {**v1["predictor"], "temperature": 1.0}
+    (bundle_dir / MANIFEST).write_text(json.dumps(v1))
+    bundle = load(bundle_dir)
+    says = bundle.integrity.describe()
+    assert "sha256 of 4 files verified" in says and "unsigned legacy bundle" in says
+    assert len(bundle.version) == 12  # still a digest of what was loaded
+
+
+def test_edited_manifests_fail_info_and_predict_with_exit_2(bundle_dir: Path) -> None:
+    edit(bundle_dir, swap_two_labels)
+    for command in (["info"], ["predict", "--", "my card never arrived"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "frugalml", command[0], str(bundle_dir), *command[1:]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "manifest.json was changed after it was written" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+# -- file permissions ------------------------------------------------------------------------
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], None]]:
+    before = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(before)
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {
+        p.relative_to(folder.parent).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in [folder, *folder.rglob("*")]
+    }
+
+
+@pytest.mark.parametrize(
+    ("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
+def test_bundle_files_take_the_umasks_permissions(
+    demo_splits: Splits,
+    tmp_path: Path,
+    umask: Callable[[int], None],
+    mask: int,
+    file_mode: int,
+    folder_mode: int,
+) -> None:
+    umask(mask)
+    folder = make_bundle(demo_splits, tmp_path / "bundle")
+    update_manifest(folder, stopped="deadline")
+    expected = {
+        name: folder_mode if (tmp_path / name).is_dir() else file_mode for name in modes(folder)
+    }
+    assert modes(folder) == expected
+
+
+def test_a_bundle_saved_by_root_loads_as_another_user(
+    demo_splits: Splits, umask: Callable[[int], None]
+) -> None:
+    """The documented image: saved as root, served as uid 10001. A forked child drops to that
+    user (the interpreter may live under /root, which that user cannot enter); every module
+    it needs is already imported, so it reads only the bundle."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user (uid 10001) needs root")
+    root = Path(tempfile.mkdtemp(prefix="frugalml-uid-"))  # tmp_path is private to root
+    try:
+        root.chmod(0o755)
+        folder = make_bundle(demo_splits, root / "bundle")
+        load(folder).predict(["my card never arrived"])  # imports done before the fork
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(10001)
+                os.setuid(10001)
+                load(folder).predict(["my card never arrived"])
+                code = 0
+            except BaseException as err:
+                print(f"as uid {os.getuid()}: {err!r}", file=sys.stderr)
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        shutil.rmtree(root)
+    assert os.waitstatus_to_exitcode(status) == 0, "uid 10001 could not load the bundle"
+
+
+# -- what a bundle may hold ------------------------------------------------------------------
+def test_a_listed_symlink_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / "model" / "notes.txt").symlink_to("/etc/passwd")
+    reseal(bundle_dir)  # listed, with the sha256 of what the link points to
+    with pytest.raises(BundleError, match=r"model/notes\.txt is a symbolic link"):
+        load(bundle_dir)
+
+
+def test_a_linked_folder_is_refused_not_followed(bundle_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "extra.json").write_text("{}")
+    (bundle_dir / "model" / "more").symlink_to(tmp_path / "elsewhere")
+    reseal(bundle_dir)
+    with pytest.raises(BundleError) as refused:
+        load(bundle_dir)
+    assert "model/more is a symbolic link" in str(refused.value)
+    assert "model/more/extra.json" not in str(refused.value)
+
+
+def test_a_fifo_is_refused_not_skipped(bundle_dir: Path) -> None:
+    os.mkfifo(bundle_dir / "model" / "pipe.json")
+    with pytest.raises(BundleError, match=r"model/pipe\.json is a named pipe \(FIFO\)"):
+        load(bundle_dir)
+
+
+def test_a_listed_pickle_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / "model" / "extra.pkl").write_bytes(b"\x80\x04K\x01.")
+    reseal(bundle_dir)
+    with pytest.raises(BundleError, match=r"model/extra\.pkl is a \.pkl file, a type no predictor"):
+        load(bundle_dir)
+
+
+def test_an_unlisted_huge_file_is_refused_without_reading_it(bundle_dir: Path) -> None:
+    with (bundle_dir / "model" / "big.safetensors").open("wb") as handle:
+        handle.truncate(16 << 30)  # sparse: 16 GiB that take no disk, and a minute to hash
+    started = time.perf_counter()
+    with pytest.raises(BundleError, match=r"model/big\.safetensors is a file the manifest does"):
+        load(bundle_dir)
+    assert time.perf_counter() - started < 3
+
+
+def test_a_listed_file_of_the_wrong_size_is_refused_without_reading_it(bundle_dir: Path) -> None:
+    head = bundle_dir / "model" / "head.safetensors"
+    size = head.stat().st_size
+    os.truncate(head, 16 << 30)
+    started = time.perf_counter()
+    with pytest.raises(
+        BundleError,
+        match=rf"model/head\.safetensors is {16 << 30:,} bytes; the manifest says {size:,}",
+    ):
+        load(bundle_dir)
+    assert time.perf_counter() - started < 3
+
+
+# -- safetensors headers that lie ------------------------------------------------------------
+def header_of(data: bytes) -> dict[str, Any]:
+    (length,) = struct.unpack("<Q", data[:8])
+    return dict(json.loads(data[8 : 8 + length]))
+
+
+def with_header(data: bytes, header: dict[str, Any]) -> bytes:
+    (length,) = struct.unpack("<Q", data[:8])
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]
+
+
+def first_tensor(header: dict[str, Any]) -> str:
+    return next(name for name in header if name != "__metadata__")
+
+
+def offsets_beyond_the_file(data: bytes) -> bytes:
+    header = header_of(data)
+    header[first_tensor(header)]["data_offsets"][1] = 1 << 40
+    return with_header(data, header)
+
+
+def shape_larger_than_its_bytes(data: bytes) -> bytes:
+    header = header_of(data)
+    header[first_tensor(header)]["shape"] = [1 << 30, 1 << 30]
+    return with_header(data, header)
+
+
+@pytest.mark.parametrize(
+    ("forge", "says"),
+    [
+        (lambda d: struct.pack("<Q", 1 << 62) + d[8:], "header length"),
+        (lambda d: struct.pack("<Q", len(d)) + d[8:], "header length"),
+        (lambda d: d[:5], "shorter than"),
+        (lambda d: d[:8] + b"\xff" * (len(d) - 8), "header is not"),
+        (offsets_beyond_the_file, "data_offsets"),
+        (shape_larger_than_its_bytes, "shape"),
+    ],
+)
+def test_a_safetensors_file_whose_header_lies_is_refused_by_name(
+    bundle_dir: Path, forge: Callable[[bytes], bytes], says: str
+) -> None:
+    head = bundle_dir / "model" / "head.safetensors"
+    head.write_bytes(forge(head.read_bytes()))
+    reseal(bundle_dir)  # consistent checksums: the header itself is the lie
+    with pytest.raises(BundleError) as refused:
+        load(bundle_dir)
+    assert "model/head.safetensors" in str(refused.value)
+    assert says in str(refused.value)
+
+
+def test_info_on_a_lying_safetensors_header_exits_2(bundle_dir: Path) -> None:
+    head = bundle_dir / "model" / "head.safetensors"
+    head.write_bytes(struct.pack("<Q", 1 << 62) + head.read_bytes()[8:])
+    reseal(bundle_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "frugalml", "info", str(bundle_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "model/head.safetensors" in done.stderr and "Traceback" not in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 
-def frugalml(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160"}
+def frugalml(
+    *args: str | Path, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "160", **env}
     return subprocess.run(
         [sys.executable, "-m", "frugalml", *map(str, args)],
         capture_output=True,
@@ -100,8 +103,35 @@ def test_evaluate_and_info(run_dir: Path, tmp_path: Path) -> None:
     quality = json.loads(result.stdout)
     assert quality["n"] == 2 and 0 <= quality["accuracy"] <= 1
     info = frugalml("info", run_dir / "bundle")
-    assert info.returncode == 0 and "sha256 verified" in info.stdout
+    assert info.returncode == 0, info.stderr
+    files = len(json.loads((run_dir / "bundle" / "manifest.json").read_text())["files"])
+    assert f"sha256 of {files} files and the manifest verified" in info.stdout
+    assert "not signed" in info.stdout
     assert "training cost" in info.stdout
+
+
+def test_info_says_what_was_verified_and_refuses_edits(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import reseal
+
+    signed = shutil.copytree(run_dir / "bundle", tmp_path / "signed")
+    key = "correct horse battery staple"
+    monkeypatch.setenv("FRUGALML_SIGNING_KEY", key)
+    reseal(signed)  # as `fit` writes it with the key set
+    info = frugalml("info", signed, FRUGALML_SIGNING_KEY=key)
+    assert info.returncode == 0, info.stderr
+    assert "signed with the HMAC-SHA256 key in $FRUGALML_SIGNING_KEY" in info.stdout
+    wrong = frugalml("info", signed, FRUGALML_SIGNING_KEY="a different key, long enough")
+    assert wrong.returncode == 2 and "signature does not match" in wrong.stderr
+    manifest = json.loads((signed / "manifest.json").read_text())
+    manifest["predictor"]["temperature"] = 1e9
+    (signed / "manifest.json").write_text(json.dumps(manifest))
+    for command in (["info", signed], ["predict", signed, "cancel my pin"]):
+        refused = frugalml(*command, FRUGALML_SIGNING_KEY=key)
+        assert refused.returncode == 2, refused.stderr
+        assert "manifest.json was changed after it was written" in refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 @pytest.mark.parametrize(

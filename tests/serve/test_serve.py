@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import frugalml
 from frugalml import client
-from frugalml.bundle import Bundle, save_bundle
+from frugalml.bundle import Bundle, save_bundle, update_manifest
 from frugalml.config import SplitConfig
 from frugalml.costs import Prices
 from frugalml.data.split import Splits
@@ -810,6 +810,64 @@ def test_a_bundle_whose_labels_do_not_match_its_model_never_turns_ready(
     with serving(broken["short"]) as base:
         failed = wait_load_failed(base)
     assert "labels and model do not match" in failed["message"]
+
+
+@pytest.fixture
+def tampered(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of the served bundle with two labels swapped in its manifest by hand."""
+    folder = shutil.copytree(bundle, tmp_path / "tampered")
+    edited = json.loads((folder / "manifest.json").read_text())
+    edited["labels"][:2] = edited["labels"][1::-1]
+    (folder / "manifest.json").write_text(json.dumps(edited, indent=2))
+    return folder
+
+
+TAMPERED = "manifest.json was changed after it was written"
+
+
+def test_a_tampered_manifest_never_turns_ready_and_is_refused_on_reload(
+    bundle: Path, tampered: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(tampered) as base:
+        assert TAMPERED in wait_load_failed(base)["message"]
+    monkeypatch.setenv("TEST_ADMIN_KEY", "admin")
+    with serving(bundle, admin_key_env="TEST_ADMIN_KEY") as base:
+        wait_ready(base)
+        before = client.model_info(base)["version"]
+        refused = httpx.post(
+            base + "/v1/model/reload",
+            json={"bundle": str(tampered)},
+            headers={"Authorization": "Bearer admin"},
+        )
+        assert refused.status_code == 422
+        assert TAMPERED in error(refused)["message"]
+        assert httpx.get(base + "/readyz").json()["model_version"] == before
+
+
+def test_frugalml_serve_refuses_a_tampered_bundle_before_it_listens(tampered: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "frugalml", "serve", str(tampered), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert TAMPERED in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_served_version_changes_when_the_manifest_does(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = shutil.copytree(bundle, tmp_path / "bundle")
+    monkeypatch.setenv("TEST_ADMIN_KEY", "admin")
+    with serving(copy, admin_key_env="TEST_ADMIN_KEY") as base:
+        wait_ready(base)
+        before = client.model_info(base)["version"]
+        update_manifest(copy, stopped="deadline")  # the same files, another manifest
+        after = client.reload(base, admin_key="admin")["version"]
+    assert before != after == frugalml.load(copy).version
 
 
 # -- the int8 ONNX bundle ------------------------------------------------------------------
