@@ -172,6 +172,9 @@ def put(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (put("speed", {"latency_p50_ms": "fast"}), "speed.latency_p50_ms: expected a valid number"),
         (put("speed", {"latency_p50_ms": 1.0}), "speed.latency_p95_ms: required, but missing"),
         (put("temprature", 1e9), "temprature: not a known field"),
+        (put("sizes", {"model/x.json": 1}), "sizes must list exactly the paths of files"),
+        (put("digest", "abc"), "digest: expected a sha256 digest"),
+        (put("signature", {"scheme": "rsa"}), "signature.scheme: expected 'hmac-sha256'"),
         (
             lambda m: m["files"].__setitem__("model/head.safetensors", "abc"),
             "files.model/head.safetensors: expected a sha256 digest",

@@ -110,25 +110,26 @@ def test_evaluate_and_info(run_dir: Path, tmp_path: Path) -> None:
     assert "training cost" in info.stdout
 
 
-def test_info_says_what_was_verified_and_refuses_edits(
-    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_sign_then_info_says_what_was_verified_and_edits_are_refused(
+    run_dir: Path, tmp_path: Path
 ) -> None:
-    from tests.conftest import reseal
-
-    signed = shutil.copytree(run_dir / "bundle", tmp_path / "signed")
+    bundle = shutil.copytree(run_dir / "bundle", tmp_path / "bundle")
     key = "correct horse battery staple"
-    monkeypatch.setenv("FRUGALML_SIGNING_KEY", key)
-    reseal(signed)  # as `fit` writes it with the key set
-    info = frugalml("info", signed, FRUGALML_SIGNING_KEY=key)
+    unsigned = frugalml("info", bundle, FRUGALML_SIGNING_KEY=key)
+    assert unsigned.returncode == 2 and "is not signed" in unsigned.stderr
+    assert "frugalml sign BUNDLE" in unsigned.stderr
+    signed = frugalml("sign", bundle, FRUGALML_SIGNING_KEY=key)
+    assert signed.returncode == 0, signed.stderr
+    info = frugalml("info", bundle, FRUGALML_SIGNING_KEY=key)
     assert info.returncode == 0, info.stderr
     assert "signed with the HMAC-SHA256 key in $FRUGALML_SIGNING_KEY" in info.stdout
-    wrong = frugalml("info", signed, FRUGALML_SIGNING_KEY="a different key, long enough")
+    wrong = frugalml("info", bundle, FRUGALML_SIGNING_KEY="a different key, long enough")
     assert wrong.returncode == 2 and "signature does not match" in wrong.stderr
-    manifest = json.loads((signed / "manifest.json").read_text())
+    manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["predictor"]["temperature"] = 1e9
-    (signed / "manifest.json").write_text(json.dumps(manifest))
-    for command in (["info", signed], ["predict", signed, "cancel my pin"]):
-        refused = frugalml(*command, FRUGALML_SIGNING_KEY=key)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    for command in (["info"], ["predict", "cancel my pin"], ["sign"]):
+        refused = frugalml(command[0], bundle, *command[1:], FRUGALML_SIGNING_KEY=key)
         assert refused.returncode == 2, refused.stderr
         assert "manifest.json was changed after it was written" in refused.stderr
         assert "Traceback" not in refused.stderr

@@ -377,8 +377,17 @@ def info(bundle: Annotated[Path, typer.Argument(help="A bundle folder.")]) -> No
         )
     table.add_row("data fingerprint", m.data_fingerprint[:16])
     table.add_row("frugalml", f"{m.frugalml_version} (schema {m.schema_version})")
-    table.add_row("integrity", f"{len(m.files)} files, sha256 verified")
+    table.add_row("version", model.version)
+    table.add_row("integrity", model.integrity.describe())
     out.print(table)
+
+
+@app.command()
+def sign(bundle: Annotated[Path, typer.Argument(help="A bundle folder.")]) -> None:
+    """Sign a bundle with the key in $FRUGALML_SIGNING_KEY, after verifying it, so that
+    frugalml with the same key set (a server, `predict`) loads it."""
+    integrity = bundles.sign_bundle(bundle)
+    out.print(f"signed {escape(str(bundle))}: {integrity.describe()}", highlight=False)
 
 
 @app.command()

@@ -7,12 +7,23 @@ this module says what a valid manifest is and how an older one becomes one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    model_validator,
+)
 
 from frugalml.config import validation_problems
 from frugalml.errors import BundleError, plural
@@ -107,6 +118,24 @@ class MetricsRecord(_Record):
     )
 
 
+class SignatureRecord(_Record):
+    """Who vouches for the manifest: a keyed signature over its `digest` (`signing.py`)."""
+
+    scheme: Literal["hmac-sha256"] = Field(description="How the signature was made.")
+    key_id: str = Field(
+        pattern=r"^[0-9a-f]{16}$",
+        description="Names the key without revealing it, so a wrong key is told apart from "
+        "an edit.",
+    )
+    value: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 of the digest, hexadecimal."
+    )
+
+
+# Not part of what the digest covers: the digest itself, and what is computed from it.
+SEAL_FIELDS = ("digest", "signature")
+
+
 class Manifest(_Record):
     """What `manifest.json` holds: what the model is, how it was made, what it scored and cost,
     and the sha256 of every file beside it. Every field is written, absent ones as null."""
@@ -153,10 +182,42 @@ class Manifest(_Record):
         description="Every file of the bundle but the manifest, by path relative to the bundle "
         "folder ('/'-separated), with its sha256."
     )
+    sizes: dict[str, NonNegativeInt] | None = Field(
+        None,
+        description="Every file's size in bytes, by the same paths as `files`: checked before "
+        "any file is read. Null in bundles written before sizes were recorded.",
+    )
+    digest: Sha256 | None = Field(
+        None,
+        description="sha256 of this manifest in canonical form (keys sorted, no whitespace), "
+        "without `digest` and `signature`: it covers every field and every file's sha256, so "
+        "any edit shows. Null in a legacy bundle (schema 1), which is loaded unsealed.",
+    )
+    signature: SignatureRecord | None = Field(
+        None, description="A keyed signature over `digest`; null when not signed."
+    )
+
+    @model_validator(mode="after")
+    def _sizes_match_files(self) -> Manifest:
+        if self.sizes is not None and self.sizes.keys() != self.files.keys():
+            raise ValueError(
+                "sizes must list exactly the paths of files; differing: "
+                f"{sorted(self.sizes.keys() ^ self.files.keys())[:5]}"
+            )
+        return self
 
     def updated(self, **fields: Any) -> Manifest:
-        """A copy with `fields` replaced, validated like a manifest read from disk."""
-        return parse_manifest({**self.to_json(), **fields}, where="the updated manifest")
+        """A copy with `fields` replaced, validated like a manifest read from disk. Its seal
+        (digest, signature) would be stale, so it has none until `bundle.write_manifest`."""
+        unsealed = {**self.to_json(), **fields, **dict.fromkeys(SEAL_FIELDS)}
+        return parse_manifest(unsealed, where="the updated manifest")
+
+    def canonical_digest(self) -> str:
+        """sha256 of the manifest's content, whatever its layout on disk: the JSON of every
+        field but the seal, keys sorted, no whitespace, UTF-8."""
+        content = {k: v for k, v in self.to_json().items() if k not in SEAL_FIELDS}
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as JSON-ready data, in field order (what `manifest.json` holds)."""

@@ -3,7 +3,6 @@ settings, damaged settings files, and bundles that load and predict without scik
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +17,7 @@ from frugalml.data.split import Splits
 from frugalml.errors import BundleError, ConfigError
 from frugalml.models.onnx_ngrams import SETTINGS_FILE, OnnxNgramFeatures, export_ngrams
 from frugalml.ship.compress import compress
-from tests.conftest import labels_in_a_process_without
+from tests.conftest import labels_in_a_process_without, reseal
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -168,13 +167,11 @@ def test_an_onnx_tfidf_bundle_predicts_without_torch_or_scikit_learn(
     assert labels_in_a_process_without(onnx_bundle, texts, refused) == expected
 
 
-def reseal(bundle: Path, name: str, text: str) -> None:
-    """Change a model file and its checksum, as a bundle crafted elsewhere would arrive."""
+def rewrite(bundle: Path, name: str, text: str) -> None:
+    """Change a model file, its checksum and the manifest's seal, as a bundle crafted
+    elsewhere would arrive."""
     (bundle / "model" / name).write_text(text, encoding="utf-8")
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    digest = hashlib.sha256((bundle / "model" / name).read_bytes()).hexdigest()
-    manifest["files"][f"model/{name}"] = digest
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    reseal(bundle)
 
 
 def damaged(settings: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +203,6 @@ def test_a_damaged_settings_file_is_refused_with_a_clear_error(
     bundle = tmp_path / "bundle"
     shutil.copytree(onnx_bundle, bundle)
     settings = json.loads((bundle / "model" / SETTINGS_FILE).read_text(encoding="utf-8"))
-    reseal(bundle, SETTINGS_FILE, change(settings))
+    rewrite(bundle, SETTINGS_FILE, change(settings))
     with pytest.raises(BundleError, match=says):
         frugalml.load(bundle)

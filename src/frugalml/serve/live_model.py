@@ -1,7 +1,9 @@
 """The model being served: a loaded bundle, its version, and what `/v1/model` says about it.
 
-A version names the exact weights (a hash of the manifest's file checksums), so every
-prediction can say which model made it, and a reload to the same files keeps the version.
+A version names the exact model: the start of its manifest's digest, which covers every field
+(labels, temperature) and every file's sha256. Every prediction says which model made it; a
+reload of the same bundle keeps the version, and any change to the manifest or the weights
+gives a new one.
 A model is served only once it has answered: its warm-up prediction must give one finite
 probability per label for every text, so a bundle that loads but cannot answer (labels one
 short, none at all) is refused at load or reload instead of failing every request after.
@@ -9,8 +11,6 @@ short, none at all) is refused at load or reload instead of failing every reques
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,9 +102,8 @@ class ServedModel:
 
 def load_model(path: Path, loader: Loader) -> ServedModel:
     bundle = loader(path)
-    files = json.dumps(bundle.manifest.files, sort_keys=True).encode()
     return ServedModel(
         bundle,
-        version=hashlib.sha256(files).hexdigest()[:12],
+        version=bundle.version,
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
