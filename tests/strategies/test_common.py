@@ -17,14 +17,9 @@ REFIT_IS_SLOW = {"top_layers", "setfit", "lora", "full"}
 
 
 def options_for(name: str, backbone: Path) -> dict[str, Any]:
-    """Point transformer rungs at the tiny test backbone; give its random weights time to learn.
-
-    The tiny BERT has 64 positions, so encoders read at most 64 tokens (the real one has 512).
-    """
+    """Point transformer rungs at the tiny test backbone; give its random weights time to learn."""
     fields = get_strategy(name).config.model_fields
     options: dict[str, Any] = {"backbone": str(backbone)} if "backbone" in fields else {}
-    if "max_length" in fields:
-        options["max_length"] = 64
     if "train" in fields:
         options["train"] = {"epochs": 6, "lr": 5e-3, "head_lr": 2e-2, "batch_size": 16}
     if "max_pairs" in fields:
