@@ -30,9 +30,9 @@ from frugalml import client
 HERE = Path(__file__).resolve().parent
 QUESTIONS = [
     "my new card still hasn't come and it's been two weeks",
-    "please shut down my account",
-    "how much money do I have left?",
-    "how do I set a new pin",
+    "how do I start using the card you sent me",
+    "the money I sent on monday still hasn't reached my sister",
+    "someone took my wallet with my debit card in it",
 ]
 
 
