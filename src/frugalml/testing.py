@@ -83,7 +83,10 @@ class StrategyReport:
 
     def check(self, name: str) -> CheckResult:
         """The result of the check called `name`."""
-        return next(c for c in self.checks if c.name == name)
+        found = [c for c in self.checks if c.name == name]
+        if not found:
+            raise KeyError(f"no check named {name!r}; ran: {[c.name for c in self.checks]}")
+        return found[0]
 
     def __str__(self) -> str:
         lines = [f"check_strategy('{self.strategy}'): {self._summary()}"]
@@ -151,14 +154,14 @@ def check_strategy(
         if train is not None or val is not None:
             raise ValueError("pass both train and val, or neither (for the demo data)")
         train, val, demo_test = demo_splits()
-        test = test or demo_test
+        test = demo_test if test is None else test
     run = _Run(
         report=StrategyReport(name, tolerance=tolerance),
         entry=entry,
         given=None if isinstance(strategy, str) else strategy,
         train=train,
         val=val,
-        test=test or val,
+        test=val if test is None else test,
         options=_with_backbone(entry, dict(options or {}), backbone),
         budget=budget or Budget(max_wall_s=300),
         tolerance=tolerance,
@@ -206,6 +209,7 @@ class _Run:
     budget: Budget
     tolerance: float
     predictor: Any = None
+    config: dict[str, Any] = field(default_factory=dict)  # the fitted config, as JSON
     reloaded: Any = None
     bundle: Path | None = None
 
@@ -303,6 +307,7 @@ class _Run:
 
         workdir.mkdir(parents=True)
         strategy = self.entry.build(**self.options)
+        self.config = strategy.config.model_dump(mode="json")
         with CostMeter() as meter:
             predictor = strategy.fit(
                 self.train, self.val, budget=self.budget, meter=meter, workdir=workdir
@@ -441,19 +446,17 @@ class _Run:
 
     # -- the bundle ------------------------------------------------------------------
     def _roundtrip(self, folder: Path) -> str:
-        import frugalml
-        from frugalml.bundle import save_bundle
+        from frugalml.bundle import load, save_bundle
 
-        config = self.entry.build(**self.options).config.model_dump(mode="json")
         self.bundle = save_bundle(
             folder,
             self.predictor,
             strategy=self.entry.name,
-            config=config,
+            config=self.config,
             task=self.train.task,
             data_fingerprint=self.train.fingerprint(),
         )
-        self.reloaded = frugalml.load(folder)
+        self.reloaded = load(folder)
         texts = [*self.test.texts, *ODD_TEXTS]
         before, after = self.predictor.predict_proba(texts), self.reloaded.predict_proba(texts)
         problems = []
