@@ -117,7 +117,9 @@ class SloppyStrategy:
 
 @pytest.fixture
 def sloppy(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Registered for this test only: the registry is a copy thrown away afterwards."""
+    """Registered for this test only: the registry is a copy thrown away afterwards (taken
+    once every built-in rung is in it, so none registers into the copy and is lost)."""
+    base.strategy_names()
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
     register_strategy("sloppy", config=SloppyConfig, predictor=SloppyPredictor, cost_rank=99)(
         SloppyStrategy
