@@ -60,7 +60,7 @@ def test_custom_rung_passes_check_strategy_and_climbs_the_ladder(
         *("--backbone", str(tiny_backbone), "--out", str(out)),
         cwd=tmp_path,
     )
-    assert "check_strategy('nearest_centroid'): 15 passed" in stdout
+    assert "check_strategy('nearest_centroid'): 16 passed" in stdout
     assert "nearest_centroid  validation macro-F1" in stdout
     manifest = json.loads((out / "candidates" / "nearest_centroid" / "manifest.json").read_text())
     assert manifest["strategy"] == "nearest_centroid"

@@ -26,12 +26,22 @@ from frugalml.strategies import base, get_strategy
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.testing import ODD_TEXTS, StrategyCheckError, check_strategy, demo_splits
 
-Defect = Literal["batch_dependent", "pickle", "unseeded", "empty_crash", "reversed_labels", "crash"]
+Defect = Literal[
+    "batch_dependent",
+    "pickle",
+    "unseeded",
+    "empty_crash",
+    "reversed_labels",
+    "crash",
+    "unnormalized_embed",
+    "wrong_val_logits",
+]
 
 
 class SloppyConfig(StrategyConfig):
     kind: Literal["sloppy"] = "sloppy"
     defects: tuple[Defect, ...] = ()
+    capable: bool = False  # the predictor embeds and reports on its fit
 
 
 def _words(text: str) -> list[str]:
@@ -53,16 +63,18 @@ class SloppyPredictor:
         self.defects, self.temperature = tuple(defects), temperature
         self.index = {w: i for i, w in enumerate(vocab)}
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        if "empty_crash" in self.defects and not texts:
-            raise IndexError("no texts")
+    def features(self, texts: Sequence[str]) -> np.ndarray:
         X = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in _words(text):
                 if word in self.index:
                     X[row, self.index[word]] += 1
-        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-9)
-        logits = 10 * X @ self.centroids.T
+        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-9)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        if "empty_crash" in self.defects and not texts:
+            raise IndexError("no texts")
+        logits = 10 * self.features(texts) @ self.centroids.T
         if "batch_dependent" in self.defects and len(texts):
             logits -= logits.mean(axis=0)  # a batch statistic: what the micro-batcher breaks on
         return np.asarray(logits, dtype=np.float32)
@@ -75,13 +87,27 @@ class SloppyPredictor:
         save_file({"centroids": self.centroids}, str(folder / "centroids.safetensors"))
         if "pickle" in self.defects:
             (folder / "state.bin").write_bytes(pickle.dumps({"vocab": self.vocab}))
-        return {"defects": list(self.defects), "temperature": self.temperature}
+        capable = isinstance(self, CapablePredictor)
+        return {"defects": list(self.defects), "temperature": self.temperature, "capable": capable}
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> SloppyPredictor:
         vocab = json.loads((folder / "vocab.json").read_text())
         centroids = load_file(str(folder / "centroids.safetensors"))["centroids"]
-        return cls(vocab, centroids, labels, spec["defects"], float(spec["temperature"]))
+        kind = CapablePredictor if spec["capable"] else SloppyPredictor
+        return kind(vocab, centroids, labels, spec["defects"], float(spec["temperature"]))
+
+
+class CapablePredictor(SloppyPredictor):
+    """With the optional capabilities: sentence vectors, and what its fit knew."""
+
+    stopped = ""
+    val_logits: np.ndarray | None = None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        X = np.hstack([self.features(texts), np.ones((len(texts), 1), np.float32)])
+        scale = 2.0 if "unnormalized_embed" in self.defects else 1.0
+        return np.asarray(scale * X / np.linalg.norm(X, axis=1, keepdims=True), np.float32)
 
 
 class SloppyStrategy:
@@ -112,7 +138,13 @@ class SloppyStrategy:
             counts += np.random.default_rng().random(counts.shape, dtype=np.float32)
         centroids = counts / np.linalg.norm(counts, axis=1, keepdims=True)
         labels = train.labels[::-1] if "reversed_labels" in defects else train.labels
-        return SloppyPredictor(vocab, centroids, labels, defects)
+        if not self.config.capable:
+            return SloppyPredictor(vocab, centroids, labels, defects)
+        predictor = CapablePredictor(vocab, centroids, labels, defects)
+        predictor.val_logits = predictor.logits(val.texts)
+        if "wrong_val_logits" in defects:
+            predictor.val_logits = predictor.val_logits[::-1]  # another order than val's
+        return predictor
 
 
 @pytest.fixture
@@ -142,6 +174,7 @@ def test_a_rung_that_keeps_its_promises_passes_every_check(sloppy: str) -> None:
         "empty_input",
         "odd_texts",
         "batch_invariance",
+        "capabilities",
         "deterministic",
         "bundle_roundtrip",
         "no_pickles",
@@ -161,11 +194,21 @@ def test_a_rung_that_keeps_its_promises_passes_every_check(sloppy: str) -> None:
         ("unseeded", {"deterministic"}),
         ("empty_crash", {"empty_input", "bundle_edge_inputs"}),
         ("reversed_labels", {"labels"}),
+        ("unnormalized_embed", {"capabilities"}),
+        ("wrong_val_logits", {"capabilities"}),
     ],
 )
 def test_each_defect_fails_exactly_its_check(sloppy: str, defect: str, failed: set[str]) -> None:
-    report = check_strategy(sloppy, options={"defects": [defect]}, raise_on_failure=False)
+    options = {"defects": [defect], "capable": True}
+    report = check_strategy(sloppy, options=options, raise_on_failure=False)
     assert {c.name for c in report.failures} == failed, str(report)
+
+
+def test_capabilities_a_predictor_claims_are_checked(sloppy: str) -> None:
+    assert check_strategy(sloppy).capabilities == []
+    report = check_strategy(sloppy, options={"capable": True})
+    assert report.capabilities == ["FitReport", "val_logits", "Embedder"]
+    assert report.check("capabilities").detail == "FitReport, val_logits, Embedder"
 
 
 def test_every_failure_is_listed_at_once_with_the_rung_and_check_named(sloppy: str) -> None:
@@ -173,7 +216,7 @@ def test_every_failure_is_listed_at_once_with_the_rung_and_check_named(sloppy: s
     with pytest.raises(StrategyCheckError) as caught:
         check_strategy(sloppy, options={"defects": defects})
     message = str(caught.value)
-    assert message.startswith("strategy 'sloppy' fails 4 of 15 checks:")
+    assert message.startswith("strategy 'sloppy' fails 4 of 16 checks:")
     for check in ("batch_invariance", "no_pickles", "empty_input", "bundle_edge_inputs"):
         assert f"[sloppy] {check}: " in message
     assert "state.bin" in message  # found by content, whatever the file's name

@@ -58,6 +58,11 @@ class NearestCentroidPredictor:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.logits(texts) / self.temperature)
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The `Embedder` capability (strategies.base): unit-length sentence vectors, what
+        retrieval and out-of-scope detection build on. Having the method is all it takes."""
+        return self.encoder.encode(texts)
+
     def save(self, folder: Path) -> dict[str, Any]:
         self.encoder.save(folder / "encoder")  # safetensors + tokenizer JSON
         save_file({"centroids": self.centroids}, str(folder / "centroids.safetensors"))

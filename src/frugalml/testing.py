@@ -71,6 +71,9 @@ class StrategyReport:
     fit_card: CostCard | None = None  # the first fit's cost card
     batch_max_diff: float | None = None  # largest |batch - alone| probability difference
     determinism_max_diff: float | None = None  # largest difference between two fits
+    # what the predictor says it can do (strategies.base): "Embedder", "OnnxExportable",
+    # "FitReport", and "val_logits" when its fit reported the validation logits
+    capabilities: list[str] = field(default_factory=list)
     tolerance: float = 1e-6
 
     @property
@@ -227,6 +230,7 @@ class _Run:
             ("empty_input", self._empty_input),
             ("odd_texts", self._odd_texts),
             ("batch_invariance", self._batch_invariance),
+            ("capabilities", self._capabilities),
         ]:
             self._check(name, check, needs=fitted)
         if deterministic:
@@ -439,6 +443,34 @@ class _Run:
             )
         return f"max difference {worst:.2g} over {len(texts)} texts"
 
+    def _capabilities(self) -> str:
+        """What a predictor says it can do, it does: reported validation logits are its
+        logits on the validation texts; sentence vectors are unit rows, one per text, each
+        the same alone as in a batch."""
+        from frugalml.strategies.base import Embedder, FitReport, OnnxExportable
+
+        p, found = self.predictor, self.report.capabilities
+        if isinstance(p, FitReport):
+            found.append("FitReport")
+            if p.stopped not in ("", "deadline"):
+                raise _CheckError(f"stopped is {p.stopped!r}, not '' or 'deadline'")
+            if p.val_logits is not None:
+                found.append("val_logits")
+                diff = _max_diff(p.val_logits, p.logits(list(self.val.texts)))
+                if diff > 1e-5:  # computed while fitting, in other batches: float rounding
+                    raise _CheckError(
+                        f"val_logits differ from logits(val texts) by {diff:.2g} (> 1e-5); "
+                        "temperature scaling is fitted on them"
+                    )
+        if isinstance(p, OnnxExportable):
+            found.append("OnnxExportable")
+            if not p.onnx_precisions or not set(p.onnx_precisions) <= {"fp32", "int8"}:
+                raise _CheckError(f"onnx_precisions is {p.onnx_precisions!r}")
+        if isinstance(p, Embedder):
+            found.append("Embedder")
+            _check_embeddings(p, self.invariance_texts(), self.tolerance)
+        return ", ".join(found) or "none beyond Predictor"
+
     def invariance_texts(self) -> list[str]:
         """Held-out texts of varied length, a few odd ones among them (padding differs)."""
         texts = list(dict.fromkeys(self.test.texts))[:40]
@@ -447,6 +479,7 @@ class _Run:
     # -- the bundle ------------------------------------------------------------------
     def _roundtrip(self, folder: Path) -> str:
         from frugalml.bundle import load, save_bundle
+        from frugalml.strategies.base import Embedder
 
         self.bundle = save_bundle(
             folder,
@@ -472,6 +505,13 @@ class _Run:
                 f"probabilities differ by up to {_max_diff(before, after):.2g} after loading; "
                 "compute predictions the same way before and after saving"
             )
+        if isinstance(self.predictor, Embedder):
+            if not isinstance(self.reloaded.predictor, Embedder):
+                problems.append("the fitted predictor can embed() and the loaded one cannot")
+            elif not np.array_equal(
+                self.predictor.embed(texts), self.reloaded.predictor.embed(texts)
+            ):
+                problems.append("embed() differs after loading")
         if problems:
             raise _CheckError("; ".join(problems))
         return f"{sum(1 for p in folder.rglob('*') if p.is_file())} files"
@@ -518,6 +558,25 @@ def _check_empty(predictor: Predictor, k: int) -> None:
         shape = np.asarray(fn([])).shape
         if shape != (0, k):
             raise _CheckError(f"{what}([]) has shape {shape}, not (0, {k})")
+
+
+def _check_embeddings(embedder: Any, texts: list[str], tolerance: float) -> None:
+    vectors = np.asarray(embedder.embed(texts))
+    if vectors.ndim != 2 or len(vectors) != len(texts) or vectors.dtype != np.float32:
+        raise _CheckError(
+            f"embed() of {len(texts)} texts gave {vectors.dtype} {vectors.shape}, "
+            f"not float32 ({len(texts)}, dim)"
+        )
+    norms = np.linalg.norm(vectors, axis=1)
+    if not np.allclose(norms, 1.0, rtol=1e-5):
+        raise _CheckError(f"embed() rows have norms {norms.min():.6f}..{norms.max():.6f}, not 1")
+    alone = np.concatenate([embedder.embed([t]) for t in texts])
+    diff = _max_diff(vectors, alone)
+    if diff > tolerance:
+        raise _CheckError(f"embed() of each text alone differs from the batch by {diff:.2g}")
+    empty = np.asarray(embedder.embed([])).shape
+    if empty != (0, vectors.shape[1]):
+        raise _CheckError(f"embed([]) has shape {empty}, not (0, {vectors.shape[1]})")
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:

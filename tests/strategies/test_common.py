@@ -14,6 +14,9 @@ from frugalml.testing import check_strategy
 # Rungs that train an encoder: fitting them a second time for the determinism check doubles
 # their share of the fast suite, so the fast run skips it and `make test-all` runs it.
 REFIT_IS_SLOW = {"top_layers", "setfit", "lora", "full"}
+# Rungs that pick their head on validation: they report its logits, so the ladder's
+# temperature scaling needs no second pass.
+REPORT_VAL_LOGITS = {"frozen_probe", "hybrid", "setfit"}
 
 
 def options_for(name: str, backbone: Path) -> dict[str, Any]:
@@ -43,6 +46,7 @@ def check_on_tiny_backbone(
     assert report.batch_max_diff is not None and report.batch_max_diff <= 1e-6
     assert report.fit_card is not None
     assert report.fit_card.wall_s > 0 and report.fit_card.cpu_s > 0
+    assert ("val_logits" in report.capabilities) == (name in REPORT_VAL_LOGITS)
 
 
 @pytest.mark.parametrize("name", [r.name for r in registered()])
