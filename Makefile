@@ -38,12 +38,12 @@ bench: $(STAMP)  ## Run the benchmarks (results in benchmarks/results/)
 quality: lint typecheck  ## ruff (lint + format check) and mypy
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 format: $(STAMP)  ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks examples
+	$(BIN)/ruff format src tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

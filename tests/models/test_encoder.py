@@ -66,3 +66,11 @@ def test_truncation_respects_max_length(tiny_backbone: Path) -> None:
     short = Encoder(tiny_backbone, max_length=8)
     ids = short.tokenize(["card " * 50])
     assert len(ids[0]) == 8
+
+
+def test_max_length_is_capped_at_what_the_backbone_reads(tiny_backbone: Path) -> None:
+    # The tiny BERT has 64 positions: a 128-token setting once crashed on long texts only.
+    encoder = Encoder(tiny_backbone, max_length=128)
+    assert encoder.max_length == 64
+    assert len(encoder.tokenize(["card " * 500])[0]) == 64
+    assert encoder.encode(["card " * 500, "hi"]).shape == (2, encoder.dim)

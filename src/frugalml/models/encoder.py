@@ -83,6 +83,15 @@ def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     return input_ids, mask
 
 
+def longest_input(tokenizer: Any, config: Any) -> int:
+    """Tokens the model reads at most: the tokenizer's `model_max_length` where the backbone
+    sets it (transformers uses a huge number for "unknown"), else its position table."""
+    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    if 0 < limit < 1_000_000:
+        return limit
+    return int(getattr(config, "max_position_embeddings", 512))
+
+
 def sorted_padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
     """Tokens a length-sorted pass computes, padding included: what its time scales with."""
     width = np.asarray(lengths, dtype=np.int64)
@@ -113,12 +122,13 @@ class Encoder:
         disable_progress_bars()
 
         self.folder = check_backbone_folder(Path(folder))
-        self.max_length = max_length
         self.batch_size = batch_size
         self.normalize = normalize
         self.device = device or pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         self.model = AutoModel.from_pretrained(str(self.folder), use_safetensors=True)
+        # A longer setting than the model's position table crashes on long texts only.
+        self.max_length = min(max_length, longest_input(self.tokenizer, self.model.config))
         self.model.eval().to(self.device)
         embedding_params = sum(p.numel() for p in self.model.embeddings.parameters())
         self.n_params = sum(p.numel() for p in self.model.parameters()) - embedding_params

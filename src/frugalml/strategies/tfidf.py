@@ -69,6 +69,9 @@ class NgramFeatures:
         return cls(vectorizers), X
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        if not texts:  # scikit-learn refuses an empty batch; the Predictor contract does not
+            width = sum(len(v.vocabulary_) for v in self.vectorizers)
+            return sparse.csr_matrix((0, width), dtype=np.float32)
         return sparse.hstack([v.transform(texts) for v in self.vectorizers], format="csr")
 
     def export_onnx(self, folder: Path) -> list[dict[str, Any]]:
