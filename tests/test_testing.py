@@ -258,3 +258,15 @@ def test_the_given_data_and_tolerance_are_used(sloppy: str) -> None:
 def test_odd_texts_cover_what_breaks_tokenizers() -> None:
     assert "" in ODD_TEXTS and any(len(t.split()) > 512 for t in ODD_TEXTS)
     assert any(not t.isascii() for t in ODD_TEXTS)
+
+
+def test_a_rung_without_onnx_export_ships_uncompressed_with_a_note(
+    sloppy: str, tmp_path: Path
+) -> None:
+    import frugalml
+    from frugalml.data import DEMO_INTENTS
+
+    result = frugalml.fit(DEMO_INTENTS, out=tmp_path / "run", strategies=[sloppy], ship="int8")
+    assert any("shipped uncompressed: a 'sloppy' model" in note for note in result.notes)
+    assert result.bundle.manifest.strategy == sloppy
+    assert result.bundle.manifest.predictor.get("format", "native") == "native"

@@ -32,7 +32,6 @@ def main(argv: list[str] | None = None) -> frugalml.FitResult:
         options={
             name: {"backbone": args.backbone} for name in ("nearest_centroid", "frozen_probe")
         },
-        ship="none",  # no export_onnx here, so nothing to compress: it ships as it is
     )
     for candidate in result.ladder.candidates:
         print(f"{candidate.strategy:<17} validation macro-F1 {candidate.val.macro_f1:.3f}")

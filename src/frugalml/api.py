@@ -203,6 +203,12 @@ def _ship(
     ship = settings.ship
     if ship == "none":
         return publish(chosen, run_dir), None
+    if not hasattr(get_strategy(chosen.strategy).predictor, "export_onnx"):
+        notes.append(
+            f"shipped uncompressed: a '{chosen.strategy}' model cannot be exported to ONNX "
+            "(its predictor has no `export_onnx`), so --ship has nothing to compress"
+        )
+        return publish(chosen, run_dir), None
     if not compress_available(torch="torch" in get_strategy(chosen.strategy).needs):
         notes.append(f"shipped uncompressed: --ship {ship} needs the 'compress' extra")
         return publish(chosen, run_dir), None
