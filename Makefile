@@ -7,7 +7,7 @@ TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-all bench quality lint format typecheck clean
+.PHONY: help demo test test-all bench quality lint format typecheck layers clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ bench: $(STAMP)  ## Run the benchmarks (results in benchmarks/results/)
 	$(BIN)/python benchmarks/meter_overhead.py
 	$(BIN)/python benchmarks/load_memory.py
 
-quality: lint typecheck  ## ruff (lint + format check) and mypy
+quality: lint typecheck layers  ## ruff (lint + format check), mypy and the import layers
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -48,5 +48,8 @@ format: $(STAMP)  ## Apply ruff's fixes and formatting
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+layers: $(STAMP)  # no module imports from a layer above it: [tool.importlinter] in pyproject.toml
+	$(BIN)/lint-imports
+
 clean:  ## Remove the virtual environment and caches (not runs/)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -49,7 +49,7 @@ _UNSAFE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".bin", ".pt", ".pth", ".npy",
 
 
 def _version() -> str:
-    from frugalml import __version__
+    from frugalml._version import __version__
 
     return __version__
 

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from frugalml.costs import Prices
@@ -244,6 +243,8 @@ def parse_target(text: str) -> tuple[str, float]:
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """`--set full.train.epochs=5` → {'full': {'train': {'epochs': 5}}}; values read as YAML."""
+    import yaml  # here, not at the top: loading a bundle needs this module but not YAML
+
     from frugalml.errors import ConfigError
 
     out: dict[str, dict[str, Any]] = {}

@@ -20,10 +20,9 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from frugalml.errors import ConfigError, DataError, MissingExtraError, plural
 
@@ -39,6 +38,9 @@ HF_PREFIX = "hf://"
 _HF_SOURCE = re.compile(r"^hf:/{1,2}(.*)$")
 _HF_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _SHOWN = 5  # bad lines or merged rows listed by line; the rest are counted
+
+if TYPE_CHECKING:  # the readers import pandas when called: a Dataset alone never needs it
+    import pandas as pd
 
 
 @dataclass
@@ -241,6 +243,8 @@ def _check_delimiter(sep: str, path: Path, *, single: bool) -> None:
 
 
 def _read_delimited(path: Path, encoding: str, sep: str) -> Table:
+    import pandas as pd
+
     try:
         with _open_text(path, encoding) as handle:
             # object columns hold the parsed strings themselves, which the Dataset then
@@ -306,6 +310,8 @@ def _merged_rows_note(path: Path, first: np.ndarray, last: np.ndarray, total: in
 
 def _read_text_pairs(path: Path, encoding: str, delimiter: str | None) -> Table:
     """Headerless `text<delim>label` lines; the label is after the last delimiter."""
+    import pandas as pd
+
     sep = delimiter or _sniff_pair_delimiter(path, encoding)
     texts: list[str] = []
     labels: list[str] = []
@@ -359,6 +365,8 @@ def _sniff_pair_delimiter(path: Path, encoding: str) -> str:
 
 
 def _read_json_lines(path: Path, encoding: str, *, whole_json: bool) -> Table:
+    import pandas as pd
+
     if whole_json and _first_char(path, encoding) == "[":
         return _read_json_array(path, encoding)
     columns: dict[str, list[Any]] = {}
@@ -415,6 +423,8 @@ def _first_char(path: Path, encoding: str) -> str:
 
 def _read_json_array(path: Path, encoding: str) -> Table:
     """A JSON array is read whole: unlike JSON lines it cannot be split into rows by lines."""
+    import pandas as pd
+
     try:
         with _open_text(path, encoding) as handle:
             records = json.load(handle)
@@ -430,6 +440,8 @@ def _read_json_array(path: Path, encoding: str) -> Table:
 
 
 def _read_parquet(path: Path) -> Table:
+    import pandas as pd
+
     try:
         frame = pd.read_parquet(path)
     except ImportError:
@@ -473,6 +485,7 @@ def _read_hf_hub(name: str, split: str) -> Table:
 
 def _from_hf(loaded: object, split: str, source: str) -> Table:
     import datasets
+    import pandas as pd
 
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:

@@ -10,14 +10,17 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from frugalml.data.dataset import Dataset
 from frugalml.data.load import Table
 from frugalml.data.split import duplicate_groups
 from frugalml.errors import DataError, plural
+
+if TYPE_CHECKING:  # tables hold pandas frames, which their readers import
+    import pandas as pd
 
 TEXT_COLUMN_NAMES = ("text", "sentence", "question", "utterance", "query", "review", "content")
 LABEL_COLUMN_NAMES = ("label", "labels", "category", "intent", "class", "sentiment", "target")
@@ -54,6 +57,8 @@ def to_dataset(
     user brings a test set, 1 for that test set (which may hold a single class).
     With `drop_invalid`, offending rows are dropped and noted.
     """
+    import pandas as pd
+
     frame = table.frame
     text_col, label_col = _text_and_label_columns(table, text_col, label_col)
     texts = _as_strings(frame[text_col])
@@ -187,6 +192,8 @@ def _conflicting_texts(
     table: Table,
 ) -> tuple[str, np.ndarray] | None:
     """Copies of a text (one `groups` id) under different labels: none of them can be trusted."""
+    import pandas as pd
+
     rows = np.flatnonzero(~skip)
     n_labels = int(codes.max(initial=0)) + 1
     keys = groups[rows] * n_labels + codes[rows]  # one per (text, label) pair
@@ -212,6 +219,8 @@ def _conflicting_texts(
 
 def _distinct_per_class(codes: np.ndarray, groups: np.ndarray, n_labels: int) -> np.ndarray:
     """Distinct texts per class: copies of a text cannot be split across train and test."""
+    import pandas as pd
+
     pairs = pd.unique(groups * n_labels + codes)
     return np.bincount(pairs % n_labels, minlength=n_labels)
 

@@ -210,7 +210,7 @@ def _ladder_params(settings: RunSettings, report: dict[str, Any]) -> dict[str, A
 
 
 def _ladder_tags(folder: Path, report: dict[str, Any]) -> dict[str, str]:
-    from frugalml import __version__
+    from frugalml._version import __version__
 
     tags = {
         "mlflow.note.content": f"chosen: {report['chosen']} — {report['reason']}",

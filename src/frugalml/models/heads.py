@@ -10,16 +10,18 @@ import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-from scipy import sparse
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from frugalml.forecast import require_memory
 
-Features: TypeAlias = np.ndarray | sparse.spmatrix | sparse.sparray
+if TYPE_CHECKING:  # only TF-IDF features are sparse; a dense head never imports scipy
+    from scipy import sparse
+
+Features: TypeAlias = "np.ndarray | sparse.spmatrix | sparse.sparray"
 # lbfgs keeps 10 (step, gradient change) pairs of float64 vectors the size of the weights, and
 # a few more copies: measured 171-181 bytes a weight for 100-300 classes x 5k-15k features.
 LBFGS_BYTES_PER_WEIGHT = 184

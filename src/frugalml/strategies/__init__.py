@@ -1,15 +1,6 @@
-"""The ladder's rungs. Importing this package registers every built-in strategy."""
+"""The ladder's rungs, one module each. The registry imports a built-in rung's module when
+the rung is first asked for (`get_strategy`, `strategy_names`, `registered`), not before."""
 
-# Importing registers them.
-from frugalml.strategies import (  # noqa: F401
-    frozen_probe,
-    full,
-    hybrid,
-    lora,
-    setfit,
-    tfidf,
-    top_layers,
-)
 from frugalml.strategies.base import (
     Predictor,
     Registered,

@@ -7,6 +7,7 @@ the contracts are Protocols, so a federated client or a DDP wrapper can drive an
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,18 @@ class Registered:
 _REGISTRY: dict[str, Registered] = {}
 S = TypeVar("S")
 
+# The built-in rungs and the modules that register them, imported on first use: loading a
+# bundle imports its own rung only, not every rung's training code.
+BUILTIN = {
+    "tfidf": "frugalml.strategies.tfidf",
+    "frozen_probe": "frugalml.strategies.frozen_probe",
+    "hybrid": "frugalml.strategies.hybrid",
+    "setfit": "frugalml.strategies.setfit",
+    "top_layers": "frugalml.strategies.top_layers",
+    "lora": "frugalml.strategies.lora",
+    "full": "frugalml.strategies.full",
+}
+
 
 def register_strategy(
     name: str,
@@ -175,7 +188,7 @@ def register_strategy(
     """
 
     def decorate(cls: S) -> S:
-        if name in _REGISTRY:
+        if name in _REGISTRY or BUILTIN.get(name, cls.__module__) != cls.__module__:
             raise ValueError(f"a strategy named '{name}' is already registered")
         unknown = [kind for kind in inputs if kind not in get_args(InputKind)]
         if unknown or not inputs:
@@ -196,15 +209,19 @@ def register_strategy(
 
 def get_strategy(name: str) -> Registered:
     """Look a strategy up by name; an unknown name lists the known ones and the closest."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        close = difflib.get_close_matches(name, strategy_names(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"unknown strategy '{name}' (known: {', '.join(strategy_names())}){hint}")
     return _REGISTRY[name]
 
 
 def strategy_names() -> list[str]:
-    """Registered names, cheapest first."""
+    """Registered names, cheapest first (every built-in one imported)."""
+    for module in BUILTIN.values():
+        importlib.import_module(module)
     return [r.name for r in sorted(_REGISTRY.values(), key=lambda r: r.cost_rank)]
 
 
