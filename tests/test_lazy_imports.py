@@ -92,7 +92,7 @@ def test_an_onnx_bundle_loads_and_predicts_without_heavy_modules(
     kind: str, precision: str, onnx_bundles: dict[str, Path], demo_splits: Splits
 ) -> None:
     bundle = onnx_bundles[kind]
-    spec = frugalml.load(bundle).manifest["predictor"]
+    spec = frugalml.load(bundle).manifest.predictor
     assert (spec["format"], spec["precision"]) == ("onnx", precision)
     texts = list(demo_splits.val.texts[:16])
     code = (
