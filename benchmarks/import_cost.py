@@ -12,11 +12,17 @@ frugalml's sources are byte-compiled first, as an installed package's are: compi
 every import (PYTHONDONTWRITEBYTECODE) would add time and memory no deployment pays. CPU time
 is reported beside wall time, since it suffers less when other processes share the machine.
 
-Results are added to benchmarks/results/import_cost.json under the commit measured (an
-entry for the same commit and bundle kind is replaced), so before and after sit side by side.
+Each run is appended to benchmarks/results/import_cost.json with the commit measured, the
+time and the machine's load. On a shared machine, compare runs made in alternation; an older
+commit is measured from a worktree that holds this script:
 
     python benchmarks/import_cost.py RUN_DIR/bundle
     python benchmarks/import_cost.py        # builds an int8 MiniLM bundle on the demo first
+
+    git worktree add --detach /tmp/before 1f8d508
+    cp benchmarks/import_cost.py /tmp/before/benchmarks/
+    out=$PWD/benchmarks/results/import_cost.json
+    python /tmp/before/benchmarks/import_cost.py RUN_DIR/bundle --out "$out"
 
 Without a bundle it runs `frugalml fit` on the packaged demo with the frozen probe shipped as
 int8 (the real MiniLM; about a minute), in a temporary folder.
@@ -37,6 +43,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +221,7 @@ def main() -> None:
         kind = describe(bundle)
         entry = {
             "commit": _git("rev-parse", "--short", "HEAD"),
+            "measured": datetime.now(UTC).isoformat(timespec="seconds"),
             "source_changed_since_commit": bool(_git("status", "--porcelain", "src")),
             "bundle": kind,
             "runs": args.runs,
@@ -226,15 +234,9 @@ def main() -> None:
             "rss": measure_rss(bundle, args.runs),
             "serve": measure_serve(bundle, args.serve_runs),
         }
-    key = (entry["commit"], kind["strategy"], kind["format"], kind["precision"])
     previous = json.loads(args.out.read_text())["entries"] if args.out.exists() else []
-    kept = [
-        e
-        for e in previous
-        if (e["commit"], *[e["bundle"][k] for k in ("strategy", "format", "precision")]) != key
-    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"entries": [*kept, entry]}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"entries": [*previous, entry]}, indent=2) + "\n")
     print(json.dumps(entry, indent=2))
 
 
