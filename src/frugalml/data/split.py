@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from frugalml.data.dataset import Dataset
 
@@ -100,5 +99,7 @@ def duplicate_groups(texts: Sequence[str]) -> np.ndarray:
     after `normalized` share one. Only a 64-bit hash of each is kept (8 bytes a row): two
     different texts collide with odds near 1e-8 at a million rows, which merely keeps them
     in one split."""
+    import pandas as pd  # here: splitting a Dataset is common, grouping duplicates is not
+
     hashes = np.fromiter((hash(normalized(t)) for t in texts), dtype=np.int64, count=len(texts))
     return pd.factorize(hashes)[0].astype(np.int64)  # codes come in order of first appearance
