@@ -190,7 +190,7 @@ def test_a_rung_that_keeps_its_promises_passes_every_check(sloppy: str) -> None:
     ("defect", "failed"),
     [
         ("batch_dependent", {"batch_invariance"}),
-        ("pickle", {"no_pickles"}),
+        ("pickle", {"no_pickles", "bundle_roundtrip"}),  # the bundle writer refuses it too
         ("unseeded", {"deterministic"}),
         ("empty_crash", {"empty_input", "bundle_edge_inputs"}),
         ("reversed_labels", {"labels"}),
@@ -217,7 +217,7 @@ def test_every_failure_is_listed_at_once_with_the_rung_and_check_named(sloppy: s
         check_strategy(sloppy, options={"defects": defects})
     message = str(caught.value)
     assert message.startswith("strategy 'sloppy' fails 4 of 16 checks:")
-    for check in ("batch_invariance", "no_pickles", "empty_input", "bundle_edge_inputs"):
+    for check in ("batch_invariance", "no_pickles", "empty_input", "bundle_roundtrip"):
         assert f"[sloppy] {check}: " in message
     assert "state.bin" in message  # found by content, whatever the file's name
     assert "IndexError: no texts" in message
