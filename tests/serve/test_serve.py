@@ -976,8 +976,21 @@ def test_workers_each_serve_a_model(bundle: Path) -> None:
                 assert "not_ready" in str(err) and time.monotonic() < end, err
                 time.sleep(0.1)
         assert len(answers) == len(TEXTS)
+        lines: list[str] = []
+
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        # Both workers loaded before SIGTERM, or the second may be stopped while loading.
+        wait_until(lambda: "".join(lines).count("ready in") == 2, timeout=60)
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=20)
+        process.wait(timeout=20)
+        reader.join(timeout=20)
+    output = "".join(lines)
     assert process.returncode == 0, output
     assert output.count("ready in") == 2  # one model per worker
 
