@@ -129,9 +129,9 @@ def test_a_test_score_short_of_the_bar_names_the_rung_likely_to_meet_it() -> Non
     assert short is not None and (short.next_rung, short.next_why) == ("frozen_probe", "test 0.860")
     assert short.message() == (
         "tfidf's test macro_f1 0.700 [0.650, 0.740] is below the bar 0.8 by more than its 95% "
-        "interval (validation 0.800): the validation data looks unlike the test data. "
-        "Likely to meet it: frozen_probe (test 0.860). Validate on data like the test set "
-        "with --val FILE."
+        "interval (validation 0.800): the validation score was optimistic. Likely to meet it: "
+        "frozen_probe (test 0.860). If the test data was collected apart from the training "
+        "data, validate on data like it (--val FILE)."
     )
     not_run = {"full": "target macro_f1 ≥ 0.8 already met by tfidf"}
     short = held_out_shortfall([chosen], chosen, "macro_f1", 0.8, not_run)

@@ -80,8 +80,8 @@ class Candidate:
 @dataclass(frozen=True)
 class Shortfall:
     """The chosen rung's test score misses the bar by more than its 95% interval: the validation
-    score it was chosen on was optimistic, most likely because the test data differs from the
-    data validation was carved from (a shift, not small-sample luck)."""
+    score it was chosen on was optimistic (test data collected apart from the training data, or
+    a lucky validation draw when `strict` is off)."""
 
     strategy: str
     metric: str
@@ -103,8 +103,8 @@ class Shortfall:
         return (
             f"{self.strategy}'s test {self.metric} {self.test:.3f} [{low:.3f}, {high:.3f}] is "
             f"{side} the bar {self.bar:g} by more than its 95% interval (validation "
-            f"{self.val:.3f}): the validation data looks unlike the test data. {likely} "
-            "Validate on data like the test set with --val FILE."
+            f"{self.val:.3f}): the validation score was optimistic. {likely} If the test data "
+            "was collected apart from the training data, validate on data like it (--val FILE)."
         )
 
     def to_dict(self) -> dict[str, Any]:
