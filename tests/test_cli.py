@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,293 @@ def test_resume_with_a_bad_run_json_exits_2_naming_the_field(tmp_path: Path) -> 
     assert result.returncode == 2, result.stderr
     assert "split.seed: expected a valid integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- the run folder never costs the user their data (issue 11, item 4) -----------------------
+def made_run(small_csv: Path, out: Path) -> Path:
+    """A finished run folder, the kind `--force` may replace."""
+    result = frugalml("fit", small_csv, "--strategies", "tfidf", "--ship", "none", "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("option", ["DATA", "--test", "--val"])
+def test_force_never_deletes_an_input_inside_the_run_folder(
+    option: str, small_csv: Path, tmp_path: Path
+) -> None:
+    run = made_run(small_csv, tmp_path / "run")
+    inside = run / "data" / "input.csv"
+    inside.parent.mkdir()
+    inside.write_bytes(small_csv.read_bytes())
+    data, extra = (inside, []) if option == "DATA" else (small_csv, [option, inside])
+    result = frugalml("fit", data, *extra, "--strategies", "tfidf", "--out", run, "--force")
+    assert result.returncode == 2, result.stderr
+    assert f"{run} contains the input {inside}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert inside.read_bytes() == small_csv.read_bytes()
+    assert (run / "report.json").exists()  # nothing of the run was touched either
+
+
+def test_out_that_is_the_input_file_is_refused(small_csv: Path) -> None:
+    result = frugalml("fit", small_csv, "--strategies", "tfidf", "--out", small_csv, "--force")
+    assert result.returncode == 2 and "contains the input" in result.stderr
+    assert small_csv.read_text(encoding="utf-8").startswith("text,label")
+
+
+def test_symlinked_or_dangling_out_is_refused(small_csv: Path, tmp_path: Path) -> None:
+    run = made_run(small_csv, tmp_path / "run")
+    link = tmp_path / "latest"
+    link.symlink_to(run, target_is_directory=True)
+    result = frugalml("fit", small_csv, "--strategies", "tfidf", "--out", link, "--force")
+    assert result.returncode == 2, result.stderr
+    assert f"{link} is a symbolic link (to {run})" in result.stderr
+    assert (run / "report.json").exists() and link.is_symlink()
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    result = frugalml("fit", small_csv, "--strategies", "tfidf", "--out", dangling)
+    assert result.returncode == 2, result.stderr
+    assert f"{dangling} is a symbolic link (to {tmp_path / 'gone'})" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "gone").exists()
+
+
+def test_an_out_under_a_file_exits_2_with_the_path_and_reason(
+    small_csv: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "plain.txt").write_text("a file, not a folder")
+    out = tmp_path / "plain.txt" / "run"
+    result = frugalml("fit", small_csv, "--strategies", "tfidf", "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot write the run folder {out}" in result.stderr
+    assert "Not a directory" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder no one may create anything in: immutable as root (chmod does not stop root),
+    mode 0o555 otherwise."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("as root only an immutable folder is unwritable, and chattr is missing")
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"this file system has no immutable flag: {made.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_an_unwritable_out_exits_2_with_the_path_and_reason(
+    small_csv: Path, unwritable_folder: Path
+) -> None:
+    out = unwritable_folder / "run"
+    result = frugalml("fit", small_csv, "--strategies", "tfidf", "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot write the run folder {out}" in result.stderr
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    assert reason in result.stderr and "Traceback" not in result.stderr
+
+
+def test_force_on_an_unwritable_run_folder_exits_2_and_keeps_it(
+    small_csv: Path, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a run folder immutable")
+    run = made_run(small_csv, tmp_path / "run")
+    report = run / "report.json"
+    if subprocess.run(["chattr", "+i", str(report)], check=False).returncode != 0:
+        pytest.skip("this file system has no immutable flag")
+    try:
+        result = frugalml("fit", small_csv, "--strategies", "tfidf", "--out", run, "--force")
+    finally:
+        subprocess.run(["chattr", "-i", str(report)], check=True)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot replace the run folder {run}" in result.stderr
+    assert "Operation not permitted" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- user strings are text, never markup (issue 11, item 9) -----------------------------------
+MARKUP_LABELS = ("@mention", "[/]close", "[bold]open", "plain")
+
+
+@pytest.fixture(scope="module")
+def markup_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TF-IDF bundle whose labels, and run folder name, look like Rich markup."""
+    folder = tmp_path_factory.mktemp("markup")
+    words = {
+        "[/]close": "shut lock bolt",
+        "[bold]open": "unlock ajar wide",
+        "plain": "beige flat grey",
+        "@mention": "tag ping notify",  # a label a spreadsheet would read as a formula
+    }
+    with (folder / "doors.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for label, vocabulary in words.items():
+            for i in range(12):
+                writer.writerow([f"{vocabulary.split()[i % 3]} door number {i}", label])
+    out = folder / "[red]run"
+    result = frugalml(
+        "fit", folder / "doors.csv", "--strategies", "tfidf", "--ship", "none", "--out", out
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[red]run" in result.stdout  # the path printed as it is
+    return out / "bundle"
+
+
+def test_info_and_evaluate_print_markup_like_labels_as_text(
+    markup_bundle: Path, tmp_path: Path
+) -> None:
+    info = frugalml("info", markup_bundle)
+    assert info.returncode == 0, info.stderr
+    assert "[/]close" in info.stdout and "[bold]open" in info.stdout
+    data = tmp_path / "[x]eval.csv"
+    data.write_text("text,label\nshut door,[/]close\nunlock door,[bold]open\nbeige door,plain\n")
+    evaluate = frugalml("evaluate", markup_bundle, data)
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert "[/]close" in evaluate.stdout and "[bold]open" in evaluate.stdout
+
+
+def test_errors_about_markup_like_labels_are_printed_as_text(
+    markup_bundle: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "eval.csv"
+    data.write_text("text,label\nshut door,[/]close\nunlock door,[i]other\n")
+    result = frugalml("evaluate", markup_bundle, data)
+    assert result.returncode == 2, result.stderr
+    assert "labels the bundle does not know: [i]other" in result.stderr
+    assert "[/]close" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["folder", "under a file", "missing folder"])
+def test_predict_output_that_cannot_be_written_exits_2(
+    where: str, markup_bundle: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    output = {
+        "folder": tmp_path,
+        "under a file": tmp_path / "file.txt" / "out.csv",
+        "missing folder": tmp_path / "nowhere" / "out.csv",
+    }[where]
+    for force in ([], ["--force"]):
+        result = frugalml("predict", markup_bundle, "shut door", "--output", output, *force)
+        assert result.returncode == 2, result.stderr
+        assert f"cannot write predictions to {output}" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_predict_output_in_an_unwritable_folder_exits_2(
+    markup_bundle: Path, unwritable_folder: Path
+) -> None:
+    output = unwritable_folder / "out.jsonl"
+    result = frugalml("predict", markup_bundle, "shut door", "--output", output)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot write predictions to {output}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- CSV cells are data, never formulas (issue 11, item 11) ----------------------------------
+def test_predict_csv_escapes_cells_a_spreadsheet_would_run(
+    markup_bundle: Path, tmp_path: Path
+) -> None:
+    texts = ['=HYPERLINK("http://x")', "+1 shut", "-2 shut", "@SUM(A1)", "\tshut", "\rshut"]
+    output = tmp_path / "out.csv"
+    args = ("--output", output, "--", *texts, "shut door", "tag door")  # '--': "-2" is a text
+    result = frugalml("predict", markup_bundle, *args)
+    assert result.returncode == 0, result.stderr
+    with output.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["text"] for r in rows] == [*(f"'{t}" for t in texts), "shut door", "tag door"]
+    assert rows[-2]["label"] == "[/]close" and rows[-1]["label"] == "'@mention"
+    header = output.read_text(encoding="utf-8").splitlines()[0]
+    assert header == "text,label,p_@mention,p_[/]close,p_[bold]open,p_plain"
+
+
+# -- held-out honesty: --val, --strict by default, a test score short of the bar (item 12) ----
+def test_fit_warns_when_the_test_score_misses_the_bar_beyond_its_interval(
+    tmp_path: Path, tiny_backbone: Path
+) -> None:
+    from tests.test_api import shifted_data
+
+    train, test = shifted_data(tmp_path)
+    common = ("--strategies", "tfidf,frozen_probe", "--backbone", tiny_backbone, "--ship", "none")
+    result = frugalml(
+        "fit", train, "--test", test, "--target", "macro_f1=0.9", *common, "--out", tmp_path / "a"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout[result.stdout.index("chosen:") :]
+    assert "warning: tfidf's test macro_f1" in summary
+    assert "below the bar 0.9 by more than its 95% interval" in summary
+    assert "Likely to meet it: frozen_probe (not run:" in summary
+    board = result.stdout[: result.stdout.index("chosen:")]
+    assert "test macro_f1" in board and "⚠" in board
+    # validation from the shifted data: tfidf no longer meets the bar (point estimate rule)
+    result = frugalml(
+        "fit",
+        train,
+        "--val",
+        test,
+        "--target",
+        "macro_f1=0.9",
+        "--no-strict",
+        *common,
+        "--out",
+        tmp_path / "b",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["n_val"] == 36 and report["strict"] is False
+    assert [row["strategy"] for row in report["leaderboard"]] == ["tfidf", "frozen_probe"]
+
+
+# -- one line per event, as it happens, when output is not a terminal (item 13) --------------
+def test_fit_off_a_terminal_prints_each_event_as_it_happens(
+    small_csv: Path, tmp_path: Path, tiny_backbone: Path
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "frugalml",
+        "fit",
+        str(small_csv),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    options = ["--strategies", "tfidf,frozen_probe", "--backbone", str(tiny_backbone)]
+    process = subprocess.Popen(
+        [*command, *options, "--target", "macro_f1=0.0", "--ship", "onnx"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:  # read as the lines come, not after the end
+        lines.append(line.rstrip("\n"))
+        if line.startswith("tfidf: fitting"):
+            # the rung has only started: model, report and bundle are all still to come
+            assert process.poll() is None
+            break
+    stdout, rest = process.communicate(timeout=240)
+    assert process.returncode == 0, rest
+    lines += rest.splitlines()
+    events = [
+        next((i for i, line in enumerate(lines) if line.startswith(start)), -1)
+        for start in (
+            "tfidf: forecast ",
+            "tfidf: fitting",
+            "tfidf: actual ",
+            "frozen_probe: skipped (target macro_f1 ≥ 0 already met by tfidf)",
+            "ship source: ",
+            "ship onnx: ",
+        )
+    ]
+    assert -1 not in events and events == sorted(events), lines
+    assert "━" not in rest and "chosen:" in stdout  # no progress bar drawn into a log

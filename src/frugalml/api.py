@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from frugalml.config import (
 )
 from frugalml.costs import Prices
 from frugalml.data import Dataset, read_table, stratified_split, to_dataset
-from frugalml.data.split import Splits, split_off_validation
-from frugalml.errors import ConfigError, OutputExistsError
+from frugalml.data.split import Splits, split_off_test, split_off_validation
+from frugalml.errors import ConfigError, OutputError, OutputExistsError
 from frugalml.ladder import tracking
 from frugalml.ladder.report import write_reports
 from frugalml.ladder.run import (
@@ -61,10 +62,11 @@ def fit(
     text_col: str | None = None,
     label_col: str | None = None,
     test: str | Path | Dataset | None = None,
+    val: str | Path | Dataset | None = None,
     strategies: Sequence[str] = DEFAULT_STRATEGIES,
     metric: str = "macro_f1",
     target: float | None = None,
-    strict: bool = False,
+    strict: bool = True,
     budget: Budget | None = None,
     split: SplitConfig | None = None,
     drop_invalid: bool = False,
@@ -86,13 +88,16 @@ def fit(
     from its checkpoint (use `resume_fit(out)` to reuse its settings too). With `mlflow` (a
     tracking URI), the finished run is logged there too. `metric` is any registered one the
     ladder can score (`frugalml.metrics.metric_names()`); a lower-is-better one (brier, log_loss)
-    meets `target` at or below it. With `strict`, a rung meets `target` only when its validation
-    score's whole 95% interval does: fewer stops on a lucky draw of a small validation set.
+    meets `target` at or below it. A rung meets `target` only when its validation score's
+    whole 95% interval does (`strict=False`: the point estimate suffices): fewer stops on a
+    lucky draw of a small validation set. `val` is validation data like what the model will
+    see (then only a test set is split off `data`, or nothing when `test` is given too).
     """
     given = {"budget": budget, "split": split, "prices": prices, "speed": speed}
     settings = build_settings(
         data=None if isinstance(data, Dataset) else str(data),
         test=None if test is None or isinstance(test, Dataset) else str(test),
+        val=None if val is None or isinstance(val, Dataset) else str(val),
         text_col=text_col,
         label_col=label_col,
         strategies=tuple(strategies),
@@ -110,6 +115,7 @@ def fit(
         settings,
         data,
         test,
+        val,
         out=Path(out),
         force=force,
         resume=resume,
@@ -122,6 +128,7 @@ def _fit(
     settings: RunSettings,
     data: str | Path | Dataset,
     test: str | Path | Dataset | None,
+    val: str | Path | Dataset | None,
     *,
     out: Path,
     force: bool,
@@ -130,6 +137,7 @@ def _fit(
     mlflow: str | None,
 ) -> FitResult:
     """`fit` once its options are one validated `RunSettings` (`resume_fit` starts here too)."""
+    check_out(out, [s for s in (data, test, val) if not isinstance(s, Dataset | None)], resume)
     if mlflow is not None:
         tracking.check(mlflow)  # a missing extra or a bad URI fails now, not after the ladder
     metric = ladder_metric(settings.metric).name  # unknown names fail now, with the closest one
@@ -139,7 +147,7 @@ def _fit(
     for name in settings.strategies:
         get_strategy(name)  # unknown names fail before any work, with a suggestion
     notes: list[str] = []
-    splits = _splits(data, test, settings, notes)
+    splits = _splits(data, test, settings, notes, val=val)
     settings = settings.model_copy(update={"fingerprint": splits.train.fingerprint()})
     run_dir = _open_run_dir(out, settings, force=force, resume=resume)
     ladder = run_ladder(
@@ -162,6 +170,8 @@ def _fit(
         "n_train": len(splits.train),
         "n_val": len(splits.val),
         "n_test": len(splits.test),
+        "test": settings.test,
+        "val": settings.val,
         "n_classes": len(splits.train.labels),
         "seed": settings.split.seed,
         "target": settings.target,
@@ -253,7 +263,7 @@ def compress_bundle(
         settings = read_run_settings(run_dir / RUN_SETTINGS)
         if settings.data is None:
             raise ConfigError(f"{run_dir} was fitted on in-memory data; pass --data FILE")
-        splits = _splits(settings.data, settings.test, settings, [])
+        splits = _splits(settings.data, settings.test, settings, [], val=settings.val)
         if splits.train.fingerprint() != manifest.data_fingerprint:
             raise ConfigError(
                 f"the data of {run_dir} changed since the bundle was trained",
@@ -312,8 +322,11 @@ def _splits(
     test: str | Path | Dataset | None,
     settings: RunSettings,
     notes: list[str],
+    *,
+    val: str | Path | Dataset | None = None,
 ) -> Splits:
-    """Train, validation and test splits as `settings` says (columns, split, invalid rows)."""
+    """Train, validation and test splits as `settings` says (columns, split, invalid rows):
+    what the user brings (`test`, `val`) is used as it is, the rest is split off `data`."""
     split = settings.split
     kwargs: dict[str, Any] = {
         "text_col": settings.text_col,
@@ -322,27 +335,41 @@ def _splits(
         "delimiter": settings.delimiter,
         "notes": notes,
     }
-    if test is None:
+    if test is None and val is None:
         dataset = load_dataset(data, **kwargs)
         return stratified_split(
             dataset, val_frac=split.val_frac, test_frac=split.test_frac, seed=split.seed
         )
     dataset = load_dataset(data, min_per_class=2, **kwargs)
-    held_out = load_dataset(test, min_per_class=1, **kwargs)
-    unknown = sorted(set(held_out.labels) - set(dataset.labels))
+    held_test = None if test is None else _held_out(test, "test", dataset, kwargs)
+    if val is None:
+        assert held_test is not None
+        parts = split_off_validation(dataset, val_frac=split.val_frac, seed=split.seed)
+        return Splits(parts.train, parts.val, held_test)
+    held_val = _held_out(val, "validation", dataset, kwargs)
+    if held_test is None:
+        train, carved = split_off_test(dataset, test_frac=split.test_frac, seed=split.seed)
+        return Splits(train, held_val, carved)
+    return Splits(dataset, held_val, held_test)
+
+
+def _held_out(
+    source: str | Path | Dataset, what: str, train: Dataset, kwargs: dict[str, Any]
+) -> Dataset:
+    """A test or validation set the user brought, with the training data's label indices."""
+    held_out = load_dataset(source, min_per_class=1, **kwargs)
+    unknown = sorted(set(held_out.labels) - set(train.labels))
     if unknown:
         raise ConfigError(
-            f"the test set has classes the training data lacks: {unknown[:5]}",
-            ["remove them from the test set or add training examples"],
+            f"the {what} set has classes the training data lacks: {unknown[:5]}",
+            [f"remove them from the {what} set or add training examples"],
         )
-    mapped = Dataset.from_lists(
+    return Dataset.from_lists(
         held_out.texts,
         [held_out.labels[i] for i in held_out.y],
-        label_names=dataset.labels,
+        label_names=train.labels,
         name=held_out.name,
     )
-    parts = split_off_validation(dataset, val_frac=split.val_frac, seed=split.seed)
-    return Splits(parts.train, parts.val, mapped)
 
 
 def resume_fit(
@@ -366,6 +393,7 @@ def resume_fit(
         settings,
         settings.data,
         settings.test,
+        settings.val,
         out=folder,
         force=False,
         resume=True,
@@ -374,11 +402,37 @@ def resume_fit(
     )
 
 
+def check_out(out: Path, inputs: Sequence[str | Path], resume: bool) -> None:
+    """Refuse a run folder that holds an input (replacing it would delete the data) and, for a
+    new run, an `out` that is a symbolic link (dangling, or to a folder `--force` would empty)."""
+    for source in inputs:
+        if os.path.lexists(source) and _holds(out, Path(source)):
+            raise OutputExistsError(
+                f"{out} contains the input {source}",
+                [
+                    "choose an --out outside the data's folder: frugalml never deletes "
+                    "or overwrites its input"
+                ],
+            )
+    if not resume and out.is_symlink():
+        raise OutputExistsError(
+            f"{out} is a symbolic link (to {out.readlink()})",
+            ["pass a real folder as --out: frugalml does not write a run through a link"],
+        )
+
+
+def _holds(folder: Path, item: Path) -> bool:
+    """Whether `item` is `folder` or lies inside it, as written or with links resolved."""
+    folders = {Path(os.path.normpath(folder.absolute())), folder.resolve()}
+    items = {Path(os.path.normpath(item.absolute())), item.resolve()}
+    return any(i == f or f in i.parents for f in folders for i in items)
+
+
 def _open_run_dir(path: Path, settings: RunSettings, *, force: bool, resume: bool) -> Path:
     """A fresh run folder with its settings, or, to resume, the same folder and data."""
     if not resume:
         run_dir = prepare_run_dir(path, force=force)
-        settings.write(run_dir / RUN_SETTINGS)
+        _write(path, "write the run folder", lambda: settings.write(run_dir / RUN_SETTINGS))
         return run_dir
     if not (path / RUN_MARKER).exists() or not (path / RUN_SETTINGS).exists():
         raise ConfigError(f"{path} is not a frugalml run folder that can be resumed")
@@ -405,7 +459,28 @@ def prepare_run_dir(path: Path, *, force: bool) -> Path:
                 f"{path} is not a frugalml run folder, so --force will not delete it",
                 ["choose another --out; frugalml only replaces folders it created"],
             )
-        shutil.rmtree(path)
+        _write(path, "replace the run folder", lambda: shutil.rmtree(path))
+    _write(path, "write the run folder", lambda: _make_run_dir(path))
+    return path
+
+
+def _make_run_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     (path / RUN_MARKER).write_text("This folder was written by frugalml fit.\n")
-    return path
+
+
+def _write(path: Path, what: str, action: Callable[[], object]) -> None:
+    """Run a file system action on the run folder; its failure (a read-only disk, an immutable
+    folder, a file where a folder should be) becomes an error naming the path and the cause."""
+    try:
+        action()
+    except OSError as error:
+        where = (
+            f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
+        )
+        hints = ["choose an --out on a disk you can write to"]
+        if what.startswith("replace"):
+            hints = ["some of its files may be gone; fix its permissions or choose another --out"]
+        raise OutputError(
+            f"cannot {what} {path}: {error.strerror or error}{where}", hints
+        ) from None

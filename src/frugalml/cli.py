@@ -1,4 +1,8 @@
-"""The command line: parses options, calls the Python API, prints with rich. No logic of its own."""
+"""The command line: parses options, calls the Python API, prints with rich. No logic of its own.
+
+Both consoles print text, never markup: labels, paths, column names and messages come from the
+user's data, and a label such as `[/]close` must print as itself (styles go in as `Text`).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from frugalml import api
 from frugalml import bundle as bundles
@@ -31,7 +35,7 @@ from frugalml.config import (
     parse_target,
 )
 from frugalml.data import DEMO_INTENTS, read_table, texts_for_prediction
-from frugalml.errors import ConfigError, FrugalError, OutputExistsError
+from frugalml.errors import ConfigError, FrugalError, OutputError, OutputExistsError
 from frugalml.ladder import tracking
 from frugalml.ladder.run import Candidate, Progress
 from frugalml.metrics import metric_names, score
@@ -44,8 +48,8 @@ app = typer.Typer(
     help="Find the cheapest model that is good enough, prove what it cost, ship it.",
 )
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; leaderboards need more.
-out = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+out = Console(width=None if sys.stdout.isatty() else 150, markup=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150, markup=False)
 
 TextCol = Annotated[str | None, typer.Option("--text-col", help="Column with the text.")]
 LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column with the label.")]
@@ -96,6 +100,13 @@ def fit(
     text_col: TextCol = None,
     label_col: LabelCol = None,
     test: Annotated[Path | None, typer.Option(help="A separate test set (else split off).")] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            help="Validation data like what the model will see (else split off DATA, which "
+            "then gives only the test set): the ladder chooses on it."
+        ),
+    ] = None,
     strategies: Annotated[
         str, typer.Option(help="Comma-separated rungs to climb (see `frugalml strategies`).")
     ] = ",".join(DEFAULT_STRATEGIES),
@@ -120,9 +131,9 @@ def fit(
         typer.Option(
             help="Count the target as met only when the validation score's whole 95% interval "
             "clears it: no stop on a lucky small validation set, at the price of climbing "
-            "further."
+            "further. --no-strict: the point estimate suffices."
         ),
-    ] = False,
+    ] = True,
     budget: Annotated[
         str | None,
         typer.Option(
@@ -185,6 +196,7 @@ def fit(
             text_col=text_col,
             label_col=label_col,
             test=test,
+            val=val,
             strategies=names,
             metric=metric_name,
             target=bar,
@@ -213,6 +225,13 @@ def demo(
     target: Annotated[
         str | None, typer.Option(help="Quality bar; the ladder stops at the first rung meeting it.")
     ] = "macro_f1=0.95",
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Meet the bar with the whole 95% interval, as fit does; off by default here: "
+            "84 validation texts give intervals too wide for a quick demo."
+        ),
+    ] = False,
     mlflow: Mlflow = False,
     mlflow_uri: MlflowUri = None,
 ) -> None:
@@ -224,6 +243,7 @@ def demo(
         strategies=strategies,
         out_dir=out_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}",
         target=target,
+        strict=strict,
         mlflow=mlflow,
         mlflow_uri=mlflow_uri,
     )
@@ -246,23 +266,47 @@ def predict(
 ) -> None:
     """Predict labels and probabilities: one JSON object per input."""
     inputs = _prediction_inputs(texts or [], input_file, text_col)
-    if output is not None and output.exists() and not force:
-        raise OutputExistsError(
-            f"{output} already exists", ["choose another --output or pass --force"]
-        )
+    if output is not None:
+        _check_output(output, force)
     model = bundles.load(bundle)
     records = [{"text": t, **r} for t, r in zip(inputs, model.predict(inputs), strict=True)]
     if output is None:
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    output.write_text(
+    text = (
         _csv(records, model.labels)
         if output.suffix.lower() == ".csv"
-        else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-        encoding="utf-8",
+        else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     )
-    err.print(f"wrote {len(records)} predictions to {output}")
+    try:
+        output.write_text(text, encoding="utf-8", newline="")
+    except OSError as error:
+        raise OutputError(
+            f"cannot write predictions to {output}: {error.strerror or error}",
+            ["choose an --output in a folder you can write to"],
+        ) from None
+    err.print(f"wrote {len(records)} predictions to {output}", soft_wrap=True)
+
+
+def _check_output(output: Path, force: bool) -> None:
+    """Refuse, before any work, an --output that is a folder, lies in no folder, or exists."""
+    problem = ""
+    if output.is_dir():
+        problem = "it is a folder"
+    elif output.parent.exists() and not output.parent.is_dir():
+        problem = f"{output.parent} is a file, not a folder"
+    elif not output.parent.exists():
+        problem = f"the folder {output.parent} does not exist"
+    if problem:
+        raise OutputError(
+            f"cannot write predictions to {output}: {problem}",
+            ["name a file in an existing folder, e.g. predictions.jsonl or predictions.csv"],
+        )
+    if output.exists() and not force:
+        raise OutputExistsError(
+            f"{output} already exists", ["choose another --output or pass --force"]
+        )
 
 
 @app.command()
@@ -387,7 +431,7 @@ def sign(bundle: Annotated[Path, typer.Argument(help="A bundle folder.")]) -> No
     """Sign a bundle with the key in $FRUGALML_SIGNING_KEY, after verifying it, so that
     frugalml with the same key set (a server, `predict`) loads it."""
     integrity = bundles.sign_bundle(bundle)
-    out.print(f"signed {escape(str(bundle))}: {integrity.describe()}", highlight=False)
+    out.print(f"signed {bundle}: {integrity.describe()}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -464,8 +508,11 @@ def serve(
     )
     if settings.public and api_key_env is None:
         err.print(
-            f"[yellow]warning:[/] serving on {host} without --api-key-env: anyone who can reach "
-            "this port can use the model"
+            Text.assemble(
+                ("warning: ", "yellow"),
+                f"serving on {host} without --api-key-env: anyone who can reach "
+                "this port can use the model",
+            )
         )
     run(bundle, settings)
 
@@ -484,69 +531,103 @@ def list_strategies() -> None:
 
 # -- helpers -------------------------------------------------------------------------
 def _show(run: Callable[[Progress], api.FitResult], mlflow_uri: str | None = None) -> None:
-    """Run a fit with live progress (forecast, then actual, per rung) and print the outcome."""
-    handler = RichHandler(console=err, show_time=False, show_path=False)
+    """Run a fit with progress (forecast, then actual, per rung) and print the outcome.
+
+    On a terminal, progress is a live display; off one (CI, nohup, a pipe) a live display
+    would print only when it ends, so each event is one flushed line, as it happens.
+    """
+    live = err.is_terminal
+    handler: logging.Handler = RichHandler(console=err, show_time=False, show_path=False)
+    if not live:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("frugalml").addHandler(handler)
     logging.getLogger("frugalml").setLevel(logging.INFO)
     try:
-        with RichProgress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        ) as bar:
-            result = run(_progress_printer(bar))
+        if live:
+            with RichProgress(
+                SpinnerColumn(),
+                TextColumn("{task.description}", markup=False),
+                TimeElapsedColumn(),
+                console=err,
+                transient=False,
+            ) as bar:
+                result = run(_progress_printer(bar))
+        else:
+            result = run(_event_printer)
     finally:
         logging.getLogger("frugalml").removeHandler(handler)
-    metric = result.metric
+    _print_outcome(result, mlflow_uri)
+
+
+def _print_outcome(result: api.FitResult, mlflow_uri: str | None) -> None:
+    """Notes, the leaderboard and the summary; each summary line stays one line in a log."""
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}")
-    _print_leaderboard(result, metric)
-    out.print(f"\n[bold]chosen:[/] {result.ladder.chosen.strategy} — {result.ladder.reason}")
-    out.print(f"bundle: {result.run_dir / 'bundle'}\nreport: {result.report_md}")
+        err.print(Text.assemble(("note: ", "yellow"), note), soft_wrap=True)
+    _print_leaderboard(result, result.metric)
+    ladder = result.ladder
+    out.print()
+    out.print(
+        Text.assemble(("chosen: ", "bold"), f"{ladder.chosen.strategy} — {ladder.reason}"),
+        soft_wrap=True,
+    )
+    if ladder.shortfall is not None:
+        out.print(
+            Text.assemble(("warning: ", "bold yellow"), ladder.shortfall.message()), soft_wrap=True
+        )
+    out.print(f"bundle: {result.run_dir / 'bundle'}\nreport: {result.report_md}", soft_wrap=True)
     html = result.run_dir / "report.html"
     if html.exists():
-        out.print(f"report.html: {html}")
+        out.print(f"report.html: {html}", soft_wrap=True)
     if result.mlflow_run_id:
-        out.print(f"mlflow: run {result.mlflow_run_id} in {mlflow_uri}")
+        out.print(f"mlflow: run {result.mlflow_run_id} in {mlflow_uri}", soft_wrap=True)
+
+
+def _event_line(event: str, info: dict[str, Any]) -> str:
+    """One line for a ladder event: a rung's forecast, start, actual, skip, or a ship step."""
+    if event == "compress":
+        return _compress_line(info["step"]).strip()
+    name = info["strategy"]
+    if event == "forecast":
+        f = info["forecast"]
+        return f"{name}: forecast {f['wall_s']:.1f} s, {f['cpu_s']:.1f} CPU-s, ${f['usd']:.5f}"
+    if event == "start":
+        return f"{name}: fitting"
+    if event in ("done", "reused"):
+        c: Candidate = info["candidate"]
+        what = (
+            "reused from the earlier run"
+            if event == "reused"
+            else f"actual {c.cost.wall_s:.1f} s, {c.cost.cpu_s:.1f} CPU-s, ${c.cost.usd:.5f}"
+        )
+        metric = info["metric"]
+        return f"{name}: {what}; val {metric} {c.val.metric(metric):.3f}"
+    if event == "skipped":
+        return f"{name}: skipped ({info['reason']})"
+    return f"{name}: {event}"
+
+
+def _event_printer(event: str, info: dict[str, Any]) -> None:
+    """Off a terminal: each event as one line on stderr, flushed at once."""
+    sys.stderr.write(_event_line(event, info) + "\n")
+    sys.stderr.flush()
 
 
 def _progress_printer(bar: RichProgress) -> Progress:
+    """On a terminal: a spinner per rung that turns into its outcome; forecasts and ship
+    steps print above the display."""
     tasks: dict[str, Any] = {}
-    forecasts: dict[str, dict[str, Any]] = {}
 
     def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "compress":
-            err.print(_compress_line(info["step"]))
-            return
-        name = info["strategy"]
-        if event == "forecast":
-            f = forecasts[name] = info["forecast"]
-            err.print(
-                f"  {name}: forecast {f['wall_s']:.1f} s, {f['cpu_s']:.1f} CPU-s, ${f['usd']:.5f}"
-            )
+        line = _event_line(event, info)
+        if event in ("forecast", "compress"):
+            err.print(f"  {line}", soft_wrap=True)
         elif event == "start":
-            tasks[name] = bar.add_task(f"fitting {name}", total=1)
-        elif event in ("done", "reused"):
-            c: Candidate = info["candidate"]
-            what = (
-                "reused from the earlier run"
-                if event == "reused"
-                else (f"actual {c.cost.wall_s:.1f} s, {c.cost.cpu_s:.1f} CPU-s, ${c.cost.usd:.5f}")
-            )
-            metric = info["metric"]
-            text = f"{name}: {what}; val {metric} {c.val.metric(metric):.3f}"
-            if name in tasks:
-                bar.update(tasks[name], completed=1, description=text)
-            else:
-                bar.add_task(text, total=1, completed=1)
-        elif event == "skipped":  # after "start" too: a rung short of memory stops at once
-            text = f"{name}: skipped ({info['reason']})"
-            if name in tasks:
-                bar.update(tasks[name], completed=1, description=text)
-            else:
-                bar.add_task(text, total=1, completed=1)
+            tasks[info["strategy"]] = bar.add_task(line, total=1)
+        elif info.get("strategy") in tasks:
+            bar.update(tasks[info["strategy"]], completed=1, description=line)
+        else:
+            bar.add_task(line, total=1, completed=1)
 
     return progress
 
@@ -580,7 +661,7 @@ def _print_leaderboard(result: api.FitResult, metric: str) -> None:
         "strategy",
         f"val {metric} [95% CI]",
         "ECE",
-        "test acc",
+        f"test {metric}",
         "train s",
         "CPU-s",
         "peak MB",
@@ -590,13 +671,15 @@ def _print_leaderboard(result: api.FitResult, metric: str) -> None:
         "texts/s",
     ):
         table.add_column(column, justify="left" if column == "strategy" else "right")
-    for c in result.ladder.candidates:
+    ladder = result.ladder
+    for c in ladder.candidates:
         low, high = c.val.interval(metric)
+        short = " ⚠" if c is ladder.chosen and ladder.shortfall else ""
         table.add_row(
-            c.strategy + (" ✔" if c is result.ladder.chosen else ""),
+            c.strategy + (" ✔" if c is ladder.chosen else ""),
             f"{c.val.metric(metric):.3f} [{low:.2f}, {high:.2f}]",
             f"{c.ece:.3f}",
-            f"{c.test.accuracy:.3f}" if c.test else "—",
+            f"{c.test.metric(metric):.3f}{short}" if c.test else "—",
             f"{c.cost.wall_s:.1f}",
             f"{c.cost.cpu_s:.1f}",
             f"{c.cost.peak_rss_mb:.0f}",
@@ -634,11 +717,23 @@ def _prediction_inputs(
 
 def _csv(records: list[dict[str, Any]], labels: tuple[str, ...]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["text", "label", *(f"p_{label}" for label in labels)])
+    # RFC 4180 line ends: with "\n" alone, csv leaves a text's lone "\r" unquoted (a row break)
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["text", "label", *(_cell(f"p_{label}") for label in labels)])
     for r in records:
-        writer.writerow([r["text"], r["label"], *(f"{r['probabilities'][k]:.6f}" for k in labels)])
+        probabilities = (f"{r['probabilities'][k]:.6f}" for k in labels)
+        writer.writerow([_cell(r["text"]), _cell(r["label"]), *probabilities])
     return buffer.getvalue()
+
+
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading ' (OWASP's advice) before a cell that
+    would otherwise run as a formula."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def main() -> None:
@@ -646,5 +741,6 @@ def main() -> None:
     try:
         app()
     except FrugalError as error:
-        err.print(f"[bold red]error:[/] {escape(error.render())}", highlight=False, markup=True)
+        message = Text.assemble(("error: ", "bold red"), error.render())
+        err.print(message, highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

@@ -60,6 +60,11 @@ class RunSettings(Frozen):
     test: str | None = Field(
         None, description="A separate test set as given; null when it is split off `data`."
     )
+    val: str | None = Field(
+        None,
+        description="A separate validation set (data like what the model will see) as given; "
+        "null when it is split off `data`.",
+    )
     text_col: str | None = Field(None, description="Column with the text; null to detect it.")
     label_col: str | None = Field(None, description="Column with the label; null to detect it.")
     strategies: tuple[str, ...] = Field(
@@ -70,7 +75,9 @@ class RunSettings(Frozen):
         None, description="Quality bar on `metric`: the ladder stops at the first rung meeting it."
     )
     strict: bool = Field(
-        False, description="Meet `target` only with the low end of the 95% interval."
+        True,
+        description="Meet `target` only with the pessimistic end of the 95% interval (a "
+        "run.json without this field is from before it was the default, and reads false).",
     )
     budget: Budget = Field(default_factory=Budget, description="Hard caps for the whole ladder.")
     split: SplitConfig = Field(
@@ -117,12 +124,14 @@ def build_settings(**values: Any) -> RunSettings:
 
 def read_run_settings(path: Path) -> RunSettings:
     """A run folder's `run.json`, validated; older files (without `speed` or `prices`) read
-    with those at their defaults, which is what their runs used."""
+    with those at their defaults, which is what their runs used (`strict` as false)."""
     from frugalml.errors import ConfigError
 
     hint = "the file was edited or damaged: fix it, or start a new run with another --out"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data.setdefault("strict", False)  # the default of the versions that omitted it
         return RunSettings.model_validate(data)
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None

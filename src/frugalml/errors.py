@@ -48,6 +48,10 @@ class CapabilityError(FrugalError, TypeError):
     """A model cannot do what was asked of it (e.g. sentence vectors from a TF-IDF model)."""
 
 
+class OutputError(FrugalError, OSError):
+    """An output (run folder, prediction file) cannot be written where the user asked."""
+
+
 class MissingExtraError(FrugalError, ImportError):
     """An optional dependency is not installed; names the install command."""
 

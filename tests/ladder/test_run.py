@@ -17,7 +17,8 @@ import pytest
 import frugalml
 from frugalml.config import Budget, parse_budget, parse_overrides, parse_target
 from frugalml.errors import ConfigError, FrugalError
-from frugalml.ladder.run import choose
+from frugalml.ladder.run import choose, held_out_shortfall
+from frugalml.metrics import Quality
 from tests.ladder.test_frontier_report import candidate as finished_rung
 
 
@@ -98,6 +99,54 @@ def test_a_lower_is_better_target_is_met_at_or_below_it() -> None:
     assert pick.strategy == "lora"
     assert reason.startswith("no candidate's 95% interval cleared brier 0.16; lora has the best")
     assert choose(rungs, "macro_f1", 0.86)[0].strategy == "lora"  # higher is better still
+
+
+def with_test_score(rung: Any, f1: float, ci: tuple[float, float]) -> Any:
+    """`rung` with a test set scored: macro-F1 `f1` in `ci`, brier 1 - f1 in (1 - ci)."""
+    brier = round(1 - f1, 6)
+    rung.test = Quality(
+        n=100,
+        accuracy=f1,
+        accuracy_ci=ci,
+        macro_f1=f1,
+        macro_f1_ci=ci,
+        per_class={},
+        confusion=[],
+        more={"brier": (brier, (round(1 - ci[1], 6), round(1 - ci[0], 6)))},
+    )
+    return rung
+
+
+def test_a_test_score_short_of_the_bar_names_the_rung_likely_to_meet_it() -> None:
+    tfidf, probe, lora, full = brier_ladder()
+    chosen = with_test_score(tfidf, 0.70, (0.65, 0.74))
+    rungs = [
+        chosen,
+        with_test_score(probe, 0.86, (0.82, 0.90)),
+        with_test_score(lora, 0.84, (0.80, 0.88)),
+    ]
+    short = held_out_shortfall(rungs, chosen, "macro_f1", 0.8, {})
+    assert short is not None and (short.next_rung, short.next_why) == ("frozen_probe", "test 0.860")
+    assert short.message() == (
+        "tfidf's test macro_f1 0.700 [0.650, 0.740] is below the bar 0.8 by more than its 95% "
+        "interval (validation 0.800): the validation score was optimistic. Likely to meet it: "
+        "frozen_probe (test 0.860). If the test data was collected apart from the training "
+        "data, validate on data like it (--val FILE)."
+    )
+    not_run = {"full": "target macro_f1 ≥ 0.8 already met by tfidf"}
+    short = held_out_shortfall([chosen], chosen, "macro_f1", 0.8, not_run)
+    assert short is not None and short.next_rung == "full"
+    assert "full (not run: target macro_f1 ≥ 0.8 already met by tfidf)" in short.message()
+    short = held_out_shortfall([chosen], chosen, "macro_f1", 0.8, {})
+    assert short is not None and short.next_rung is None
+    assert "No rung of this run is likely to meet it" in short.message()
+    assert held_out_shortfall([chosen], chosen, "macro_f1", 0.74, {}) is None  # within the CI
+    assert held_out_shortfall([chosen], chosen, "macro_f1", None, {}) is None  # no bar
+    # lower is better: the interval's low end must lie above the bar
+    assert held_out_shortfall([chosen], chosen, "brier", 0.26, {}) is None
+    short = held_out_shortfall([chosen], chosen, "brier", 0.25, {})
+    assert short is not None and "above the bar 0.25" in short.message()
+    assert held_out_shortfall([full], full, "macro_f1", 0.99, {}) is None  # no test set
 
 
 def test_the_ladder_refuses_a_metric_it_cannot_score(small_csv: Path, tmp_path: Path) -> None:
@@ -194,15 +243,18 @@ def test_strict_target_needs_the_intervals_low_end_to_clear_the_bar(
     between = (low + point) / 2  # met by the point estimate, not by the interval
     options = {"frozen_probe": {"backbone": str(tiny_backbone)}}
     kept = frugalml.fit(
-        small_csv, out=tmp_path / "a", strategies=["tfidf", "frozen_probe"], target=between
+        small_csv,
+        out=tmp_path / "a",
+        strategies=["tfidf", "frozen_probe"],
+        target=between,
+        strict=False,
     )
     assert [c.strategy for c in kept.ladder.candidates] == ["tfidf"]
-    strict = frugalml.fit(
+    strict = frugalml.fit(  # strict is the default (issue 11, item 12)
         small_csv,
         out=tmp_path / "b",
         strategies=["tfidf", "frozen_probe"],
         target=between,
-        strict=True,
         options=options,
     )
     assert [c.strategy for c in strict.ladder.candidates] == ["tfidf", "frozen_probe"]

@@ -101,6 +101,7 @@ def test_settings_are_parameters(logged: tuple[FitResult, str], tiny_backbone: P
     assert params["data"] == "small" and params["data_fingerprint"] == settings["fingerprint"]
     assert params["n_train"] == str(report["n_train"])
     assert "target" not in params  # unset settings are left out, not logged as 'None'
+    assert "strict" not in params and "val" not in params  # strict means nothing without a bar
     assert runs_of(uri)["full"].data.params["train.epochs"] == "2"  # the rung's own config
 
 

@@ -47,6 +47,17 @@ def split_off_validation(data: Dataset, *, val_frac: float = 0.15, seed: int = 0
     return stratified_split(data, val_frac=val_frac, test_frac=0.0, seed=seed)
 
 
+def split_off_test(
+    data: Dataset, *, test_frac: float = 0.15, seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    """For users who bring their own validation set: train and test from `data` only (the
+    test set `stratified_split` would carve, copies of a text on one side)."""
+    if test_frac <= 0:
+        return data, data.subset(np.array([], dtype=np.int64), f"{data.name}:test")
+    (keep, _), (held, _) = _split_two_rows(data, duplicate_groups(data.texts), test_frac, seed)
+    return data.subset(keep, f"{data.name}:train"), data.subset(held, f"{data.name}:test")
+
+
 def _split_two(
     data: Dataset, groups: np.ndarray, frac: float, seed: int
 ) -> tuple[Dataset, Dataset]:

@@ -22,11 +22,13 @@ _AXES: tuple[tuple[Axis, str], ...] = (("train", "training-cost"), ("inference",
 
 
 def leaderboard_rows(result: LadderResult, metric: str) -> list[dict[str, Any]]:
-    """One flat row per candidate, in ladder order; the chosen one and frontier members marked."""
+    """One flat row per candidate, in ladder order; the chosen one and frontier members marked,
+    and the chosen one's test score flagged when it misses the bar beyond its interval."""
     marks = frontier_marks(frontier_summary(result, metric))
     rows = []
     for c in result.candidates:
         low, high = c.val.interval(metric)
+        test = c.test.estimate(metric) if c.test else None
         rows.append(
             {
                 "strategy": c.strategy,
@@ -38,6 +40,9 @@ def leaderboard_rows(result: LadderResult, metric: str) -> list[dict[str, Any]]:
                 "val_ece": c.ece,
                 "test_accuracy": c.test.accuracy if c.test else None,
                 "test_macro_f1": c.test.macro_f1 if c.test else None,
+                f"test_{metric}": test[0] if test else None,
+                f"test_{metric}_ci": list(test[1]) if test else None,
+                "misses_bar_on_test": c is result.chosen and result.shortfall is not None,
                 "train_wall_s": c.cost.wall_s,
                 "train_cpu_s": c.cost.cpu_s,
                 "train_usd": c.cost.usd,
@@ -68,6 +73,7 @@ def report_data(result: LadderResult, *, metric: str, header: dict[str, Any]) ->
         "metric": metric,
         "chosen": result.chosen.strategy,
         "reason": result.reason,
+        "shortfall": result.shortfall.to_dict() if result.shortfall else None,
         "skipped": result.skipped,
         "leaderboard": leaderboard_rows(result, metric),
         "frontier": frontier_summary(result, metric),
@@ -93,19 +99,20 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
         "",
         f"**Chosen: `{result.chosen.strategy}`** — {result.reason}.",
         "",
+        *([f"⚠ {result.shortfall.message()}", ""] if result.shortfall else []),
         f"Data: {data.get('n_train')} train / {data.get('n_val')} validation / "
         f"{data.get('n_test')} test examples, {data.get('n_classes')} classes, "
         f"seed {data.get('seed')}.",
         "",
         "## Leaderboard",
         "",
-        f"| strategy | frontier | val {metric} (95% CI) | val ECE | test acc | train wall s | "
+        f"| strategy | frontier | val {metric} (95% CI) | val ECE | test {metric} | train wall s | "
         "train CPU-s | train $ | p50 ms (b=1) | texts/s (b=32) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in data["leaderboard"]:
         low, high = row[f"val_{metric}_ci"]
-        test = f"{row['test_accuracy']:.3f}" if row["test_accuracy"] is not None else "—"
+        test = _test_cell(row, metric)
         mark = " ✔" if row["chosen"] else ""
         lines.append(
             f"| {row['strategy']}{mark} | {row['frontier']} | "
@@ -121,6 +128,14 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
     lines += ["## Cost cards", ""]
     lines += [_cost_card(c) for c in result.candidates]
     return "\n".join(lines) + "\n"
+
+
+def _test_cell(row: dict[str, Any], metric: str) -> str:
+    """The test score, '⚠' when it misses the bar beyond its interval; '—' without a test set."""
+    value = row[f"test_{metric}"]
+    if value is None:
+        return "—"
+    return f"{value:.3f}" + (" ⚠" if row["misses_bar_on_test"] else "")
 
 
 def _next_rung_markdown(frontier: FrontierSummary) -> list[str]:
@@ -165,6 +180,7 @@ td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
 td.skipped { text-align: left; color: #57606a; }
 tr.chosen td { background: #fff4d6; font-weight: 600; }
 .chosen-box { background: #fff4d6; border-left: 4px solid #d4a017; padding: .6rem 1rem; }
+.warning { background: #ffebe9; border-left: 4px solid #cf222e; padding: .6rem 1rem; }
 .note { color: #57606a; }
 .cards { display: flex; flex-wrap: wrap; gap: 0 2rem; }
 .cards td { text-align: left; }
@@ -198,6 +214,11 @@ def _html(data: dict[str, Any], result: LadderResult, metric: str, png: bytes | 
         f"<h1>{e(title)}</h1>",
         f'<p class="chosen-box"><strong>Chosen: <code>{e(result.chosen.strategy)}</code></strong>'
         f" — {e(result.reason)}.</p>",
+        *(
+            [f'<p class="warning">⚠ {e(result.shortfall.message())}</p>']
+            if result.shortfall
+            else []
+        ),
         f"<p>Data: {e(str(data.get('n_train')))} train / {e(str(data.get('n_val')))} validation"
         f" / {e(str(data.get('n_test')))} test examples, {e(str(data.get('n_classes')))} classes,"
         f" seed {e(str(data.get('seed')))}.</p>",
@@ -222,7 +243,7 @@ def _html(data: dict[str, Any], result: LadderResult, metric: str, png: bytes | 
 def _html_leaderboard(data: dict[str, Any], result: LadderResult, metric: str) -> str:
     b = result.chosen.speed.throughput_batch
     heads = [
-        "strategy", "frontier", f"val {metric} (95% CI)", "val ECE", "test acc",
+        "strategy", "frontier", f"val {metric} (95% CI)", "val ECE", f"test {metric}",
         "train wall s", "train CPU-s", "train $", "energy Wh",
         "p50 ms (b=1)", f"ms/text (b={b})", f"texts/s (b={b})",
     ]  # fmt: skip
@@ -239,7 +260,7 @@ def _html_leaderboard(data: dict[str, Any], result: LadderResult, metric: str) -
 
 def _html_row(row: dict[str, Any], metric: str) -> str:
     low, high = row[f"val_{metric}_ci"]
-    test = f"{row['test_accuracy']:.3f}" if row["test_accuracy"] is not None else "—"
+    test = _test_cell(row, metric)
     cells = [
         row["strategy"] + (" ✔" if row["chosen"] else ""),
         row["frontier"],

@@ -2,7 +2,9 @@
 
 Each rung is fitted, saved as a bundle, reloaded, and only then scored and timed, so the
 figures describe what will be shipped. The choice is the cheapest candidate that meets the
-quality bar, else the best one, with a one-line reason.
+quality bar, else the best one, with a one-line reason. When a test set is there and the
+chosen rung's test score misses the bar by more than its interval, the result says so, and
+names the rung likely to meet it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,40 @@ class Candidate:
         }
 
 
+@dataclass(frozen=True)
+class Shortfall:
+    """The chosen rung's test score misses the bar by more than its 95% interval: the validation
+    score it was chosen on was optimistic (test data collected apart from the training data, or
+    a lucky validation draw when `strict` is off)."""
+
+    strategy: str
+    metric: str
+    bar: float
+    val: float
+    test: float
+    test_ci: tuple[float, float]
+    next_rung: str | None  # the rung likely to meet the bar, if any
+    next_why: str  # why that one: 'test 0.943', or 'not run: ...'
+
+    def message(self) -> str:
+        side = "below" if get_metric(self.metric).higher_is_better else "above"
+        low, high = self.test_ci
+        likely = (
+            f"Likely to meet it: {self.next_rung} ({self.next_why})."
+            if self.next_rung
+            else "No rung of this run is likely to meet it: add dearer ones with --strategies."
+        )
+        return (
+            f"{self.strategy}'s test {self.metric} {self.test:.3f} [{low:.3f}, {high:.3f}] is "
+            f"{side} the bar {self.bar:g} by more than its 95% interval (validation "
+            f"{self.val:.3f}): the validation score was optimistic. {likely} If the test data "
+            "was collected apart from the training data, validate on data like it (--val FILE)."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": self.message()}
+
+
 @dataclass
 class LadderResult:
     candidates: list[Candidate]
@@ -82,6 +118,7 @@ class LadderResult:
     reason: str
     skipped: dict[str, str] = field(default_factory=dict)
     forecast_cost: dict[str, float] = field(default_factory=dict)  # what forecasting itself cost
+    shortfall: Shortfall | None = None  # the chosen rung missed the bar on test
 
 
 class LadderClock:
@@ -152,6 +189,7 @@ def run_ladder(
     skipped: dict[str, str] = {}
     forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0}
     met: Candidate | None = None
+    not_run: dict[str, str] = {}  # rungs that could have run, and why they did not
     plans = _plan(strategies, splits.train.kind, run_dir, resume, options or {}, skipped, notify)
     for name, strategy, finished in plans:
         if finished is not None:
@@ -164,6 +202,7 @@ def run_ladder(
                     f"target {metric} {chooser.symbol} {target:g} already met by {met.strategy}"
                 )
                 notify("skipped", {"strategy": name, "reason": skipped[name]})
+                not_run[name] = skipped[name]
                 continue
             try:  # a rung short of memory is skipped whenever it finds out, never a crash
                 forecast = _forecast(strategy, splits, prices, forecast_cost, notify, name)
@@ -185,7 +224,7 @@ def run_ladder(
                 shutil.rmtree(run_dir / "work" / name, ignore_errors=True)
                 reason = error.summary
             if reason:
-                skipped[name] = reason
+                skipped[name] = not_run[name] = reason
                 notify("skipped", {"strategy": name, "reason": reason})
                 continue
             candidates.append(candidate)
@@ -196,7 +235,10 @@ def run_ladder(
     if not candidates:
         raise FrugalError("no strategy could run", [f"{k}: {v}" for k, v in skipped.items()])
     chosen, reason = choose(candidates, metric, target, strict=strict)
-    return LadderResult(candidates, chosen, reason, skipped, forecast_cost)
+    order = [name for name, _, _ in plans]
+    above = {k: v for k, v in not_run.items() if order.index(k) > order.index(chosen.strategy)}
+    shortfall = held_out_shortfall(candidates, chosen, metric, target, above)
+    return LadderResult(candidates, chosen, reason, skipped, forecast_cost, shortfall)
 
 
 _Plan = tuple[str, Strategy | None, Candidate | None]
@@ -398,6 +440,40 @@ def choose(
     return best, (
         f"{lead}{best.strategy} has the best validation {metric} ({best.val.metric(metric):.3f})"
     )
+
+
+def held_out_shortfall(
+    candidates: list[Candidate],
+    chosen: Candidate,
+    metric: str,
+    target: float | None,
+    not_run: dict[str, str],
+) -> Shortfall | None:
+    """A `Shortfall` when the chosen rung's test score misses `target` even at its interval's
+    hopeful end (the high end, or the low end for a lower-is-better metric), else None.
+
+    The rung likely to meet it: the best run rung whose test score meets the bar, else the
+    first of `not_run` (rungs above the chosen one that did not run, cheapest first).
+    """
+    if target is None or chosen.test is None:
+        return None
+    m = get_metric(metric)
+    value, (low, high) = chosen.test.estimate(metric)
+    if m.meets(high if m.higher_is_better else low, target):
+        return None
+    scored = [(c.test.metric(metric), c) for c in candidates if c is not chosen and c.test]
+    meeting = [(v, c) for v, c in scored if m.meets(v, target)]
+    next_rung, why = None, ""
+    if meeting:  # max keeps the first (cheapest) of equals
+        best_score, best = max(meeting, key=lambda pair: m.goodness(pair[0]))
+        next_rung, why = best.strategy, f"test {best_score:.3f}"
+    elif not_run:
+        next_rung, skipped_because = next(iter(not_run.items()))
+        why = f"not run: {skipped_because}"
+    return Shortfall(
+        chosen.strategy, m.name, target, chosen.val.metric(metric), value, (low, high),
+        next_rung, why,
+    )  # fmt: skip
 
 
 def publish(chosen: Candidate, run_dir: Path) -> Path:

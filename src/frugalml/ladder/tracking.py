@@ -194,9 +194,11 @@ def _ladder_params(settings: RunSettings, report: dict[str, Any]) -> dict[str, A
     params = {
         "data": settings.data or report.get("data"),
         "test": settings.test,
+        "val": settings.val,
         "strategies": ",".join(settings.strategies),
         "metric": settings.metric,
         "target": settings.target,
+        "strict": settings.strict if settings.target is not None else None,
         "seed": settings.split.seed,
         "val_frac": settings.split.val_frac,
         "test_frac": settings.split.test_frac,
