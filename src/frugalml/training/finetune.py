@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -273,20 +273,11 @@ def forecast_classifier(
         rng.choice(len(train_ids), min(config.batch_size, len(train_ids)), replace=False)
         for _ in range(3)
     ]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     labels = torch.as_tensor(train_data.y)
-    sample_tokens, watch = 0, Stopwatch()
-    model.train()
-    for i, idx in enumerate(batches):
-        input_ids, mask = pad_batch([train_ids[j] for j in idx], encoder.pad_id)
-        with stopwatch() as step:
-            loss = nn.functional.cross_entropy(model(input_ids, mask), labels[idx])
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            optimizer.zero_grad()
-        if i:  # the first step warms up allocators and kernels
-            watch.wall_s, watch.cpu_s = watch.wall_s + step.wall_s, watch.cpu_s + step.cpu_s
-            sample_tokens += int(input_ids.numel())
+    watch, sample_tokens = time_steps(
+        model,
+        ((pad_batch([train_ids[j] for j in idx], encoder.pad_id), labels[idx]) for idx in batches),
+    )
     per_epoch = sum(len(x) for x in train_ids) * 1.1 / sample_tokens  # ~10% padding left
     with stopwatch() as evaluation:
         predict_logits(model, val_ids[:256], encoder.pad_id, config.batch_size)
@@ -351,3 +342,25 @@ def forecast_fine_tune(
         max_length=settings.max_length,
         adapt=adapt,
     )
+
+
+def time_steps(model: Any, steps: Iterable[tuple[tuple[Any, Any], Any]]) -> tuple[Stopwatch, int]:
+    """Time real optimizer steps for a forecast: each step is ((inputs, mask), labels); the
+    first only warms up allocators and kernels, so it is run but not counted. Returns the
+    time of the counted steps and the padded tokens they saw."""
+    import torch
+    from torch import nn
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    watch, tokens = Stopwatch(), 0
+    model.train()
+    for i, ((inputs, mask), labels) in enumerate(steps):
+        with stopwatch() as step:
+            loss = nn.functional.cross_entropy(model(inputs, mask), labels)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            optimizer.zero_grad()
+        if i:
+            watch.wall_s, watch.cpu_s = watch.wall_s + step.wall_s, watch.cpu_s + step.cpu_s
+            tokens += int(mask.numel())
+    return watch, tokens

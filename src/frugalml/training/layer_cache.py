@@ -22,11 +22,17 @@ from transformers.modeling_outputs import BaseModelOutput
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError
-from frugalml.forecast import Forecast, Stopwatch, stopwatch
+from frugalml.forecast import Forecast, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.classifier_module import EncoderClassifier
 from frugalml.models.encoder import Encoder, pad_batch, sorted_batches
-from frugalml.training.finetune import FineTune, class_weights, cross_entropy, sorted_logits
+from frugalml.training.finetune import (
+    FineTune,
+    class_weights,
+    cross_entropy,
+    sorted_logits,
+    time_steps,
+)
 from frugalml.training.loop import Batch, Bucketed, TrainConfig
 
 # Stored per text as (tokens, hidden); above this many bytes in all they are kept in float16.
@@ -220,21 +226,14 @@ def forecast_top_layers(
     with stopwatch() as lower:
         states = lower_states(encoder, sample, n_lower)
     sample_tokens = sum(len(x) for x in sample)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     labels = torch.as_tensor(train_data.y)
-    steps, step_tokens = Stopwatch(), 0
-    model.train()
-    for i, idx in enumerate(picks):
-        chunk = states[i * len(idx) : (i + 1) * len(idx)]
-        hidden, mask = pad_states(chunk)
-        with stopwatch() as step:
-            loss = nn.functional.cross_entropy(model(hidden, mask), labels[idx])
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            optimizer.zero_grad()
-        if i:  # the first step warms up allocators and kernels
-            steps.wall_s, steps.cpu_s = steps.wall_s + step.wall_s, steps.cpu_s + step.cpu_s
-            step_tokens += int(mask.numel())
+    steps, step_tokens = time_steps(
+        model,
+        (
+            (pad_states(states[i * len(idx) : (i + 1) * len(idx)]), labels[idx])
+            for i, idx in enumerate(picks)
+        ),
+    )
     per_epoch = sum(len(x) for x in train_ids) * 1.1 / step_tokens  # ~10% padding left
     # Validation each epoch runs the top layers forward only: about a third of a step.
     val_share = sum(len(x) for x in val_ids) / max(1, sum(len(x) for x in train_ids)) / 3
