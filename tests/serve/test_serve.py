@@ -27,7 +27,6 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 import httpx
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 import frugalml
@@ -37,11 +36,11 @@ from frugalml.config import SplitConfig
 from frugalml.costs import Prices
 from frugalml.data.split import Splits
 from frugalml.errors import ConfigError
-from frugalml.serve import ServeSettings, create_app
+from frugalml.serve import ServeSettings
 from frugalml.serve.batching import length_buckets
 from frugalml.serve.connections import ConnectionLimits, GuardedH11Protocol, GuardedProtocol
-from frugalml.serve.launch import KEEP_ALIVE_S
 from frugalml.serve.settings import available_cpus, settings_from_options
+from tests.serve.harness import serving, wait_ready
 
 TEXTS = ["my card never arrived", "how do I change my pin", "the atm kept my cash", "refund?"]
 
@@ -69,50 +68,6 @@ def bundles(demo_splits: Splits, tmp_path_factory: pytest.TempPathFactory) -> tu
 @pytest.fixture(scope="module")
 def bundle(bundles: tuple[Path, Path]) -> Path:
     return bundles[0]
-
-
-@contextlib.contextmanager
-def serving(
-    bundle: Path,
-    *,
-    loader: Callable[[Path], Bundle] = frugalml.load,
-    http: Any = None,
-    **settings: Any,
-) -> Iterator[str]:
-    """A real uvicorn on 127.0.0.1 (a free port) in a thread, with the connection limits
-    `frugalml serve` gives it (`http` overrides its protocol class); yields its base URL."""
-    options = ServeSettings(**settings)
-    app = create_app(bundle, options, loader=loader)
-    limits = ConnectionLimits(options.header_timeout_s, options.max_connections_per_client)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        http=http or functools.partial(GuardedProtocol, limits=limits),
-        timeout_keep_alive=KEEP_ALIVE_S,
-        ws="none",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def wait_ready(url: str, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while httpx.get(url + "/readyz").status_code != 200:
-        assert time.monotonic() < end, "not ready in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

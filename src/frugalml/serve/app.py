@@ -30,6 +30,7 @@ from frugalml.serve.auth import BearerAuth
 from frugalml.serve.batching import BatchStats, MicroBatcher, RejectedError
 from frugalml.serve.errors import ApiError, on_api_error, on_http_exception, on_unexpected
 from frugalml.serve.errors import retry_after as retry_after_header
+from frugalml.serve.extensions import ServeContext, find_extension
 from frugalml.serve.limits import ConcurrencyCap, read_body
 from frugalml.serve.live_model import Loader, ServedModel, load_model
 from frugalml.serve.metrics import CONTENT_TYPE, RequestMetrics, ServeMetrics
@@ -146,19 +147,27 @@ def describe(err: Exception) -> str:
 def create_app(
     bundle_path: str | Path, settings: ServeSettings | None = None, *, loader: Loader = load
 ) -> FastAPI:
-    """An app serving `bundle_path`; `loader` is `frugalml.load` except in tests."""
+    """An app serving `bundle_path`, a bundle or an application's folder (whose extension
+    adds its routes: `serve/extensions.py`); `loader` is `frugalml.load` except in tests."""
     settings = settings or ServeSettings()
     tune_sessions(SessionTuning(settings.inference_threads(), settings.spinning))
-    state = ServeState(Path(bundle_path), settings, loader)
+    folder = Path(bundle_path)
+    extension = find_extension(folder)
+    state = ServeState(extension.bundle(folder) if extension else folder, settings, loader)
+    context = ServeContext(folder, state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.batcher.start()
         loading = asyncio.create_task(state.load_initial())
+        for hook in context.startup:
+            await hook()
         try:
             yield
         finally:
             loading.cancel()
+            for hook in context.shutdown:
+                await hook()
             await state.batcher.close(settings.shutdown_timeout_s)
             log.info(
                 "stopped; predict requests: %d accepted, %d answered",
@@ -175,6 +184,8 @@ def create_app(
     )
     app.state.serve = state
     _add_routes(app, state)
+    if extension is not None:
+        extension.mount(app, context)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(HTTPException, on_http_exception)
     app.add_exception_handler(Exception, on_unexpected)

@@ -38,6 +38,15 @@ class Predicts(Protocol):
 
 M = TypeVar("M", bound=Predicts)
 
+# What a batch computes: one row per input. Requests are batched only with requests of the
+# same operation, so an extension's own computation (say, probabilities and embeddings
+# together) is batched like `predict_proba` without slowing it down.
+Operation = Callable[[Any, list[Any]], np.ndarray]
+
+
+def predict_proba(model: Predicts, inputs: list[Any]) -> np.ndarray:
+    return model.predict_proba(inputs)
+
 
 class RejectedError(Exception):
     """The batcher will not (or can no longer) answer a request in time: the server's 503."""
@@ -62,6 +71,7 @@ class _Request(Generic[M]):
     future: asyncio.Future[tuple[np.ndarray, M]]
     enqueued: float
     deadline: float
+    op: Operation = predict_proba
 
 
 class MicroBatcher(Generic[M]):
@@ -92,13 +102,16 @@ class MicroBatcher(Generic[M]):
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
-    async def predict(self, inputs: list[Any], deadline: float) -> tuple[np.ndarray, M]:
-        """Probabilities for `inputs` (one row each) and the model that computed them.
+    async def predict(
+        self, inputs: list[Any], deadline: float, op: Operation = predict_proba
+    ) -> tuple[np.ndarray, M]:
+        """Probabilities for `inputs` (one row each) and the model that computed them; with
+        `op`, that operation's rows instead (`op(model, inputs)`, batched with its own kind).
 
         `deadline` is on the event loop's clock; raises `RejectedError` if it cannot be met.
         """
         loop = asyncio.get_running_loop()
-        future = self._submit(inputs, loop.time(), deadline)
+        future = self._submit(inputs, loop.time(), deadline, op)
         try:
             return await asyncio.wait_for(future, deadline - loop.time())
         except TimeoutError:
@@ -123,7 +136,7 @@ class MicroBatcher(Generic[M]):
         return (self.queued + self.busy) * self.seconds_per_item
 
     def _submit(
-        self, inputs: list[Any], now: float, deadline: float
+        self, inputs: list[Any], now: float, deadline: float, op: Operation
     ) -> asyncio.Future[tuple[np.ndarray, M]]:
         if self._closed:
             raise RejectedError("shutting_down", "the server is shutting down", 1.0)
@@ -142,7 +155,7 @@ class MicroBatcher(Generic[M]):
                 self.backlog_s(),
             )
         future: asyncio.Future[tuple[np.ndarray, M]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(inputs, future, now, deadline))
+        self._pending.append(_Request(inputs, future, now, deadline, op))
         self.queued += len(inputs)
         self._wake.set()
         return future
@@ -171,12 +184,15 @@ class MicroBatcher(Generic[M]):
                 await asyncio.wait_for(self._wake.wait(), left)
 
     def _take(self, now: float) -> list[_Request[M]]:
-        """Oldest first, whole requests, up to `max_batch` texts (a larger request runs alone)."""
+        """Oldest first, whole requests of the oldest one's operation, up to `max_batch` texts
+        (a larger request runs alone); requests of another operation wait for the next batch."""
         batch: list[_Request[M]] = []
         size = 0
         while self._pending:
             request = self._pending[0]
             if batch and size + len(request.inputs) > self.max_batch:
+                break
+            if batch and request.op is not batch[0].op:
                 break
             self._pending.popleft()
             self.queued -= len(request.inputs)
@@ -198,7 +214,9 @@ class MicroBatcher(Generic[M]):
         loop = asyncio.get_running_loop()
         wall0, cpu0, loop_cpu0 = time.perf_counter(), time.process_time(), time.thread_time()
         try:
-            proba = await loop.run_in_executor(self._executor, predict_bucketed, model, inputs)
+            proba = await loop.run_in_executor(
+                self._executor, predict_bucketed, model, inputs, batch[0].op
+            )
         except Exception:  # one request's input broke the model: find it, answer the others
             log.exception("inference failed on a batch of %d; retrying one by one", len(inputs))
             await self._one_by_one(batch, model)
@@ -224,7 +242,7 @@ class MicroBatcher(Generic[M]):
         for request in batch:
             try:
                 rows = await loop.run_in_executor(
-                    self._executor, predict_bucketed, model, request.inputs
+                    self._executor, predict_bucketed, model, request.inputs, request.op
                 )
             except Exception as err:
                 if not request.future.done():
@@ -251,14 +269,16 @@ class MicroBatcher(Generic[M]):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
 
-def predict_bucketed(model: Predicts, inputs: list[Any]) -> np.ndarray:
+def predict_bucketed(
+    model: Predicts, inputs: list[Any], op: Operation = predict_proba
+) -> np.ndarray:
     """One predictor call per length bucket, rows put back in input order."""
     buckets = length_buckets([len(x) if isinstance(x, str) else 1 for x in inputs])
     if len(buckets) == 1:
-        return model.predict_proba(inputs)
+        return op(model, inputs)
     out: np.ndarray | None = None
     for idx in buckets:
-        proba = model.predict_proba([inputs[i] for i in idx])
+        proba = op(model, [inputs[i] for i in idx])
         if out is None:
             out = np.empty((len(inputs), proba.shape[1]), dtype=proba.dtype)
         out[idx] = proba

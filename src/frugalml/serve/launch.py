@@ -25,10 +25,14 @@ def require_serve() -> None:
     require_extra("frugalml serve", "serve", "fastapi", "uvicorn", "prometheus_client")
 
 
-def check_bundle(bundle: Path) -> None:
-    """Fail in the terminal, not in a worker's log: the folder is a bundle whose predictor's
-    dependencies are installed. (Checksums are verified again when each worker loads it.)"""
-    require_dependencies(read_manifest(bundle))
+def check_bundle(folder: Path) -> None:
+    """Fail in the terminal, not in a worker's log: the folder is a bundle (or an application
+    folder holding one) whose predictor's dependencies are installed. (Checksums are verified
+    again when each worker loads it.)"""
+    from frugalml.serve.extensions import find_extension
+
+    extension = find_extension(folder)
+    require_dependencies(read_manifest(extension.bundle(folder) if extension else folder))
 
 
 def run(bundle: Path, settings: ServeSettings) -> None:
