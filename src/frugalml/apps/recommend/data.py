@@ -60,9 +60,7 @@ class Interactions:
         return digest.hexdigest()
 
     def select(self, mask: np.ndarray) -> Interactions:
-        return replace(
-            self, users=self.users[mask], items=self.items[mask], times=self.times[mask]
-        )
+        return replace(self, users=self.users[mask], items=self.items[mask], times=self.times[mask])
 
     def plus(self, other: Interactions) -> Interactions:
         """These events and `other`'s (same users and catalogue), in time order per user."""

@@ -22,7 +22,7 @@ from frugalml.apps.recommend.data import Catalogue, Interactions, interactions_o
 from frugalml.errors import ConfigError
 from frugalml.metrics import Outcomes
 
-TIE_BREAK = 1e-6  # × popularity: items a scorer cannot tell apart are ranked by popularity
+TIE_BREAK = 1e-6  # times popularity: items a scorer cannot tell apart are ranked by popularity
 
 
 def histories(data: Interactions) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ SELECT_BY = "ndcg@10"  # what validation picks a rung's setting by
 
 
 def user_item(data: Interactions) -> Any:
-    """The binary users × items matrix of the training events (CSR, float32)."""
+    """The binary users-by-items matrix of the training events (CSR, float32)."""
     from scipy.sparse import csr_matrix
 
     shape = (len(data.user_ids), len(data.catalogue))
@@ -247,7 +247,6 @@ class ContentStrategy:
             meter=meter,
         )  # fmt: skip
         scorers = [
-            partial(Scorer, "vectors", {"vectors": vectors}, {"half_life": h})
-            for h in c.half_lives
+            partial(Scorer, "vectors", {"vectors": vectors}, {"half_life": h}) for h in c.half_lives
         ]
         return select(events, val, scorers)
