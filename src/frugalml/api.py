@@ -327,6 +327,8 @@ def _splits(
 ) -> Splits:
     """Train, validation and test splits as `settings` says (columns, split, invalid rows):
     what the user brings (`test`, `val`) is used as it is, the rest is split off `data`."""
+    if isinstance(data, Dataset) and data.records is not None:
+        return _record_splits(data, test, val)
     split = settings.split
     kwargs: dict[str, Any] = {
         "text_col": settings.text_col,
@@ -351,6 +353,23 @@ def _splits(
         train, carved = split_off_test(dataset, test_frac=split.test_frac, seed=split.seed)
         return Splits(train, held_val, carved)
     return Splits(dataset, held_val, held_test)
+
+
+def _record_splits(data: Dataset, test: object, val: object) -> Splits:
+    """Records (interactions, rows) are split by the application that reads them, which
+    knows what a fair split is (by time, by user): `fit` takes its three parts as they are."""
+    if not (isinstance(val, Dataset) and isinstance(test, Dataset)):
+        raise ConfigError(
+            f"a {data.kind} dataset needs its validation and test splits given as datasets",
+            [f"split it with the application that reads {data.kind}, then pass val= and test="],
+        )
+    for part in (val, test):
+        if (part.kind, part.task) != (data.kind, data.task):
+            raise ConfigError(
+                f"the {part.name} split is {part.kind} for {part.task}; the training data is "
+                f"{data.kind} for {data.task}"
+            )
+    return Splits(data, val, test)
 
 
 def _held_out(

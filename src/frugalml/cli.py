@@ -374,10 +374,12 @@ def evaluate(
     if as_json:
         sys.stdout.write(json.dumps(quality.to_dict(), indent=2) + "\n")
         return
+    (accuracy, (a_low, a_high)), (f1, (f_low, f_high)) = map(
+        quality.estimate, ("accuracy", "macro_f1")
+    )
     out.print(
-        f"{quality.n} examples: accuracy {quality.accuracy:.3f} "
-        f"({quality.accuracy_ci[0]:.3f}–{quality.accuracy_ci[1]:.3f}), macro-F1 "
-        f"{quality.macro_f1:.3f} ({quality.macro_f1_ci[0]:.3f}–{quality.macro_f1_ci[1]:.3f})"
+        f"{quality.n} examples: accuracy {accuracy:.3f} ({a_low:.3f}–{a_high:.3f}), "
+        f"macro-F1 {f1:.3f} ({f_low:.3f}–{f_high:.3f})"
     )
     table = RichTable("class", "precision", "recall", "F1", "support")
     for label, row in quality.per_class.items():
@@ -678,7 +680,7 @@ def _print_leaderboard(result: api.FitResult, metric: str) -> None:
         table.add_row(
             c.strategy + (" ✔" if c is ladder.chosen else ""),
             f"{c.val.metric(metric):.3f} [{low:.2f}, {high:.2f}]",
-            f"{c.ece:.3f}",
+            "—" if c.ece is None else f"{c.ece:.3f}",
             f"{c.test.metric(metric):.3f}{short}" if c.test else "—",
             f"{c.cost.wall_s:.1f}",
             f"{c.cost.cpu_s:.1f}",

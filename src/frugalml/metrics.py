@@ -44,6 +44,8 @@ class Outcomes:
     scores: np.ndarray | None = None
     is_oos: np.ndarray | None = None
     oos_score: np.ndarray | None = None
+    # per item (a column of `scores`): its share of the training users, for popularity bias
+    item_popularity: np.ndarray | None = None
 
     def __len__(self) -> int:
         present = [v for v in (getattr(self, f.name) for f in fields(self)) if hasattr(v, "shape")]
@@ -444,6 +446,60 @@ def _ndcg_at_k(o: Outcomes, w: np.ndarray, *, k: int) -> np.ndarray:
         return _mean(dcg / ideal, w, valid=ideal > 0)
 
 
+@register_metric(
+    "mrr",
+    higher_is_better=True,
+    needs="rankings",
+    description="Mean reciprocal rank of a query's best-ranked relevant item, averaged over "
+    "queries with one (ties: the expected reciprocal rank within the tied run).",
+)
+def _mrr(o: Outcomes, w: np.ndarray) -> np.ndarray:
+    relevance, scores = _rankings(o)
+    order, first, last = _runs(scores)
+    relevant = np.take_along_axis(relevance > 0, order, axis=1)
+    best = np.argmax(relevant, axis=1)  # the first relevant position, in sorted order
+    rows = np.arange(len(scores))
+    start, end = first[rows, best], last[rows, best]
+    harmonic = np.r_[0.0, np.cumsum(1 / np.arange(1, scores.shape[1] + 1))]
+    reciprocal = (harmonic[end + 1] - harmonic[start]) / (end - start + 1)
+    return _mean(reciprocal, w, valid=np.asarray(relevant.any(axis=1)))
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each query's k best items (column indices), best first; ties in column order."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), 1), 1)
+
+
+@register_metric(
+    "coverage_at_k",
+    higher_is_better=True,
+    needs="rankings",
+    description="Catalogue coverage: share of all items that appear in some query's top k.",
+)
+def _coverage_at_k(o: Outcomes, w: np.ndarray, *, k: int) -> np.ndarray:
+    _, scores = _rankings(o)
+    top = _top_k(scores, k)
+    shown = np.zeros(scores.shape, dtype=np.float32)
+    np.put_along_axis(shown, top, 1.0, axis=1)
+    return np.asarray(((w > 0).astype(np.float32) @ shown > 0).mean(axis=1), dtype=np.float64)
+
+
+@register_metric(
+    "popularity_bias_at_k",
+    higher_is_better=False,
+    needs="rankings",
+    description="Mean popularity (share of training users who chose the item) of the top-k "
+    "items, averaged over queries: how much a recommender leans on the head of the catalogue.",
+)
+def _popularity_bias_at_k(o: Outcomes, w: np.ndarray, *, k: int) -> np.ndarray:
+    _, scores = _rankings(o)
+    if o.item_popularity is None:
+        raise DataError("'popularity_bias' needs the items' training popularity in the outcomes")
+    return _mean(np.asarray(o.item_popularity)[_top_k(scores, k)].mean(axis=1), w)
+
+
 # -- out-of-scope detection ----------------------------------------------------------
 OOS_THRESHOLD = 0.5  # an example is flagged out of scope when its score reaches this
 
@@ -487,18 +543,25 @@ ALWAYS = ("accuracy", "macro_f1")  # scored for every classifier, whatever it is
 class Quality:
     """Point estimates with 95% bootstrap intervals, per-class report and confusion matrix.
 
-    Accuracy and macro-F1 are always there; `more` holds any other metric asked for. In JSON
-    every metric is flat: `brier` and `brier_ci` beside `accuracy` and `accuracy_ci`.
+    A classifier's accuracy and macro-F1 are always there (a ranker's, which has no classes,
+    are None); `more` holds any other metric asked for. In JSON every metric is flat: `brier`
+    and `brier_ci` beside `accuracy` and `accuracy_ci`.
     """
 
     n: int
-    accuracy: float
-    accuracy_ci: tuple[float, float]
-    macro_f1: float
-    macro_f1_ci: tuple[float, float]
-    per_class: dict[str, dict[str, float]]
-    confusion: list[list[int]]
+    accuracy: float | None = None
+    accuracy_ci: tuple[float, float] | None = None
+    macro_f1: float | None = None
+    macro_f1_ci: tuple[float, float] | None = None
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)
     more: dict[str, Estimate] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, outcomes: Outcomes, metrics: Sequence[str], *, n_boot: int = 1000) -> Quality:
+        """The quality of outcomes that are not a classifier's (rankings), by `metrics`."""
+        names = list(dict.fromkeys(get_metric(m).name for m in metrics))
+        return cls(n=len(outcomes), more=evaluate(outcomes, names, n_boot=n_boot))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -515,21 +578,22 @@ class Quality:
         }
         return cls(
             n=data["n"],
-            accuracy=data["accuracy"],
-            accuracy_ci=_pair(data["accuracy_ci"]),
-            macro_f1=data["macro_f1"],
-            macro_f1_ci=_pair(data["macro_f1_ci"]),
-            per_class=data["per_class"],
-            confusion=data["confusion"],
+            accuracy=data.get("accuracy"),
+            accuracy_ci=_pair(data["accuracy_ci"]) if data.get("accuracy_ci") else None,
+            macro_f1=data.get("macro_f1"),
+            macro_f1_ci=_pair(data["macro_f1_ci"]) if data.get("macro_f1_ci") else None,
+            per_class=data.get("per_class", {}),
+            confusion=data.get("confusion", []),
             more=more,
         )
 
     def estimate(self, name: str) -> Estimate:
         key = get_metric(name).name
-        if key in ALWAYS:
+        if key in ALWAYS and getattr(self, key) is not None:
             return float(getattr(self, key)), getattr(self, f"{key}_ci")
         if key not in self.more:
-            scored = ", ".join([*ALWAYS, *self.more])
+            always = [m for m in ALWAYS if getattr(self, m) is not None]
+            scored = ", ".join([*always, *self.more])
             raise ConfigError(f"'{key}' was not scored here (scored: {scored})")
         return self.more[key]
 

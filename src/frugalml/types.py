@@ -22,6 +22,8 @@ from pydantic import (
     Field,
     NonNegativeInt,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -113,8 +115,9 @@ class MetricsRecord(_Record):
     test: dict[str, Any] | None = Field(
         None, description="The same on the test split; null when there was none."
     )
-    val_ece: float = Field(
-        description="Expected calibration error on validation, after temperature scaling."
+    val_ece: float | None = Field(
+        description="Expected calibration error on validation, after temperature scaling "
+        "(null for a ranker, which has no probabilities to calibrate)."
     )
 
 
@@ -151,7 +154,8 @@ class Manifest(_Record):
         description="The rung's settings, as its config model dumps them."
     )
     labels: Annotated[tuple[str, ...], AfterValidator(_unique)] = Field(
-        min_length=1, description="Class names, in the order of the model's outputs."
+        description="Class names, in the order of the model's outputs (none for a task "
+        "without classes, such as recommendation)."
     )
     predictor: dict[str, Any] = Field(
         description="The predictor's own description of its files (what `Predictor.save` "
@@ -196,6 +200,13 @@ class Manifest(_Record):
     signature: SignatureRecord | None = Field(
         None, description="A keyed signature over `digest`; null when not signed."
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _classes(cls, labels: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not labels and str(info.data.get("task", "")).endswith("classification"):
+            raise ValueError("expected at least 1 item, not 0")  # a classifier has classes
+        return labels
 
     @model_validator(mode="after")
     def _sizes_match_files(self) -> Manifest:

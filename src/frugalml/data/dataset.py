@@ -5,13 +5,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
 # What a dataset's inputs are; each rung declares the kinds it takes. Text now; tabular rows
 # and user-item interactions come with the applications that need them.
 InputKind = Literal["text", "tabular", "interactions"]
+
+
+@runtime_checkable
+class Records(Protocol):
+    """The inputs of a dataset that is not text (tabular rows, user-item interactions): the
+    application that reads them owns their type; the ladder only counts and names them."""
+
+    def __len__(self) -> int: ...
+
+    def fingerprint(self) -> str:
+        """sha256 naming the exact records, as `Dataset.fingerprint` names texts."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -28,12 +40,24 @@ class Dataset:
     name: str = "data"
     task: str = "text-classification"
     kind: InputKind = "text"
+    records: Records | None = None  # the inputs when `kind` is not text
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(InputKind):
             raise ValueError(f"kind must be one of {get_args(InputKind)}, not {self.kind!r}")
         if len(self.texts) != len(self.y):
             raise ValueError(f"{len(self.texts)} texts but {len(self.y)} labels")
+        if (self.records is None) != (self.kind == "text"):
+            raise ValueError(f"a {self.kind} dataset holds records exactly when it is not text")
+
+    @classmethod
+    def of_records(
+        cls, records: Records, *, kind: InputKind, task: str, name: str = "data"
+    ) -> Dataset:
+        """A dataset of non-text inputs (e.g. interactions for a recommendation task): rungs
+        that take `kind` read `records`; the ladder, bundle and reports see only its size,
+        fingerprint, task and kind."""
+        return cls((), np.zeros(0, dtype=np.int64), (), name, task, kind, records)
 
     @classmethod
     def from_lists(
@@ -54,9 +78,11 @@ class Dataset:
         return cls(tuple(texts), y, names, name)
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.texts) if self.records is None else len(self.records)
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> Dataset:
+        if self.records is not None:
+            raise ValueError(f"a {self.kind} dataset is split by the application that reads it")
         texts = tuple(self.texts[i] for i in idx)
         return Dataset(texts, self.y[idx], self.labels, name or self.name, self.task, self.kind)
 
@@ -64,7 +90,10 @@ class Dataset:
         return np.bincount(self.y, minlength=len(self.labels))
 
     def fingerprint(self) -> str:
-        """sha256 over texts, labels and label map: names the exact data a model saw."""
+        """sha256 over texts, labels and label map (or the records): names the exact data a
+        model saw."""
+        if self.records is not None:
+            return self.records.fingerprint()
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.labels).encode())
         for text, label in zip(self.texts, self.y, strict=True):

@@ -57,6 +57,10 @@ def leaderboard_rows(result: LadderResult, metric: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _ece(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def frontier_marks(frontier: FrontierSummary) -> dict[str, str]:
     """'train', 'inference' or 'both' for each candidate on a frontier."""
     train, inference = set(frontier["train"]["members"]), set(frontier["inference"]["members"])
@@ -117,7 +121,7 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
         lines.append(
             f"| {row['strategy']}{mark} | {row['frontier']} | "
             f"{row[f'val_{metric}']:.3f} ({low:.3f}–{high:.3f}) | "
-            f"{row['val_ece']:.3f} | {test} | {row['train_wall_s']:.1f} | "
+            f"{_ece(row['val_ece'])} | {test} | {row['train_wall_s']:.1f} | "
             f"{row['train_cpu_s']:.1f} | "
             f"{row['train_usd']:.5f} | {row['latency_p50_ms']:.1f} | "
             f"{row['throughput_per_s']:.0f} |"
@@ -265,7 +269,7 @@ def _html_row(row: dict[str, Any], metric: str) -> str:
         row["strategy"] + (" ✔" if row["chosen"] else ""),
         row["frontier"],
         f"{row[f'val_{metric}']:.3f} ({low:.3f}–{high:.3f})",
-        f"{row['val_ece']:.3f}",
+        _ece(row["val_ece"]),
         test,
         f"{row['train_wall_s']:.1f}",
         f"{row['train_cpu_s']:.1f}",

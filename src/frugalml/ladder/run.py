@@ -32,7 +32,7 @@ from frugalml.ladder.calibration import (
 )
 from frugalml.metrics import Metric, Quality, Speed, get_metric, measure_speed, score
 from frugalml.strategies import Predictor, Strategy, get_strategy
-from frugalml.strategies.base import FitReport
+from frugalml.strategies.base import FitReport, Ranker
 
 # What a rung's validation and test outcomes offer metrics: predicted labels, calibrated
 # probabilities, and rankings derived from them (a text is a query, its class the relevant item).
@@ -51,7 +51,7 @@ class Candidate:
     cost: CostCard
     speed: Speed
     bundle: Path
-    ece: float  # expected calibration error on validation, after temperature scaling
+    ece: float | None  # expected calibration error on validation (None: a ranker's)
     forecast: dict[str, Any] | None = None  # wall_s, cpu_s, usd, basis: predicted before fitting
     stopped: str = ""  # "deadline" when the budget stopped training early
 
@@ -141,6 +141,15 @@ class LadderClock:
         if b.max_kwh is not None:  # estimated energy: CPU-s at watts_per_core, all cores busy
             limits.append((p.cpu_s_for(b.max_kwh) - cpu) / (os.cpu_count() or 1))
         return min(limits) if limits else None
+
+
+# What a ranker's leaderboard shows beside the metric it is chosen by.
+RANKING_METRICS = ("ndcg@10", "recall@10", "mrr", "coverage@10", "popularity_bias@10")
+
+
+def rank_metrics(metric: str) -> list[str]:
+    """The metric chosen by first, then the usual ranking figures."""
+    return list(dict.fromkeys([metric, *(get_metric(m).name for m in RANKING_METRICS)]))
 
 
 def ladder_metric(name: str) -> Metric:
@@ -334,11 +343,15 @@ def _run_rung(
         predictor = strategy.fit(
             splits.train, splits.val, budget=budget, meter=meter, workdir=workdir
         )
-        val_logits = _validation_logits(predictor, splits.val.texts)
-        predictor.temperature = fit_temperature(val_logits, splits.val.y)
-    val_proba = calibrated_proba(val_logits, predictor.temperature)
-    val = score(splits.val.y, val_proba.argmax(1), labels, proba=val_proba, metrics=[metric])
-    ece = expected_calibration_error(val_proba, splits.val.y)
+        if not isinstance(predictor, Ranker):
+            val_logits = _validation_logits(predictor, splits.val.texts)
+            predictor.temperature = fit_temperature(val_logits, splits.val.y)
+    if isinstance(predictor, Ranker):  # rankings: scored as they are, nothing to calibrate
+        val, ece = Quality.of(predictor.outcomes(splits.val), rank_metrics(metric)), None
+    else:
+        val_proba = calibrated_proba(val_logits, predictor.temperature)
+        val = score(splits.val.y, val_proba.argmax(1), labels, proba=val_proba, metrics=[metric])
+        ece = expected_calibration_error(val_proba, splits.val.y)
     config = strategy.config.model_dump(mode="json")
     folder = run_dir / "candidates" / name
     shutil.rmtree(folder, ignore_errors=True)  # an unfinished one left by a killed run
@@ -353,10 +366,15 @@ def _run_rung(
     )
     reloaded = load(folder)  # test quality and speed describe the saved model, not the live one
     test = None
-    if len(splits.test):
-        proba = reloaded.predict_proba(splits.test.texts)
-        test = score(splits.test.y, proba.argmax(1), labels, proba=proba, metrics=[metric])
-    timing = measure_speed(reloaded, splits.val.texts, speed)
+    if isinstance(reloaded.predictor, Ranker):
+        if len(splits.test):
+            test = Quality.of(reloaded.predictor.outcomes(splits.test), rank_metrics(metric))
+        timing = measure_speed(reloaded, reloaded.predictor.queries(splits.val), speed)
+    else:
+        if len(splits.test):
+            proba = reloaded.predict_proba(splits.test.texts)
+            test = score(splits.test.y, proba.argmax(1), labels, proba=proba, metrics=[metric])
+        timing = measure_speed(reloaded, splits.val.texts, speed)
     stopped = predictor.stopped if isinstance(predictor, FitReport) else ""
     update_manifest(
         folder,

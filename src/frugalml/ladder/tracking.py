@@ -172,7 +172,8 @@ def _rung_metrics(candidate: dict[str, Any]) -> dict[str, float]:
             low, high = quality[f"{name}_ci"]
             metrics[f"{split}/{name}"] = quality[name]
             metrics[f"{split}/{name}_ci_low"], metrics[f"{split}/{name}_ci_high"] = low, high
-    metrics["val/ece"] = candidate["val_ece"]
+    if candidate["val_ece"] is not None:
+        metrics["val/ece"] = candidate["val_ece"]
     cost = candidate["cost"]
     metrics.update(_numbers("cost", {**cost, **(cost.get("extra") or {})}))
     metrics.update(_numbers("speed", candidate["speed"]))

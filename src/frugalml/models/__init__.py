@@ -1,4 +1,16 @@
 """What a model is made of: backbones, the encoder, heads, n-gram features and ONNX runtimes.
 
 Nothing here trains or chooses; training/, strategies/ and the ladder build on these parts.
+`embed_texts` is the public way for applications to embed texts with a frozen backbone.
 """
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from frugalml.models.encoder import embed_texts
+else:
+    from frugalml._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(__name__, {"embed_texts": "frugalml.models.encoder"})
+
+__all__ = ["embed_texts"]

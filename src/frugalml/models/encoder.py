@@ -299,3 +299,23 @@ def embed_for_training(
 
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def embed_texts(
+    texts: Sequence[str],
+    backbone: str | Path = "minilm",
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+    cache: bool = True,
+    meter: CostMeter | None = None,
+) -> np.ndarray:
+    """Unit-length sentence vectors of `texts` from a frozen backbone (a packaged name, a
+    folder or hf://ORG/NAME), through the disk cache: what applications embed items,
+    documents or queries with."""
+    from frugalml.models.backbones import resolve_backbone
+
+    encoder = Encoder(resolve_backbone(backbone), max_length=max_length, batch_size=batch_size)
+    if not cache:
+        return encoder.encode(texts, meter)
+    return EmbeddingCache(default_cache_dir(), encoder.fingerprint()).encode(encoder, texts, meter)

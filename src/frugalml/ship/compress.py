@@ -49,8 +49,8 @@ class Step:
     def drop(self, source: Step) -> dict[str, float]:
         """Points lost against the uncompressed model (negative: it gained)."""
         return {
-            "accuracy": 100 * (source.val.accuracy - self.val.accuracy),
-            "macro_f1": 100 * (source.val.macro_f1 - self.val.macro_f1),
+            name: 100 * (source.val.metric(name) - self.val.metric(name))
+            for name in ("accuracy", "macro_f1")
         }
 
     def to_dict(self, source: Step | None = None) -> dict[str, Any]:

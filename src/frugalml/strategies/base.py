@@ -20,6 +20,7 @@ from frugalml.config import Budget, Frozen, deep_merge
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset, InputKind
 from frugalml.errors import ConfigError, MissingExtraError, installed
+from frugalml.metrics import Outcomes
 
 
 class StrategyConfig(Frozen):
@@ -117,6 +118,32 @@ class FitReport(Predictor, Protocol):
     val_logits: np.ndarray | None
 
 
+@runtime_checkable
+class SelfChecking(Predictor, Protocol):
+    """A predictor that proves on load that its files fit together, in its own terms: a
+    model that is not a text classifier cannot be checked with one text's probabilities."""
+
+    def check(self) -> None:
+        """Raise (any exception) when the loaded model cannot answer."""
+        ...
+
+
+@runtime_checkable
+class Ranker(SelfChecking, Protocol):
+    """A predictor of a ranking task (recommendation): it scores items for queries, so the
+    ladder scores it on the rankings it makes (`outcomes`) rather than calibrating classes.
+    Its `predict_proba(queries)` is a distribution over its items for each query (what the
+    speed measurement times), and `labels` may be empty."""
+
+    def outcomes(self, data: Dataset) -> Outcomes:
+        """Relevance and scores (queries by items) on `data`, the split it is evaluated on."""
+        ...
+
+    def queries(self, data: Dataset) -> list[str]:
+        """Inputs of `predict_proba` drawn from `data`, to time it on."""
+        ...
+
+
 @dataclass(frozen=True)
 class Registered:
     """What the registry knows of a strategy."""
@@ -169,6 +196,12 @@ BUILTIN = {
     "top_layers": "frugalml.strategies.top_layers",
     "lora": "frugalml.strategies.lora",
     "full": "frugalml.strategies.full",
+    # rungs of applications: named here, as serve extensions are, so that loading a bundle
+    # finds its rung without importing every application
+    **dict.fromkeys(
+        ("popularity", "item_knn", "ease", "content"),
+        "frugalml.apps.recommend.rungs",
+    ),
 }
 
 

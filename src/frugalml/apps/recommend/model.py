@@ -1,0 +1,231 @@
+"""The one predictor every recommendation rung ships: catalogue, user histories, popularity,
+and a scorer (an item-item matrix, item vectors, or popularity alone), saved as safetensors
+and JSON.
+
+Scores come from a user's history, never from a per-user parameter, so a user unknown at
+training time (or one who rated five films a minute ago) is folded in without retraining,
+and a validation or test split is scored from what was known before it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frugalml import Dataset
+from frugalml.apps.recommend.data import Catalogue, Interactions, interactions_of
+from frugalml.errors import ConfigError
+from frugalml.metrics import Outcomes
+
+TIE_BREAK = 1e-6  # times popularity: items a scorer cannot tell apart are ranked by popularity
+
+
+def histories(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, items) per user of `data.user_ids`, each user's items in time order."""
+    counts = np.bincount(data.users, minlength=len(data.user_ids))
+    order = np.lexsort((data.times, data.users))
+    return np.r_[0, np.cumsum(counts)].astype(np.int64), data.items[order].astype(np.int64)
+
+
+def popularity(data: Interactions) -> np.ndarray:
+    """Share of users who interacted with each item."""
+    pairs = np.unique(data.users * len(data.catalogue) + data.items)
+    counts = np.bincount(pairs % len(data.catalogue), minlength=len(data.catalogue))
+    return (counts / max(1, len(data.user_ids))).astype(np.float32)
+
+
+def history_matrix(rows: Sequence[np.ndarray], n_items: int) -> Any:
+    """Histories as a binary CSR matrix, histories by items."""
+    from scipy.sparse import csr_matrix
+
+    indptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
+    indices = np.concatenate([np.asarray(r, np.int64) for r in rows] or [np.zeros(0, np.int64)])
+    data = np.ones(len(indices), dtype=np.float32)
+    matrix = csr_matrix((data, indices, indptr), (len(rows), n_items))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+@dataclass
+class Scorer:
+    """How a rung turns histories into item scores: `kind` is popularity, linear (an
+    item-item matrix W: scores = H·W) or vectors (users as a recency-weighted mean of their
+    items' vectors, or a ridge fold-in for factor models: scores = u·V)."""
+
+    kind: str
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, rows: Sequence[np.ndarray], n_items: int) -> np.ndarray:
+        out = np.zeros((len(rows), n_items), dtype=np.float32)
+        if self.kind == "linear":
+            from scipy.sparse import csr_matrix
+
+            a = self.arrays
+            weights = csr_matrix((a["values"], a["indices"], a["indptr"]), (n_items, n_items))
+            out[:] = (history_matrix(rows, n_items) @ weights).toarray()
+        elif self.kind == "vectors":
+            out[:] = self.user_vectors(rows) @ self.arrays["vectors"].T
+        return out
+
+    def user_vectors(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        vectors = self.arrays["vectors"]
+        users = np.zeros((len(rows), vectors.shape[1]), dtype=np.float32)
+        if self.settings.get("user") == "ridge":
+            gram = self.arrays["gram"]
+            reg, alpha = float(self.settings["reg"]), float(self.settings["alpha"])
+            for r, row in enumerate(rows):
+                if len(row):
+                    Y = vectors[row]
+                    A = gram + alpha * Y.T @ Y + reg * np.eye(len(gram), dtype=np.float32)
+                    users[r] = np.linalg.solve(A, (1 + alpha) * Y.sum(0))
+            return users
+        half_life = float(self.settings.get("half_life", 0) or 0)
+        for r, row in enumerate(rows):
+            if len(row):
+                age = np.arange(len(row))[::-1]
+                weight = 0.5 ** (age / half_life) if half_life else np.ones(len(row))
+                users[r] = weight @ vectors[row] / weight.sum()
+        return users
+
+
+class Recommender:
+    """Top-k items for a user id or a history of item ids, from a catalogue and a scorer."""
+
+    labels: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        user_ids: tuple[str, ...],
+        indptr: np.ndarray,
+        items: np.ndarray,
+        popularity: np.ndarray,
+        scorer: Scorer,
+    ) -> None:
+        self.catalogue, self.user_ids = catalogue, user_ids
+        self.indptr, self.items, self.popularity, self.scorer = indptr, items, popularity, scorer
+        self.temperature = 1.0
+        self._users = {user: u for u, user in enumerate(user_ids)}
+        self._index = catalogue.index()
+
+    @classmethod
+    def fitted(cls, train: Interactions, scorer: Scorer) -> Recommender:
+        indptr, items = histories(train)
+        return cls(train.catalogue, train.user_ids, indptr, items, popularity(train), scorer)
+
+    # -- histories and scores ----------------------------------------------------------
+    def history(self, user: str) -> np.ndarray | None:
+        """The training history of `user` (item indices, oldest first), None if unknown."""
+        u = self._users.get(user)
+        return None if u is None else self.items[self.indptr[u] : self.indptr[u + 1]]
+
+    def item_indices(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Catalogue indices of the known ids, and the unknown ids."""
+        known = [self._index[i] for i in item_ids if i in self._index]
+        return np.asarray(known, dtype=np.int64), [i for i in item_ids if i not in self._index]
+
+    def score(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """(len(rows), n_items) scores of histories; popularity breaks ties (an empty
+        history gets popularity alone)."""
+        scores = self.scorer.score(rows, len(self.catalogue))
+        scores += TIE_BREAK * self.popularity if self.scorer.kind != "popularity" else 0
+        for r, row in enumerate(rows):
+            if not len(row) or self.scorer.kind == "popularity":
+                scores[r] = self.popularity
+        return scores
+
+    def recommend(
+        self, history: np.ndarray, k: int, *, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best items (indices, scores) for a history, without `exclude`."""
+        scores = self.score([history])[0]
+        if exclude is not None and len(exclude):
+            scores[exclude] = -np.inf
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return top, scores[top]
+
+    # -- the Predictor protocol: queries are user ids -----------------------------------
+    def logits(self, users: Sequence[str]) -> np.ndarray:
+        rows = [self.history(u) for u in users]
+        return self.score([r if r is not None else np.zeros(0, np.int64) for r in rows])
+
+    def predict_proba(self, users: Sequence[str]) -> np.ndarray:
+        logits = self.logits(users).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
+    def check(self) -> None:
+        """A known user's and an empty history's scores: one finite score per item."""
+        probe = self.logits([self.user_ids[0] if self.user_ids else "", ""])
+        if probe.shape != (2, len(self.catalogue)) or not np.isfinite(probe).all():
+            raise ValueError(
+                f"scores of shape {probe.shape} for a catalogue of {len(self.catalogue)} "
+                "items, or not finite"
+            )
+
+    def queries(self, data: Dataset) -> list[str]:
+        events = interactions_of(data)
+        return [events.user_ids[u] for u in np.unique(events.users)[:256]]
+
+    def outcomes(self, data: Dataset) -> Outcomes:
+        """Each user of `data` a query: relevant are their events there; they are scored
+        from what was known before (`seen`), whose items are not recommended again. On a
+        cold-start split only the held-out items compete."""
+        events = interactions_of(data)
+        seen = events.seen
+        if seen is None:
+            raise ConfigError(f"the {data.name} split does not say what was known before it")
+        users = np.unique(events.users)
+        indptr, items = histories(seen)
+        rows = [items[indptr[u] : indptr[u + 1]] for u in users]
+        scores = self.score(rows)
+        for r, row in enumerate(rows):
+            scores[r, row] = -np.inf
+        relevance = np.zeros(scores.shape, dtype=np.float32)
+        relevance[np.searchsorted(users, events.users), events.items] = 1.0
+        cold = events.cold
+        if data.name == "cold" and cold is not None:
+            scores, relevance = scores[:, cold], relevance[:, cold]
+            return Outcomes(relevance=relevance, scores=scores,
+                            item_popularity=self.popularity[cold])  # fmt: skip
+        return Outcomes(relevance=relevance, scores=scores, item_popularity=self.popularity)
+
+    # -- files -----------------------------------------------------------------------
+    def save(self, folder: Path) -> dict[str, Any]:
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {f"scorer.{k}": np.ascontiguousarray(v) for k, v in self.scorer.arrays.items()}
+        arrays |= {"indptr": self.indptr, "items": self.items, "popularity": self.popularity}
+        save_file(arrays, str(folder / "recommender.safetensors"))
+        catalogue = {"ids": self.catalogue.ids, "texts": self.catalogue.texts}
+        (folder / "catalogue.json").write_text(json.dumps(catalogue, ensure_ascii=False))
+        (folder / "users.json").write_text(json.dumps(self.user_ids, ensure_ascii=False))
+        return {"scorer": self.scorer.kind, "settings": self.scorer.settings, "temperature": 1.0}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> Recommender:
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(folder / "recommender.safetensors"))
+        scorer = Scorer(
+            str(spec["scorer"]),
+            {k.removeprefix("scorer."): v for k, v in arrays.items() if k.startswith("scorer.")},
+            dict(spec.get("settings") or {}),
+        )
+        raw = json.loads((folder / "catalogue.json").read_text(encoding="utf-8"))
+        catalogue = Catalogue(tuple(raw["ids"]), tuple(raw["texts"]))
+        users = tuple(json.loads((folder / "users.json").read_text(encoding="utf-8")))
+        return cls(
+            catalogue, users, arrays["indptr"], arrays["items"], arrays["popularity"], scorer
+        )

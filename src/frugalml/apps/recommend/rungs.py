@@ -1,0 +1,252 @@
+"""The recommendation rungs, cheapest first: popularity, item-kNN, EASE, implicit ALS/BPR,
+content (frozen text embeddings). Each registers with `inputs=("interactions",)`, so the one
+ladder climbs them on interactions and skips them on text, and ships a `Recommender`.
+
+Hyperparameters with a large effect (neighbours, EASE's λ, ALS factors) are chosen on the
+validation split from a short list, as the text rungs choose their head's C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from frugalml import CostMeter, Dataset
+from frugalml.apps.recommend.data import Interactions, interactions_of
+from frugalml.apps.recommend.model import Recommender, Scorer
+from frugalml.config import Budget
+from frugalml.data.dataset import InputKind
+from frugalml.metrics import get_metric
+from frugalml.strategies.base import StrategyConfig, register_strategy
+
+INPUTS: tuple[InputKind, ...] = ("interactions",)
+SELECT_BY = "ndcg@10"  # what validation picks a rung's setting by
+
+
+def user_item(data: Interactions) -> Any:
+    """The binary users-by-items matrix of the training events (CSR, float32)."""
+    from scipy.sparse import csr_matrix
+
+    shape = (len(data.user_ids), len(data.catalogue))
+    ones = np.ones(len(data), dtype=np.float32)
+    matrix = csr_matrix((ones, (data.users, data.items)), shape=shape)
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def select(
+    train: Interactions, val: Dataset, scorers: Sequence[Callable[[], Scorer]]
+) -> Recommender:
+    """The candidate with the best validation ndcg@10 (the first of equals)."""
+    metric, ones = get_metric(SELECT_BY), None
+    best: tuple[float, Recommender] | None = None
+    for make in scorers:
+        model = Recommender.fitted(train, make())
+        if len(scorers) == 1:
+            return model
+        outcomes = model.outcomes(val)
+        ones = np.ones((1, len(outcomes))) if ones is None else ones
+        value = float(metric.compute(outcomes, ones)[0])
+        if best is None or value > best[0]:
+            best = (value, model)
+    assert best is not None
+    return best[1]
+
+
+def top_per_row(matrix: Any, keep: int) -> dict[str, np.ndarray]:
+    """A sparse or dense square matrix pruned to each row's `keep` largest |values|, as CSR
+    arrays (indptr, indices, values): what a linear scorer stores."""
+    from scipy.sparse import csr_matrix
+
+    dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    keep = min(keep, dense.shape[1])
+    idx = np.argpartition(-np.abs(dense), keep - 1, axis=1)[:, :keep]
+    values = np.take_along_axis(dense, idx, axis=1)
+    rows = np.repeat(np.arange(len(dense)), keep)
+    pruned = csr_matrix((values.ravel(), (rows, idx.ravel())), shape=dense.shape)
+    pruned.eliminate_zeros()
+    return {
+        "indptr": pruned.indptr.astype(np.int64),
+        "indices": pruned.indices.astype(np.int64),
+        "values": pruned.data.astype(np.float32),
+    }
+
+
+# -- popularity ----------------------------------------------------------------------
+class PopularityConfig(StrategyConfig):
+    kind: Literal["popularity"] = Field("popularity", description="The registry name.")
+
+
+@register_strategy(
+    "popularity", config=PopularityConfig, predictor=Recommender, cost_rank=10, inputs=INPUTS
+)
+class PopularityStrategy:
+    """The most popular items not yet seen: the baseline every recommender must beat."""
+
+    def __init__(self, config: PopularityConfig) -> None:
+        self.config = config
+
+    def fit(
+        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> Recommender:  # fmt: skip
+        return Recommender.fitted(interactions_of(train), Scorer("popularity"))
+
+
+# -- item-kNN ------------------------------------------------------------------------
+class ItemKnnConfig(StrategyConfig):
+    kind: Literal["item_knn"] = Field("item_knn", description="The registry name.")
+    neighbours: tuple[int, ...] = Field(
+        (50, 200), description="Neighbours kept per item; the best on validation is used."
+    )
+    shrink: float = Field(10.0, ge=0, description="Added to the cosine's denominator.")
+
+
+@register_strategy(
+    "item_knn", config=ItemKnnConfig, predictor=Recommender, cost_rank=11, inputs=INPUTS
+)
+class ItemKnnStrategy:
+    """Items scored by their cosine co-occurrence with the user's items (shrunk, top-k)."""
+
+    def __init__(self, config: ItemKnnConfig) -> None:
+        self.config = config
+
+    def fit(
+        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> Recommender:  # fmt: skip
+        events = interactions_of(train)
+        X = user_item(events)
+        co = (X.T @ X).tocsr().astype(np.float32)
+        norms = np.sqrt(np.asarray(X.sum(axis=0)).ravel())
+        co.setdiag(0)
+        co.eliminate_zeros()
+        rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
+        co.data /= norms[rows] * norms[co.indices] + self.config.shrink
+        meter.add_flops(2.0 * X.nnz * X.shape[1])
+        arrays = {k: _row_top(co, k) for k in self.config.neighbours}
+        scorers = [partial(Scorer, "linear", a) for a in arrays.values()]
+        return select(events, val, scorers)
+
+
+def _row_top(co: Any, keep: int) -> dict[str, np.ndarray]:
+    """Each row's `keep` largest entries of a CSR matrix, without densifying it."""
+    indptr, indices, values = [0], [], []
+    for r in range(co.shape[0]):
+        span = slice(co.indptr[r], co.indptr[r + 1])
+        row_idx, row_val = co.indices[span], co.data[span]
+        if len(row_val) > keep:
+            top = np.argpartition(-row_val, keep - 1)[:keep]
+            row_idx, row_val = row_idx[top], row_val[top]
+        indices.append(row_idx)
+        values.append(row_val)
+        indptr.append(indptr[-1] + len(row_idx))
+    return {
+        "indptr": np.asarray(indptr, dtype=np.int64),
+        "indices": np.concatenate(indices).astype(np.int64),
+        "values": np.concatenate(values).astype(np.float32),
+    }
+
+
+# -- EASE ----------------------------------------------------------------------------
+class EaseConfig(StrategyConfig):
+    kind: Literal["ease"] = Field("ease", description="The registry name.")
+    lambdas: tuple[float, ...] = Field(
+        (100.0, 300.0, 1000.0), description="L2 strengths tried; the best on validation is used."
+    )
+    min_users: int = Field(
+        2, ge=1, description="Items chosen by fewer training users are left to popularity."
+    )
+    keep: int = Field(512, ge=1, description="Weights kept per item (largest magnitude).")
+
+
+@register_strategy("ease", config=EaseConfig, predictor=Recommender, cost_rank=12, inputs=INPUTS)
+class EaseStrategy:
+    """EASE: a closed-form linear item-item model, B = I - P·diag(1/diag P), P = (XᵀX+λI)⁻¹."""
+
+    def __init__(self, config: EaseConfig) -> None:
+        self.config = config
+
+    def fit(
+        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> Recommender:  # fmt: skip
+        events = interactions_of(train)
+        X = user_item(events)
+        kept = np.flatnonzero(np.asarray(X.sum(axis=0)).ravel() >= self.config.min_users)
+        gram = (X[:, kept].T @ X[:, kept]).toarray().astype(np.float64)
+        n = len(kept)
+        meter.add_flops(float(n) ** 3 * len(self.config.lambdas))
+
+        def scorer(lam: float) -> Scorer:
+            P = np.linalg.inv(gram + lam * np.eye(n))
+            B = -P / np.diag(P)
+            np.fill_diagonal(B, 0.0)
+            small = top_per_row(B, self.config.keep)
+            return Scorer("linear", _embed_rows(small, kept, len(events.catalogue)))
+
+        scorers = [partial(scorer, lam) for lam in self.config.lambdas]
+        return select(events, val, scorers)
+
+
+def _embed_rows(arrays: dict[str, np.ndarray], kept: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """A matrix over the `kept` items as CSR arrays over all `n` items (others: empty rows)."""
+    counts = np.zeros(n, dtype=np.int64)
+    counts[kept] = np.diff(arrays["indptr"])
+    return {
+        "indptr": np.r_[0, np.cumsum(counts)].astype(np.int64),
+        "indices": kept[arrays["indices"]].astype(np.int64),
+        "values": arrays["values"],
+    }
+
+
+# -- content -------------------------------------------------------------------------
+class ContentConfig(StrategyConfig):
+    kind: Literal["content"] = Field("content", description="The registry name.")
+    backbone: str = Field("minilm", description="Packaged name, hf://ORG/NAME or folder.")
+    half_lives: tuple[float, ...] = Field(
+        (0.0, 20.0),
+        description="Recency half-lives (in items) of the user's mean; 0: a plain mean. The "
+        "best on validation is used.",
+    )
+    max_length: int = Field(64, ge=8, description="Tokens embedded per item text.")
+    cache: bool = Field(True, description="Cache item embeddings on disk ($FRUGALML_CACHE).")
+
+
+@register_strategy(
+    "content",
+    config=ContentConfig,
+    predictor=Recommender,
+    cost_rank=14,
+    extra="transformers",
+    needs=("torch", "transformers"),
+    inputs=INPUTS,
+)
+class ContentStrategy:
+    """Items embedded by a frozen text encoder (cached); the user a recency-weighted mean of
+    their items: the rung that ranks items nobody has chosen yet."""
+
+    def __init__(self, config: ContentConfig) -> None:
+        self.config = config
+
+    def fit(
+        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> Recommender:  # fmt: skip
+        from frugalml.models import embed_texts
+
+        events = interactions_of(train)
+        c = self.config
+        vectors = embed_texts(
+            events.catalogue.texts, c.backbone, max_length=c.max_length, cache=c.cache,
+            meter=meter,
+        )  # fmt: skip
+        scorers = [
+            partial(Scorer, "vectors", {"vectors": vectors}, {"half_life": h}) for h in c.half_lives
+        ]
+        return select(events, val, scorers)

@@ -1,0 +1,125 @@
+"""The recommendation app on small real files: reading, splits, the ladder, the bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import frugalml
+from frugalml.apps import recommend
+from frugalml.apps.recommend.model import Recommender
+from frugalml.errors import ConfigError, DataError
+from frugalml.metrics import Outcomes, evaluate
+
+
+def taste_events(n_users: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two tastes (items 0-9 and 10-19): each user rates items of their own taste, in time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        taste = 10 * (u % 2)
+        for t, item in enumerate(rng.permutation(10)[:6] + taste):
+            rows.append({"user": f"u{u}", "item": f"i{item}", "rating": 4.0, "time": t})
+    items = pd.DataFrame(
+        {"item": [f"i{i}" for i in range(20)],
+         "title": [("space war" if i < 10 else "love story") + f" {i}" for i in range(20)]}
+    )  # fmt: skip
+    return pd.DataFrame(rows), items
+
+
+def test_every_problem_in_the_events_is_reported_at_once() -> None:
+    events, items = taste_events(4)
+    bad = pd.concat(
+        [events, pd.DataFrame([
+            {"user": "u0", "item": "nope", "rating": 5.0, "time": 9},
+            {"user": "u0", "item": events.item[0], "rating": 5.0, "time": 10},
+            {"user": "lonely", "item": "i1", "rating": 5.0, "time": 1},
+        ])], ignore_index=True,
+    )  # fmt: skip
+    with pytest.raises(DataError) as error:
+        recommend.read_interactions(bad, items, rating_col="rating", time_col="time")
+    text = str(error.value)
+    assert "1 unknown item" in text and "'nope'" in text
+    assert "1 repeated (user, item) pair" in text
+    assert "1 user with one interaction" in text
+    notes: list[str] = []
+    data = recommend.read_interactions(
+        bad, items, rating_col="rating", time_col="time", drop_invalid=True, notes=notes
+    )
+    assert len(data) == len(events) and len(notes) == 3  # a repeated pair keeps its last copy
+
+
+def test_a_rating_threshold_keeps_only_positives() -> None:
+    events, items = taste_events(4)
+    events.loc[events.index % 2 == 0, "rating"] = 1.0
+    data = recommend.read_interactions(events, items, rating_col="rating", threshold=3.5)
+    assert len(data) == int((events.rating >= 3.5).sum())
+
+
+def test_leave_last_out_holds_out_each_users_latest_events_and_cold_items_apart() -> None:
+    events, items = taste_events()
+    data = recommend.read_interactions(events, items, time_col="time")
+    parts = recommend.split(data, cold_frac=0.1, seed=1)
+    train, val, test = (p.records for p in (parts.train, parts.val, parts.test))
+    assert isinstance(train, recommend.Interactions) and isinstance(test, recommend.Interactions)
+    assert isinstance(val, recommend.Interactions) and parts.cold is not None
+    cold = train.cold
+    assert cold is not None and cold.sum() == 2
+    assert not cold[train.items].any() and not cold[test.items].any()
+    for u in np.unique(test.users):  # the test event is the user's latest
+        assert test.times[test.users == u].min() >= train.times[train.users == u].max()
+    assert test.seen is not None and len(test.seen) == len(train) + len(val)
+    assert parts.train.kind == "interactions" and parts.train.task == "recommendation"
+
+
+def test_bad_split_fractions_are_refused() -> None:
+    events, items = taste_events(4)
+    data = recommend.read_interactions(events, items)
+    with pytest.raises(ConfigError, match="split fractions"):
+        recommend.split(data, how="random", test_frac=0.0)
+
+
+def test_the_ladder_climbs_the_rungs_and_ships_a_recommender(tmp_path: Path) -> None:
+    events, items = taste_events()
+    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("popularity", "item_knn", "ease")
+    )
+    scores = {c.strategy: c.test.metric("ndcg@10") for c in result.ladder.candidates if c.test}
+    assert set(scores) == {"popularity", "item_knn", "ease"}
+    assert scores["item_knn"] > scores["popularity"] and scores["ease"] > scores["popularity"]
+    bundle = frugalml.load(tmp_path / "run" / "bundle")  # verified, self-checked
+    model = bundle.predictor
+    assert isinstance(model, Recommender) and bundle.manifest.task == "recommendation"
+    assert not list((tmp_path / "run" / "bundle").rglob("*.pkl"))
+    # a new user with a space-war history, folded in without retraining
+    history, unknown = model.item_indices(["i1", "i2", "i3", "nope"])
+    top, _ = model.recommend(history, 5, exclude=history)
+    assert unknown == ["nope"]
+    assert all(i < 10 and i not in history for i in top)
+    quality = recommend.evaluate(bundle, parts.test)
+    assert quality.metric("recall@10") > 0.3
+
+
+def test_a_text_dataset_is_not_split_like_interactions(tmp_path: Path) -> None:
+    events, items = taste_events(4)
+    parts = recommend.split(recommend.read_interactions(events, items))
+    with pytest.raises(ConfigError, match="validation and test splits"):
+        frugalml.fit(parts.train, out=tmp_path / "run", strategies=["popularity"])
+
+
+def test_rank_metrics_by_hand() -> None:
+    scores = np.array([[0.9, 0.8, 0.1, 0.0], [0.1, 0.2, 0.9, 0.8]])
+    relevance = np.array([[0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+    popularity = np.array([0.5, 0.4, 0.2, 0.1])
+    out = evaluate(
+        Outcomes(relevance=relevance, scores=scores, item_popularity=popularity),
+        ["mrr", "coverage@1", "popularity_bias@2"],
+        n_boot=50,
+    )
+    assert out["mrr"][0] == pytest.approx(0.5)  # both relevant items ranked second
+    assert out["coverage_at_1"][0] == pytest.approx(0.5)  # items 0 and 2
+    assert out["popularity_bias_at_2"][0] == pytest.approx(((0.5 + 0.4) / 2 + 0.15) / 2)
