@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from frugalml.api import load_dataset, prepare_run_dir
-from frugalml.data.split import stratified_split
+from frugalml.data.split import Splits, stratified_split
 from frugalml.errors import ConfigError, MissingExtraError, installed
 from frugalml.federated.partition import partition, write_client
 from frugalml.federated.settings import FederationSettings, Privacy
 
 
 def simulate(
-    data: str | Path,
+    data: str | Path | Splits,
     *,
     out: str | Path,
     clients: int = 5,
@@ -37,15 +37,17 @@ def simulate(
     workers: int | None = None,
     **more: Any,
 ) -> dict[str, Any]:
-    """Split `data` (train/val/test as `fit` does; the train part among `clients` by
-    `partition_by`), run `rounds` of Flower's `strategy` and return the run's report."""
+    """Split `data` (train/val/test as `fit` does, unless given as `Splits`; the train part
+    among `clients` by `partition_by`), run `rounds` of Flower's `strategy` and return the run's report."""
     _require_flower()
     from frugalml.federated.task import rung_config
 
     rung_config(rung, options or {})  # a bad rung or option fails before any work
-    dataset = load_dataset(data, text_col=text_col, label_col=label_col)
-    splits = stratified_split(dataset, seed=seed)
-    column = _column(data, partition_by, splits.train, text_col)
+    if isinstance(data, Splits):
+        splits, column = data, []
+    else:
+        splits = stratified_split(load_dataset(data, text_col=text_col, label_col=label_col), seed=seed)
+        column = _column(data, partition_by, splits.train, text_col)
     parts = partition(splits.train, partition_by, clients, seed=seed, column=column)
     run_dir = prepare_run_dir(Path(out), force=force)
     (run_dir / "clients").mkdir()
@@ -57,7 +59,7 @@ def simulate(
     settings = FederationSettings(
         rung=rung,
         options=options or {},
-        labels=dataset.labels,
+        labels=splits.train.labels,
         rounds=rounds,
         local_epochs=local_epochs,
         strategy=strategy,

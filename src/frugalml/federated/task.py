@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -93,6 +93,7 @@ class HeadJob:
     y_val: np.ndarray
     labels: tuple[str, ...]
     config: TrainConfig
+    embedded: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -108,7 +109,7 @@ class HeadJob:
                 encoder, [train_data.texts, val.texts], meter, cache=settings.cache
             )
         torch.manual_seed(0)  # every party starts from the same head
-        defaults = {"lr": 1e-2, "head_lr": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0}
+        defaults = {"lr": 5e-2, "head_lr": 5e-2, "weight_decay": 0.0, "warmup_ratio": 0.0}
         return cls(
             encoder=encoder,
             model=HeadModel(encoder.dim, len(train_data.labels)),
@@ -142,8 +143,12 @@ class HeadJob:
         return macro_f1(self.y_val, predicted, len(self.labels))
 
     def logits(self, data: Dataset) -> np.ndarray:
+        """The server scores the same validation set every round: it is embedded once."""
+        key = data.fingerprint()
+        if key not in self.embedded:
+            self.embedded[key] = torch.as_tensor(self.encoder.encode(data.texts))
         with torch.inference_mode():
-            return self.model(torch.as_tensor(self.encoder.encode(data.texts))).numpy()  # type: ignore[no-any-return]
+            return self.model(self.embedded[key]).numpy()  # type: ignore[no-any-return]
 
     def finish(self) -> EncoderHeadPredictor:
         return EncoderHeadPredictor(self.encoder, LinearHead.from_linear(self.model.head), self.labels)
