@@ -42,7 +42,9 @@ def central(rung: str, splits: Splits) -> dict[str, Any]:
     return {"test_accuracy": accuracy, "cpu_s": meter.card.cpu_s, "wall_s": meter.card.wall_s}
 
 
-def federated(rung: str, splits: Splits, out: Path, args: argparse.Namespace, **more: Any) -> dict[str, Any]:
+def federated(
+    rung: str, splits: Splits, out: Path, args: argparse.Namespace, **more: Any
+) -> dict[str, Any]:
     started = time.perf_counter()
     report = simulate(
         splits,
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--robust", action="store_true", help="1 Byzantine client (frozen_probe)")
     parser.add_argument("--dp", action="store_true", help="epsilon 8 and 1 (frozen_probe)")
     parser.add_argument("--skip-central", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     given = DATASETS[args.data]()
@@ -110,6 +113,7 @@ def main() -> None:
         "rungs": {},
     }
     work = Path(tempfile.mkdtemp(prefix="fed-bench-"))
+    name = f"federated_{args.data}{args.tag}"
     for rung in args.rungs.split(","):
         row: dict[str, Any] = {}
         if not args.skip_central:
@@ -118,25 +122,35 @@ def main() -> None:
         row["federated"] = federated(rung, splits, work / rung, args)
         print(rung, "federated", row["federated"], flush=True)
         if args.also_iid:
-            row["federated_iid"] = federated(rung, splits, work / f"{rung}-iid", args, partition="iid")
+            row["federated_iid"] = federated(
+                rung, splits, work / f"{rung}-iid", args, partition="iid"
+            )
             print(rung, "federated iid", row["federated_iid"], flush=True)
         if "central" in row:
-            row["gap_points"] = 100 * (row["central"]["test_accuracy"] - row["federated"]["test_accuracy"])
-        row["bytes_vs_full_fedavg"] = row["federated"]["bytes_per_round"] / result["full_fedavg_bytes_per_round"]
+            row["gap_points"] = 100 * (
+                row["central"]["test_accuracy"] - row["federated"]["test_accuracy"]
+            )
+        row["bytes_vs_full_fedavg"] = (
+            row["federated"]["bytes_per_round"] / result["full_fedavg_bytes_per_round"]
+        )
         result["rungs"][rung] = row
-        write_result(f"federated_{args.data}", result)
+        write_result(name, result)
     if args.robust:
         result["robust"] = robustness(splits, work, args)
-        write_result(f"federated_{args.data}", result)
+        write_result(name, result)
     if args.dp:
         result["dp"] = {
             str(eps): federated(
-                "frozen_probe", splits, work / f"dp-{eps}", args, privacy=Privacy(epsilon=eps, delta=1e-5, clip=1.0)
+                "frozen_probe",
+                splits,
+                work / f"dp-{eps}",
+                args,
+                privacy=Privacy(epsilon=eps, delta=1e-5, clip=1.0),
             )
             for eps in (8.0, 1.0)
         }
-        write_result(f"federated_{args.data}", result)
-    print(write_result(f"federated_{args.data}", result))
+        write_result(name, result)
+    print(write_result(name, result))
 
 
 def robustness(splits: Splits, work: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -20,7 +20,9 @@ pytest.importorskip("peft")
 
 
 @pytest.mark.timeout(600)  # Ray starts in ~20 s alone; far more on a loaded machine
-def test_simulate_lora_writes_a_run_folder_and_a_bundle(tiny_backbone: Path, tmp_path: Path) -> None:
+def test_simulate_lora_writes_a_run_folder_and_a_bundle(
+    tiny_backbone: Path, tmp_path: Path
+) -> None:
     import frugalml
 
     out = tmp_path / "run"

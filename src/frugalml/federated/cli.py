@@ -61,7 +61,9 @@ def simulate(
         raise ConfigError(f"--set names {unknown[0]}, but --rung is {rung}")
     if attack not in ("flip", "scale"):
         raise ConfigError(f"--attack must be flip or scale; got '{attack}'")
-    privacy = None if dp_epsilon is None else Privacy(epsilon=dp_epsilon, delta=dp_delta, clip=dp_clip)
+    privacy = (
+        None if dp_epsilon is None else Privacy(epsilon=dp_epsilon, delta=dp_delta, clip=dp_clip)
+    )
     report = run(
         data,
         out=out,
@@ -80,6 +82,8 @@ def simulate(
         seed=seed,
         force=force,
     )
-    typer.echo(f"test accuracy {report['test_accuracy']:.4f}, {report['bytes_total'] / 1e6:.2f} MB moved")
+    typer.echo(
+        f"test accuracy {report['test_accuracy']:.4f}, {report['bytes_total'] / 1e6:.2f} MB moved"
+    )
     typer.echo(f"bundle: {report['bundle']}")
     typer.echo(f"report: {out / 'report.html'}")

@@ -45,7 +45,7 @@ def local_round(
     msg: Message, context: Context, partitions: Path | None, attacks: dict[int, str]
 ) -> Message:
     config: ConfigRecord = msg.content["config"]  # type: ignore[assignment]
-    party = int(context.node_config.get("partition-id", context.node_id))  # type: ignore[arg-type]
+    party = int(context.node_config.get("partition-id", context.node_id))
     attack = attacks.get(party) or str(context.node_config.get("attack", ""))
     rnd = int(config["server-round"])  # type: ignore[arg-type]
     arrays: ArrayRecord = msg.content["arrays"]  # type: ignore[assignment]
@@ -63,7 +63,7 @@ def local_round(
     if attack == "scale":  # model poisoning: the update reversed and amplified tenfold
         state = {k: start[k] - 10.0 * (v - start[k]) for k, v in state.items()}
     card = meter.card
-    metrics = {
+    metrics: dict[str, int | float | list[int] | list[float]] = {
         "num-examples": n,
         "client": party,
         "local-val-f1": score,
@@ -115,4 +115,3 @@ def _read(path: Path, labels: tuple[str, ...]) -> Dataset:
 
 
 app = make_client_app()  # for `flwr run` / SuperNodes: data from the node config's `data`
-

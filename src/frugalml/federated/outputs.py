@@ -59,7 +59,8 @@ def write_run(
         strategy=settings.rung,
         config=rung_config(settings.rung, settings.options).model_dump(mode="json"),
         task=settings.task,
-        data_fingerprint=settings.data_fingerprint or "federated: the clients' data stayed with them",
+        data_fingerprint=settings.data_fingerprint
+        or "federated: the clients' data stayed with them",
         extra={"train_cost": total.to_dict()},
     )
     if test is not None and metrics is not None:
@@ -79,8 +80,12 @@ def write_run(
         "costs": costs,
         "bundle": str(folder),
         "val_accuracy": None if metrics is None else metrics["val"]["accuracy"],
-        "test_accuracy": None if not metrics or not metrics["test"] else metrics["test"]["accuracy"],
-        "test_macro_f1": None if not metrics or not metrics["test"] else metrics["test"]["macro_f1"],
+        "test_accuracy": None
+        if not metrics or not metrics["test"]
+        else metrics["test"]["accuracy"],
+        "test_macro_f1": None
+        if not metrics or not metrics["test"]
+        else metrics["test"]["macro_f1"],
         "bytes_total": sum(r["bytes_down"] + r["bytes_up"] for r in rounds),
     }
     _write_json(run_dir / "federation.json", settings.model_dump(mode="json"))
@@ -113,7 +118,8 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         f"# Federated {s['rung']} with {s['strategy']}: {s['clients']} clients, "
         f"{s['rounds']} rounds",
         "",
-        f"- test accuracy: {_fmt(report['test_accuracy'])}, macro-F1 {_fmt(report['test_macro_f1'])}",
+        f"- test accuracy: {_fmt(report['test_accuracy'])}, "
+        f"macro-F1 {_fmt(report['test_macro_f1'])}",
         f"- traffic: {report['bytes_total'] / 1e6:.2f} MB in all",
         f"- total cost: {CostCard.from_dict(report['costs']['total']).summary()}",
         f"- bundle: {report['bundle']}",
@@ -129,10 +135,13 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     ]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plots = _plots(run_dir, rounds)
-    body = "".join(
-        f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        for name, png in plots.items()
-    ) or '<p class="note">The plots need matplotlib: pip install \'frugalml[report]\'</p>'
+    body = (
+        "".join(
+            f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            for name, png in plots.items()
+        )
+        or "<p class=\"note\">The plots need matplotlib: pip install 'frugalml[report]'</p>"
+    )
     table = html.escape("\n".join(lines))
     (run_dir / "report.html").write_text(
         f"<!doctype html><meta charset=utf-8><title>federated run</title>{body}<pre>{table}</pre>",
@@ -151,7 +160,10 @@ def _plots(run_dir: Path, rounds: list[dict[str, Any]]) -> dict[str, bytes]:
     x = [r["round"] for r in rounds]
     series = {
         "accuracy": ("validation accuracy", [r["val_accuracy"] or np.nan for r in rounds]),
-        "bytes": ("MB per round (down + up)", [(r["bytes_down"] + r["bytes_up"]) / 1e6 for r in rounds]),
+        "bytes": (
+            "MB per round (down + up)",
+            [(r["bytes_down"] + r["bytes_up"]) / 1e6 for r in rounds],
+        ),
     }
     out = {}
     for name, (label, y) in series.items():

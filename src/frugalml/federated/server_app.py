@@ -128,7 +128,9 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
     ledger = Ledger()
     val, test = central_data(run_dir, settings.labels)
     with CostMeter() as meter:
-        job = build_job(settings.rung, settings.options, val or _stub(settings), val or _stub(settings))
+        job = build_job(
+            settings.rung, settings.options, val or _stub(settings), val or _stub(settings)
+        )
         strategy = make_strategy(
             settings.strategy,
             clients=settings.clients,

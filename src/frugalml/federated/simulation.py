@@ -38,7 +38,8 @@ def simulate(
     **more: Any,
 ) -> dict[str, Any]:
     """Split `data` (train/val/test as `fit` does, unless given as `Splits`; the train part
-    among `clients` by `partition_by`), run `rounds` of Flower's `strategy` and return the run's report."""
+    among `clients` by `partition_by`), run `rounds` of Flower's `strategy`; returns the
+    run's report."""
     _require_flower()
     from frugalml.federated.task import rung_config
 
@@ -46,7 +47,9 @@ def simulate(
     if isinstance(data, Splits):
         splits, column = data, []
     else:
-        splits = stratified_split(load_dataset(data, text_col=text_col, label_col=label_col), seed=seed)
+        splits = stratified_split(
+            load_dataset(data, text_col=text_col, label_col=label_col), seed=seed
+        )
         column = _column(data, partition_by, splits.train, text_col)
     parts = partition(splits.train, partition_by, clients, seed=seed, column=column)
     run_dir = prepare_run_dir(Path(out), force=force)

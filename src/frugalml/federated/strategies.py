@@ -126,7 +126,9 @@ def noise_multiplier(epsilon: float, delta: float, rounds: int, clients: int) ->
     low, high = 1e-3, 1e3
     while high / low > 1.001:
         mid = (low * high) ** 0.5
-        low, high = (mid, high) if epsilon_after(mid, delta, rounds, clients) > epsilon else (low, mid)
+        low, high = (
+            (mid, high) if epsilon_after(mid, delta, rounds, clients) > epsilon else (low, mid)
+        )
     return high
 
 

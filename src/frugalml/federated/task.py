@@ -59,14 +59,14 @@ def rung_config(rung: str, options: dict[str, Any]) -> Any:
             f"--rung must be one of {', '.join(RUNGS)}; got '{rung}'",
             ["other rungs do not train a state that can be averaged (TF-IDF, SetFit, hybrid)"],
         )
-    return get_strategy(rung).build(**options).config  # type: ignore[attr-defined]
+    return get_strategy(rung).build(**options).config
 
 
 def build_job(rung: str, options: dict[str, Any], train_data: Dataset, val: Dataset) -> Job:
     """A rung's job on one party's data; every party builds the same initial weights."""
     strategy = get_strategy(rung).build(**options)
     if rung == "frozen_probe":
-        return HeadJob.build(strategy.config, train_data, val, options.get("train", {}))  # type: ignore[attr-defined]
+        return HeadJob.build(strategy.config, train_data, val)
     return FineTuneJob(strategy.fine_tuning(train_data, val))  # type: ignore[attr-defined]
 
 
@@ -96,9 +96,8 @@ class HeadJob:
     embedded: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def build(
-        cls, settings: Any, train_data: Dataset, val: Dataset, train_options: dict[str, Any]
-    ) -> HeadJob:
+    def build(cls, settings: Any, train_data: Dataset, val: Dataset) -> HeadJob:
+        """The head trains with AdamW at 0.05, no decay (the rung's settings have no loop)."""
         encoder = Encoder(
             resolve_backbone(settings.backbone),
             max_length=settings.max_length,
@@ -109,7 +108,6 @@ class HeadJob:
                 encoder, [train_data.texts, val.texts], meter, cache=settings.cache
             )
         torch.manual_seed(0)  # every party starts from the same head
-        defaults = {"lr": 5e-2, "head_lr": 5e-2, "weight_decay": 0.0, "warmup_ratio": 0.0}
         return cls(
             encoder=encoder,
             model=HeadModel(encoder.dim, len(train_data.labels)),
@@ -118,7 +116,7 @@ class HeadJob:
             x_val=torch.as_tensor(x_val),
             y_val=val.y,
             labels=train_data.labels,
-            config=TrainConfig(**{**defaults, **train_options}),
+            config=TrainConfig(lr=5e-2, head_lr=5e-2, weight_decay=0.0, warmup_ratio=0.0),
         )
 
     def state(self) -> State:
@@ -151,7 +149,9 @@ class HeadJob:
             return self.model(self.embedded[key]).numpy()  # type: ignore[no-any-return]
 
     def finish(self) -> EncoderHeadPredictor:
-        return EncoderHeadPredictor(self.encoder, LinearHead.from_linear(self.model.head), self.labels)
+        return EncoderHeadPredictor(
+            self.encoder, LinearHead.from_linear(self.model.head), self.labels
+        )
 
 
 @dataclass
