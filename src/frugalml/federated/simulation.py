@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from frugalml.api import load_dataset, prepare_run_dir
 from frugalml.data.split import Splits, stratified_split
-from frugalml.errors import ConfigError, MissingExtraError, installed
+from frugalml.errors import ConfigError, MissingExtraError, OutputExistsError, installed
 from frugalml.federated.partition import partition, write_client
 from frugalml.federated.settings import FederationSettings, Privacy
 
@@ -47,12 +47,13 @@ def simulate(
     if isinstance(data, Splits):
         splits, column = data, []
     else:
-        splits = stratified_split(
-            load_dataset(data, text_col=text_col, label_col=label_col), seed=seed
-        )
+        from frugalml.data import read_table, to_dataset
+
+        dataset = to_dataset(read_table(data), text_col=text_col, label_col=label_col).dataset
+        splits = stratified_split(dataset, seed=seed)
         column = _column(data, partition_by, splits.train, text_col)
     parts = partition(splits.train, partition_by, clients, seed=seed, column=column)
-    run_dir = prepare_run_dir(Path(out), force=force)
+    run_dir = _fresh_run_dir(Path(out), force=force)
     (run_dir / "clients").mkdir()
     (run_dir / "central").mkdir()
     for i, rows in enumerate(parts):
@@ -123,6 +124,28 @@ def _column(data: str | Path, scheme: str, train: Any, text_col: str | None) -> 
     texts = table.frame[to_dataset(table, text_col=text_col).text_col].astype(str)
     by_text = dict(zip(texts, table.frame[name].astype(str), strict=True))
     return [by_text[t] for t in train.texts]
+
+
+MARKER = ".frugalml-federated"
+
+
+def _fresh_run_dir(path: Path, *, force: bool) -> Path:
+    """A new, empty run folder; `force` replaces only one a federated run made."""
+    if path.exists() and (path.is_file() or any(path.iterdir())):
+        if not force:
+            raise OutputExistsError(
+                f"{path} already exists and is not empty",
+                ["choose another --out, or pass --force to replace it"],
+            )
+        if not (path / MARKER).exists():
+            raise OutputExistsError(
+                f"{path} is not a federated run folder, so --force will not delete it",
+                ["choose another --out; frugalml only replaces folders it created"],
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("This folder was written by frugalml federate.\n")
+    return path
 
 
 def _require_flower() -> None:
