@@ -36,6 +36,7 @@ from frugalml.config import (
 )
 from frugalml.data import DEMO_INTENTS, read_table, texts_for_prediction
 from frugalml.errors import ConfigError, FrugalError, OutputError, OutputExistsError
+from frugalml.federated.cli import app as federate_app
 from frugalml.ladder import tracking
 from frugalml.ladder.run import Candidate, Progress
 from frugalml.metrics import metric_names, score
@@ -47,6 +48,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Find the cheapest model that is good enough, prove what it cost, ship it.",
 )
+app.add_typer(federate_app, name="federate")  # imports only typer: --help stays fast
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; leaderboards need more.
 out = Console(width=None if sys.stdout.isatty() else 150, markup=False)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150, markup=False)

@@ -1,0 +1,117 @@
+"""The Flower `ClientApp`: a party trains the global trainable state on its own data for a
+round and sends back only that state, with its example count and what the round cost it.
+
+The data never leaves: a simulated client reads its partition (`client-<id>.json` in the
+folder the simulation wrote), a deployed one the file named by its SuperNode's node config
+(`--node-config 'data="bank.csv"'`). Which rung, settings and labels come from the server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from frugalml.costs import CostMeter
+from frugalml.data.dataset import Dataset
+from frugalml.federated.partition import local_split, read_client
+from frugalml.federated.task import Job, build_job
+
+_JOBS: OrderedDict[tuple[Any, ...], tuple[Job, int]] = OrderedDict()
+_KEEP = 2  # jobs kept per process: a simulation worker serves several clients in turn
+
+
+def make_client_app(
+    partitions: Path | None = None, attacks: dict[int, str] | None = None, threads: int = 1
+) -> ClientApp:
+    """A ClientApp reading simulated partitions from `partitions` (None: the node config's
+    `data` file); `attacks` makes some clients Byzantine (simulation only, for experiments)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(threads)
+        return local_round(msg, context, partitions, attacks or {})
+
+    return app
+
+
+def local_round(
+    msg: Message, context: Context, partitions: Path | None, attacks: dict[int, str]
+) -> Message:
+    config: ConfigRecord = msg.content["config"]  # type: ignore[assignment]
+    party = int(context.node_config.get("partition-id", context.node_id))
+    attack = attacks.get(party) or str(context.node_config.get("attack", ""))
+    rnd = int(config["server-round"])  # type: ignore[arg-type]
+    arrays: ArrayRecord = msg.content["arrays"]  # type: ignore[assignment]
+    start = arrays.to_torch_state_dict()
+    with CostMeter() as meter:
+        job, n = _job(_data_path(context, partitions, party), config, attack)
+        job.load(start)
+        score = job.train_round(
+            int(config["local-epochs"]),  # type: ignore[arg-type]
+            int(config["seed"]) + 1000 * rnd + party,  # type: ignore[arg-type]
+            meter,
+            float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+        )
+        state = job.state()
+    if attack == "scale":  # model poisoning: the update reversed and amplified tenfold
+        state = {k: start[k] - 10.0 * (v - start[k]) for k, v in state.items()}
+    card = meter.card
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        "num-examples": n,
+        "client": party,
+        "local-val-f1": score,
+        "cpu-s": card.cpu_s,
+        "wall-s": card.wall_s,
+        "peak-rss-mb": card.peak_rss_mb,
+        "energy-kwh": card.energy_kwh,
+        "usd": card.usd,
+        "flops": card.flops or 0.0,
+    }
+    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+def _data_path(context: Context, partitions: Path | None, party: int) -> Path:
+    if partitions is not None:
+        return partitions / f"client-{party}.json"
+    return Path(str(context.node_config["data"]))
+
+
+def _job(path: Path, config: ConfigRecord, attack: str) -> tuple[Job, int]:
+    """The job for this client's data, built on its first round and kept for the next."""
+    labels = tuple(str(x) for x in config["labels"])  # type: ignore[union-attr]
+    options = json.loads(str(config["options"]))
+    key = (str(path), str(config["rung"]), json.dumps(options, sort_keys=True), labels, attack)
+    if key in _JOBS:
+        _JOBS.move_to_end(key)
+        return _JOBS[key]
+    data = _read(path, labels)
+    if attack == "flip":  # data poisoning: every label replaced by another class
+        data = Dataset(data.texts, len(labels) - 1 - data.y, data.labels, data.name)
+    train, val = local_split(data, seed=0)
+    built = (build_job(str(config["rung"]), options, train, val), len(train))
+    _JOBS[key] = built
+    while len(_JOBS) > _KEEP:
+        _JOBS.popitem(last=False)
+    return built
+
+
+def _read(path: Path, labels: tuple[str, ...]) -> Dataset:
+    """A party's data: a simulation's JSON partition, or any file `load_dataset` reads."""
+    if path.suffix == ".json":
+        return read_client(path, labels)
+    from frugalml.data import read_table, to_dataset
+
+    data = to_dataset(read_table(path), min_per_class=1).dataset
+    names = [data.labels[i] for i in data.y]
+    return Dataset.from_lists(data.texts, names, label_names=labels, name=path.stem)
+
+
+app = make_client_app()  # for `flwr run` / SuperNodes: data from the node config's `data`

@@ -1,0 +1,195 @@
+"""The Flower `ServerApp`: Flower's strategy runs the rounds; frugalml evaluates the global
+model on the server's validation set after each, counts the bytes each round moved and what
+each client spent, and writes the run folder with the final model as an ordinary bundle."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from frugalml.costs import CostCard, CostMeter
+from frugalml.data.dataset import Dataset
+from frugalml.errors import FrugalError
+from frugalml.federated.partition import read_client
+from frugalml.federated.settings import FederationSettings
+from frugalml.federated.strategies import make_strategy, spent_epsilon, with_privacy
+from frugalml.federated.task import build_job
+from frugalml.metrics import macro_f1
+
+
+class FederationError(FrugalError, RuntimeError):
+    """A federated run could not complete (e.g. too few clients answered)."""
+
+
+@dataclass
+class Round:
+    """One round as the server saw it."""
+
+    round: int
+    bytes_down: int = 0
+    bytes_up: int = 0
+    answered: list[int] = field(default_factory=list)
+    failed: int = 0
+    client_cpu_s: float = 0.0
+    val_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    epsilon: float | None = None
+
+
+@dataclass
+class Ledger:
+    """What the rounds moved and cost, filled in as replies arrive."""
+
+    rounds: dict[int, Round] = field(default_factory=dict)
+    client_cards: dict[int, list[CostCard]] = field(default_factory=dict)
+
+    def at(self, rnd: int) -> Round:
+        return self.rounds.setdefault(rnd, Round(rnd))
+
+
+class MeteredGrid:
+    """Flower's Grid, counting the array bytes of every message each way. A proxy rather
+    than a strategy subclass, so every Flower strategy (and DP wrapper) is metered alike."""
+
+    def __init__(self, grid: Grid, ledger: Ledger) -> None:
+        self._grid = grid
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        sent = list(messages)
+        replies = list(self._grid.send_and_receive(sent, timeout=timeout))
+        if not sent:
+            return replies
+        config = cast(ConfigRecord, sent[0].content["config"])
+        entry = self._ledger.at(int(config["server-round"]))  # type: ignore[arg-type]
+        entry.bytes_down += sum(_array_bytes(m) for m in sent)
+        for reply in replies:
+            if not reply.has_content():
+                entry.failed += 1
+                continue
+            entry.bytes_up += _array_bytes(reply)
+            if "metrics" in reply.content and sent[0].metadata.message_type == "train":
+                self._client_metrics(entry, cast(MetricRecord, reply.content["metrics"]))
+        return replies
+
+    def _client_metrics(self, entry: Round, m: MetricRecord) -> None:
+        client = int(m["client"])  # type: ignore[arg-type]
+        entry.answered.append(client)
+        entry.client_cpu_s += float(m["cpu-s"])  # type: ignore[arg-type]
+        card = CostCard(
+            wall_s=float(m["wall-s"]),  # type: ignore[arg-type]
+            cpu_s=float(m["cpu-s"]),  # type: ignore[arg-type]
+            peak_rss_mb=float(m["peak-rss-mb"]),  # type: ignore[arg-type]
+            energy_kwh=float(m["energy-kwh"]),  # type: ignore[arg-type]
+            energy_source="reported by the client",
+            usd=float(m["usd"]),  # type: ignore[arg-type]
+            price_basis="the client's",
+            flops=float(m["flops"]) or None,  # type: ignore[arg-type]
+        )
+        self._ledger.client_cards.setdefault(client, []).append(card)
+
+
+def _array_bytes(message: Message) -> int:
+    return sum(
+        record.count_bytes()
+        for record in message.content.values()
+        if isinstance(record, ArrayRecord)
+    )
+
+
+def make_server_app(settings: FederationSettings, run_dir: Path) -> ServerApp:
+    """A ServerApp that runs `settings` and writes `run_dir` (its `central/` folder, when
+    present, holds the server's validation and test sets)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        federate(grid, settings, run_dir)
+
+    return app
+
+
+def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
+    """Run the rounds with Flower's strategy, then write the run folder and the bundle."""
+    from frugalml.federated.outputs import write_run
+
+    ledger = Ledger()
+    val, test = central_data(run_dir, settings.labels)
+    with CostMeter() as meter:
+        job = build_job(
+            settings.rung, settings.options, val or _stub(settings), val or _stub(settings)
+        )
+        strategy = make_strategy(
+            settings.strategy,
+            clients=settings.clients,
+            min_clients=settings.min_clients,
+            proximal_mu=settings.proximal_mu,
+            trim_beta=settings.trim_beta,
+            malicious=settings.malicious,
+        )
+        wrapped = strategy
+        if settings.privacy is not None:
+            p = settings.privacy
+            wrapped = with_privacy(  # type: ignore[assignment]
+                strategy,
+                epsilon=p.epsilon,
+                delta=p.delta,
+                rounds=settings.rounds,
+                clients=settings.clients,
+                clip=p.clip,
+            )
+
+        def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+            entry = ledger.at(rnd)
+            entry.epsilon = spent_epsilon(wrapped)
+            if val is None:
+                return None
+            job.load(arrays.to_torch_state_dict())
+            predicted = job.logits(val).argmax(1)
+            entry.val_accuracy = float(np.mean(predicted == val.y))
+            entry.val_macro_f1 = macro_f1(val.y, predicted, len(val.labels))
+            return MetricRecord({"val-accuracy": entry.val_accuracy})
+
+        sent = {**settings.sent(), "options": json.dumps(settings.options)}
+        result = wrapped.start(
+            grid=cast(Grid, MeteredGrid(grid, ledger)),
+            initial_arrays=ArrayRecord(job.state()),
+            num_rounds=settings.rounds,
+            timeout=settings.round_timeout_s,
+            train_config=ConfigRecord(sent),
+            evaluate_fn=evaluate,
+        )
+        if not any(r.answered for r in ledger.rounds.values()):
+            raise FederationError(
+                "no client completed a round", ["check the clients' logs and --min-clients"]
+            )
+        job.load(result.arrays.to_torch_state_dict())
+        predictor = job.finish()
+    write_run(run_dir, settings, predictor, ledger, meter.card, val, test)
+
+
+def central_data(run_dir: Path, labels: tuple[str, ...]) -> tuple[Dataset | None, Dataset | None]:
+    """The server's own validation and test sets (`central/val.json`, `central/test.json`)."""
+    folder = run_dir / "central"
+    found = [
+        read_client(folder / name, labels) if (folder / name).exists() else None
+        for name in ("val.json", "test.json")
+    ]
+    return found[0], found[1]
+
+
+def _stub(settings: FederationSettings) -> Dataset:
+    """A server without data still builds the model (to finish it): one text per label."""
+    return Dataset.from_lists(settings.labels, settings.labels, label_names=settings.labels)

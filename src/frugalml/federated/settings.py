@@ -1,0 +1,53 @@
+"""A federated run's settings: what the server sends every client and writes as
+RUN_DIR/federation.json. Imports only pydantic, so the CLI can build it before Flower loads."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from frugalml.config import Frozen
+
+
+class Privacy(Frozen):
+    """Client-level differential privacy (Flower's server-side fixed clipping)."""
+
+    epsilon: float = Field(gt=0, description="Target epsilon over all rounds.")
+    delta: float = Field(1e-5, gt=0, lt=1, description="Target delta.")
+    clip: float = Field(1.0, gt=0, description="L2 norm each client's update is clipped to.")
+
+
+class FederationSettings(Frozen):
+    rung: str = Field("lora", description="frozen_probe (head only), lora or full.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The rung's settings, as for `fit --set`."
+    )
+    labels: tuple[str, ...] = Field(min_length=2, description="Class names, in output order.")
+    task: str = "text-classification"
+    rounds: int = Field(5, ge=1)
+    local_epochs: int = Field(1, ge=1, description="Epochs each client trains per round.")
+    strategy: str = Field("fedavg", description="fedavg, fedprox, fedmedian, ... (Flower's).")
+    clients: int = Field(ge=1, description="Clients expected.")
+    min_clients: int = Field(ge=1, description="A round needs at least this many answers.")
+    proximal_mu: float = Field(0.01, ge=0, description="FedProx's proximal term weight.")
+    trim_beta: float = Field(0.2, ge=0, lt=0.5, description="FedTrimmedAvg's trimmed share.")
+    malicious: int = Field(1, ge=0, description="Byzantine clients Krum must tolerate.")
+    privacy: Privacy | None = None
+    seed: int = 0
+    round_timeout_s: float = Field(3600, gt=0, description="How long a round waits for replies.")
+    data_fingerprint: str = Field("", description="sha256 of the union of the clients' data.")
+    partition: str = Field("", description="How a simulation split the data.")
+    attacks: dict[int, Literal["flip", "scale"]] = Field(
+        default_factory=dict, description="Simulation only: Byzantine clients and their attack."
+    )
+
+    def sent(self) -> dict[str, Any]:
+        """What each client needs to build the same job: rung, settings, labels, epochs."""
+        return {
+            "rung": self.rung,
+            "options": self.options,
+            "labels": list(self.labels),
+            "local-epochs": self.local_epochs,
+            "seed": self.seed,
+        }
