@@ -227,18 +227,20 @@ class Monitor:
                 for (t, z, st), (n, k, m) in counts.items()
             ),
         )
-        fresh = [i for i, e in enumerate(events) if e.id not in set(report.late)]
-        self.watch.add(
-            [scores.labels[i] for i in fresh],
-            [float(scores.confidence[i]) for i in fresh],
-            [events[i].text for i in fresh],
-        )
+        late = set(report.late)
+        fresh = [i for i, e in enumerate(events) if e.id not in late]
         for topic, kind, event, detectors in fired:
             self._alert(c, topic, kind, event.time, detectors, report)
         for topic, detectors in touched.items():
             self._volume(c, topic, detectors, report)
             store.put_state(c, f"topic:{topic}", detectors.to_dict())
-        self._model(c, report)
+        self._model(
+            c,
+            [scores.labels[i] for i in fresh],
+            [float(scores.confidence[i]) for i in fresh],
+            [events[i].text for i in fresh],
+            report,
+        )
         store.put_state(c, "latest", self.latest)
         for topic in touched:
             row = store.window_row(c, topic, s.windows[0], _start(self.latest or 0, s.windows[0]))
@@ -354,7 +356,23 @@ class Monitor:
                 self._alert(c, topic, "volume_surge", moment, detectors, report, float(n), limit)
             start += size
 
-    def _model(self, c: Connection, report: BatchReport) -> None:
+    def _model(
+        self,
+        c: Connection,
+        labels: list[str],
+        confidence: list[float],
+        texts: list[str],
+        report: BatchReport,
+    ) -> None:
+        """Feed the model watch in blocks of exactly `every` texts."""
+        while labels:
+            room = self.settings.model.every - int(self.watch.block.get("n", 0))
+            self.watch.add(labels[:room], confidence[:room], texts[:room])
+            labels, confidence, texts = labels[room:], confidence[room:], texts[room:]
+            self._close_block(c, report)
+        store.put_state(c, "model_block", self.watch.block)
+
+    def _close_block(self, c: Connection, report: BatchReport) -> None:
         if self.watch.full():
             figures = self.watch.close()
             if not self._has_reference and self.watch.labels is not None:
@@ -366,7 +384,6 @@ class Monitor:
                 figures_alert = {"figures": figures}
                 self._alert_model(c, moment, detectors, figures_alert, report)
                 store.put_state(c, "topic:*model*", detectors.to_dict())
-        store.put_state(c, "model_block", self.watch.block)
 
     def _alert_model(
         self,
