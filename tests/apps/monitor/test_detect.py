@@ -9,8 +9,8 @@ import pytest
 from frugalml.apps.monitor.detect import (
     BernoulliCusum,
     BernoulliEwma,
-    TopicDetectors,
     DetectorSettings,
+    TopicDetectors,
     VolumeSurge,
     negative_share,
     rates_from_confusion,

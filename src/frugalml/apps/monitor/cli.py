@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from frugalml.apps.monitor.events import Source
 
 app = typer.Typer(help="Watch a stream of texts for shifts in negative sentiment, per topic.")
 
@@ -61,8 +65,8 @@ def run(
         batch_size=batch_size,
     )
     monitor = build_monitor(config)
-    events = _source(source, stream, group, consumer, follow, idle_exit, replay_rate)
-    total = run_monitor(monitor, events, batch_size)
+    events = _source(source, stream, group, consumer, follow, idle_exit)
+    total = run_monitor(monitor, events, batch_size, rate=replay_rate)
     typer.echo(
         f"{total.new} new events, {total.duplicates} duplicates, {len(total.bad)} bad, "
         f"{len(total.late)} late, {len(total.alerts)} alerts ({total.suppressed} in cooldown)"
@@ -76,8 +80,7 @@ def _source(
     consumer: str,
     follow: bool,
     idle_exit: float | None,
-    rate: float | None,
-) -> object:
+) -> Source:
     from frugalml.apps.monitor.events import FileSource, StdinSource
 
     if spec == "-":
@@ -86,7 +89,7 @@ def _source(
         from frugalml.apps.monitor.redis_source import RedisSource
 
         return RedisSource(spec, stream, group=group, consumer=consumer, idle_exit_s=idle_exit)
-    return FileSource(Path(spec), follow=follow, rate=rate, idle_exit_s=idle_exit)
+    return FileSource(Path(spec), follow=follow, idle_exit_s=idle_exit)
 
 
 @app.command()

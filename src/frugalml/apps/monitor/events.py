@@ -142,13 +142,12 @@ class FileSource:
         path: Path,
         *,
         follow: bool = False,
-        rate: float | None = None,
         idle_exit_s: float | None = None,
         poll_s: float = 0.2,
     ) -> None:
         if not path.is_file():
             raise ConfigError(f"the event file {path} does not exist")
-        self.path, self.follow, self.rate = path, follow, rate
+        self.path, self.follow = path, follow
         self.idle_exit_s, self.poll_s = idle_exit_s, poll_s
         self.name = f"file:{path.resolve()}"
         self.csv = path.suffix.lower() in (".csv", ".tsv")
@@ -164,7 +163,7 @@ class FileSource:
         with self.path.open("rb") as f:
             header, offset, line_no = self._start(f, position)
             records: list[Raw] = []
-            idle_since, started, handed = time.monotonic(), time.monotonic(), 0
+            idle_since = time.monotonic()
             while not self._stopped:
                 line = f.readline()
                 complete = line.endswith(b"\n") or (line and not self.follow)
@@ -180,9 +179,7 @@ class FileSource:
                     f.seek(offset)  # a partial last line is read again once it is complete
                 if records:
                     yield RawBatch(records, json.dumps([offset, line_no]))
-                    handed += len(records)
                     records = []
-                    self._pace(started, handed)
                     idle_since = time.monotonic()
                     continue
                 if not self.follow or self._idle(idle_since):
@@ -191,12 +188,6 @@ class FileSource:
 
     def _idle(self, since: float) -> bool:
         return self.idle_exit_s is not None and time.monotonic() - since > self.idle_exit_s
-
-    def _pace(self, started: float, handed: int) -> None:
-        if self.rate:
-            ahead = handed / self.rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
 
     def _start(self, f: IO[bytes], position: str | None) -> tuple[list[str] | None, int, int]:
         header = None

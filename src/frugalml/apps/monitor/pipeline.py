@@ -447,10 +447,16 @@ def run(
     source: Source,
     batch_size: int = 64,
     on_batch: Callable[[BatchReport], None] | None = None,
+    rate: float | None = None,
 ) -> BatchReport:
-    """Feed `source` through `monitor` from its stored position; totals of what happened."""
+    """Feed `source` through `monitor` from its stored position, at most `rate` records a
+    second when given (a replay at a chosen speed); totals of what happened."""
     total = BatchReport()
+    started, handed = time.monotonic(), 0
     for batch in source.batches(monitor.position(source.name), batch_size):
+        if rate:
+            handed += len(batch.records)
+            time.sleep(max(0.0, handed / rate - (time.monotonic() - started)))
         report = monitor.process(batch, source.name)
         source.committed(batch)  # acknowledged only once the store holds it
         total.new += report.new
