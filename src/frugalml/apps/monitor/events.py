@@ -122,7 +122,7 @@ def decode_line(line: str, where: str, header: list[str] | None) -> Raw:
     if header is None:
         try:
             data = json.loads(line)
-        except ValueError as err:
+        except json.JSONDecodeError as err:
             return Raw(None, where, f"not JSON ({err.msg})")
         if not isinstance(data, dict):
             return Raw(None, where, "not a JSON object")

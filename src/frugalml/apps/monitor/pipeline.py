@@ -197,7 +197,9 @@ class Monitor:
         report: BatchReport,
     ) -> None:
         s = self.settings
-        rows, topic_rows, counts = [], [], defaultdict(lambda: [0, 0, 0.0])
+        rows: list[dict[str, Any]] = []
+        topic_rows: list[dict[str, str]] = []
+        counts: defaultdict[tuple[str, int, float], list[float]] = defaultdict(lambda: [0, 0, 0.0])
         fired: list[tuple[str, str, Event, TopicDetectors]] = []
         touched: dict[str, TopicDetectors] = {}
         for i, event in enumerate(events):
@@ -227,8 +229,8 @@ class Monitor:
                 for (t, z, st), (n, k, m) in counts.items()
             ),
         )
-        late = set(report.late)
-        fresh = [i for i, e in enumerate(events) if e.id not in late]
+        late_ids = set(report.late)
+        fresh = [i for i, e in enumerate(events) if e.id not in late_ids]
         for topic, kind, event, detectors in fired:
             self._alert(c, topic, kind, event.time, detectors, report)
         for topic, detectors in touched.items():

@@ -105,7 +105,7 @@ class RedisSource:
             if cursor == "0-0" or not messages:
                 return
 
-    def _batch(self, messages: list[tuple[str, dict[str, str]]]) -> RawBatch:
+    def _batch(self, messages: list[tuple[str, dict[str, str] | None]]) -> RawBatch:
         records = []
         for message_id, fields in messages:
             where = f"{self.stream}:{message_id}"

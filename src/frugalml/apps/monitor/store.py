@@ -118,11 +118,11 @@ def open_store(store: str) -> Engine:
 
 
 def _insert(connection: Connection, table: Table) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
     if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def known_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
