@@ -15,9 +15,8 @@ import argparse
 import time
 from pathlib import Path
 
-from common import SHARED_DATA, write_result
-
 import frugalml
+from common import SHARED_DATA, write_result
 from frugalml.data import stratified_split
 
 

@@ -26,8 +26,8 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from frugalml import api
-from frugalml.apps.monitor import cli as monitor_cli
 from frugalml import bundle as bundles
+from frugalml.apps.monitor import cli as monitor_cli
 from frugalml.config import (
     DEFAULT_STRATEGIES,
     SplitConfig,
