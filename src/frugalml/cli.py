@@ -27,6 +27,7 @@ from rich.text import Text
 
 from frugalml import api
 from frugalml import bundle as bundles
+from frugalml.apps.monitor import cli as monitor_cli
 from frugalml.config import (
     DEFAULT_STRATEGIES,
     SplitConfig,
@@ -49,6 +50,7 @@ app = typer.Typer(
     help="Find the cheapest model that is good enough, prove what it cost, ship it.",
 )
 app.add_typer(federate_app, name="federate")  # imports only typer: --help stays fast
+app.add_typer(monitor_cli.app, name="monitor")
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; leaderboards need more.
 out = Console(width=None if sys.stdout.isatty() else 150, markup=False)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150, markup=False)

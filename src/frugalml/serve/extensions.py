@@ -48,7 +48,9 @@ class Builtin:
 
 
 # name → where the extension lives. Applications add their line here.
-BUILTIN: dict[str, Builtin] = {}
+BUILTIN: dict[str, Builtin] = {
+    "monitor": Builtin("frugalml.apps.monitor.serving:EXTENSION"),
+}
 
 
 class ServeExtension(Protocol):

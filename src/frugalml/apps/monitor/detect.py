@@ -1,0 +1,294 @@
+"""Change detectors on a topic's stream of negative / not-negative predictions.
+
+Each detector's threshold is derived from a target false-alarm rate (false alarms per 10,000
+texts) through its in-control average run length, ARL0 = 10,000 / rate, computed exactly enough
+by the Markov-chain method (Brook & Evans 1972): the statistic's range is cut into cells, the
+chain's expected steps to absorption solved as one linear system, and the threshold bisected.
+No simulation, so a threshold is deterministic and costs milliseconds.
+
+- `BernoulliCusum`: log-likelihood-ratio CUSUM of Bernoulli(p0) against Bernoulli(p1 = shift·p0)
+  (Reynolds & Stoumbos 1999), the fastest detector of a step to p1 for a given ARL0.
+- `BernoulliEwma`: a one-sided EWMA chart of the same 0/1 stream, reset at p0 from below.
+- `VolumeSurge`: a closed window's count against a Poisson quantile of the EWMA of past counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+PER_TEXTS = 10_000  # false-alarm rates are "per 10,000 texts"
+_CELLS = 300
+
+Step = Callable[[np.ndarray, int], np.ndarray]
+
+
+def run_length(step: Step, threshold: float, p: float, low: float, start: float) -> float:
+    """Expected number of observations until `step` first reaches `threshold`, each
+    observation 1 with probability p (Markov chain over cells of [low, threshold))."""
+    width = (threshold - low) / _CELLS
+    centres = low + (np.arange(_CELLS) + 0.5) * width
+    Q = np.zeros((_CELLS, _CELLS))
+    rows = np.arange(_CELLS)
+    for x, prob in ((0, 1.0 - p), (1, p)):
+        nxt = step(centres, x)
+        inside = nxt < threshold
+        cells = np.clip(((nxt - low) / width).astype(int), 0, _CELLS - 1)
+        np.add.at(Q, (rows[inside], cells[inside]), prob)
+    lengths = np.linalg.solve(np.eye(_CELLS) - Q, np.ones(_CELLS))
+    return float(lengths[min(int((start - low) / width), _CELLS - 1)])
+
+
+def calibrate(step: Step, p0: float, arl0: float, low: float, high: float, start: float) -> float:
+    """The threshold in (low, high] whose in-control run length is `arl0` (bisection)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # 300x300 solves: threads only contend on a busy machine
+        return _bisect(step, p0, arl0, low, high, start)
+
+
+def _bisect(step: Step, p0: float, arl0: float, low: float, high: float, start: float) -> float:
+    lo, hi = low + 1e-9, high
+    while run_length(step, hi, p0, low, start) < arl0:
+        lo, hi = hi, low + 2 * (hi - low)
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if run_length(step, mid, p0, low, start) < arl0 else (lo, mid)
+    return hi
+
+
+def arl0_for(rate_per_10k: float) -> float:
+    if rate_per_10k <= 0:
+        raise ValueError(
+            f"the false-alarm rate must be > 0 per {PER_TEXTS:,} texts; got {rate_per_10k}"
+        )
+    return PER_TEXTS / rate_per_10k
+
+
+@lru_cache(maxsize=256)
+def cusum_threshold(p0: float, p1: float, arl0: float) -> float:
+    up, down = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+
+    def step(s: np.ndarray, x: int) -> np.ndarray:
+        return np.maximum(0.0, s + (up if x else down))
+
+    return calibrate(step, p0, arl0, 0.0, 5.0, 0.0)
+
+
+@lru_cache(maxsize=256)
+def ewma_limit(p0: float, lam: float, arl0: float) -> float:
+    def step(z: np.ndarray, x: int) -> np.ndarray:
+        return np.maximum(p0, (1 - lam) * z + lam * x)
+
+    return calibrate(step, p0, arl0, p0, min(1.0, p0 + 0.1), p0)
+
+
+@dataclass
+class BernoulliCusum:
+    """Signals when the share of 1s has risen from p0 towards p1; resets after a signal."""
+
+    p0: float
+    p1: float
+    h: float
+    s: float = 0.0
+
+    @classmethod
+    def tuned(cls, p0: float, shift: float, rate_per_10k: float) -> BernoulliCusum:
+        p0 = _clip(p0)
+        p1 = _clip(min(shift * p0, (1 + p0) / 2))
+        return cls(p0, p1, cusum_threshold(round(p0, 4), round(p1, 4), arl0_for(rate_per_10k)))
+
+    def update(self, x: int) -> bool:
+        up, down = math.log(self.p1 / self.p0), math.log((1 - self.p1) / (1 - self.p0))
+        self.s = max(0.0, self.s + (up if x else down))
+        if self.s >= self.h:
+            self.s = 0.0
+            return True
+        return False
+
+
+@dataclass
+class BernoulliEwma:
+    """Signals when the EWMA of the 0/1 stream crosses its upper limit; resets to p0."""
+
+    p0: float
+    lam: float
+    limit: float
+    z: float = -1.0
+
+    @classmethod
+    def tuned(cls, p0: float, lam: float, rate_per_10k: float) -> BernoulliEwma:
+        p0 = _clip(p0)
+        return cls(p0, lam, ewma_limit(round(p0, 4), lam, arl0_for(rate_per_10k)), p0)
+
+    def update(self, x: int) -> bool:
+        self.z = max(self.p0, (1 - self.lam) * self.z + self.lam * x)
+        if self.z >= self.limit:
+            self.z = self.p0
+            return True
+        return False
+
+
+@dataclass
+class VolumeSurge:
+    """A closed window's count against the EWMA of earlier windows' counts: a surge is a count
+    above the Poisson quantile that keeps the per-text false-alarm rate, at least `ratio` times
+    the mean and at least `min_volume`."""
+
+    rate_per_10k: float
+    ratio: float = 2.0
+    min_volume: int = 20
+    lam: float = 0.1
+    warmup: int = 6
+    mean: float = 0.0
+    windows: int = 0
+
+    def limit(self) -> float:
+        from scipy.stats import poisson
+
+        alpha = min(0.5, self.rate_per_10k / PER_TEXTS * max(self.mean, 1.0))
+        return float(max(poisson.isf(alpha, max(self.mean, 1e-3)), self.ratio * self.mean))
+
+    def update(self, count: int) -> tuple[bool, float]:
+        if self.windows == 0 and count == 0:  # before the topic's first text: no baseline yet
+            return False, 0.0
+        limit = self.limit()
+        surge = self.windows >= self.warmup and count >= max(limit, self.min_volume)
+        if not surge:  # a surge does not raise the baseline it is judged against
+            self.mean = (
+                count if self.windows == 0 else (1 - self.lam) * self.mean + self.lam * count
+            )
+            self.windows += 1
+        return surge, limit
+
+
+@dataclass
+class DetectorSettings:
+    """How a topic is watched; every threshold follows from `rate_per_10k`."""
+
+    rate_per_10k: float = 1.0
+    shift: float = 1.5  # the rise of the negative share CUSUM is tuned to detect (x base rate)
+    lam: float = 0.03  # EWMA weight of the newest text
+    warmup: int = 200  # texts of a topic that estimate its base rate before detection starts
+    base_rate: float | None = None  # known base rate: no warm-up
+    min_volume: int = 20  # per window, for the volume detector
+    surge_ratio: float = 2.0
+
+
+@dataclass
+class TopicDetectors:
+    """The detectors of one topic, with their state (saved as JSON between batches)."""
+
+    settings: DetectorSettings
+    seen: int = 0
+    negatives: int = 0
+    cusum: BernoulliCusum | None = None
+    ewma: BernoulliEwma | None = None
+    volume: VolumeSurge | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if self.volume is None:
+            self.volume = VolumeSurge(s.rate_per_10k, s.surge_ratio, s.min_volume)
+        if s.base_rate is not None and self.cusum is None:
+            self._arm(s.base_rate)
+
+    def _arm(self, p0: float) -> None:
+        s = self.settings
+        self.cusum = BernoulliCusum.tuned(p0, s.shift, s.rate_per_10k)
+        self.ewma = BernoulliEwma.tuned(p0, s.lam, s.rate_per_10k)
+
+    def update(self, negative: bool) -> list[str]:
+        """Feed one text; the names of the detectors that signalled."""
+        self.seen += 1
+        self.negatives += int(negative)
+        if self.cusum is None or self.ewma is None:
+            if self.seen >= self.settings.warmup:
+                self._arm(self.negatives / self.seen)
+            return []
+        fired = []
+        if self.cusum.update(int(negative)):
+            fired.append("cusum")
+        if self.ewma.update(int(negative)):
+            fired.append("ewma")
+        return fired
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen,
+            "negatives": self.negatives,
+            "cusum": asdict(self.cusum) if self.cusum else None,
+            "ewma": asdict(self.ewma) if self.ewma else None,
+            "volume": asdict(self.volume) if self.volume else None,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, settings: DetectorSettings, data: dict[str, Any]) -> TopicDetectors:
+        return cls(
+            settings,
+            data["seen"],
+            data["negatives"],
+            BernoulliCusum(**data["cusum"]) if data["cusum"] else None,
+            BernoulliEwma(**data["ewma"]) if data["ewma"] else None,
+            VolumeSurge(**data["volume"]) if data["volume"] else None,
+            data.get("extra", {}),
+        )
+
+
+def _clip(p: float) -> float:
+    return min(max(p, 0.005), 0.95)
+
+
+@dataclass(frozen=True)
+class Share:
+    """A window's negative share: observed, corrected for the classifier's errors, with 95%
+    intervals (Wilson on the observed share, carried through the correction)."""
+
+    n: int
+    observed: float
+    low: float
+    high: float
+    corrected: float | None = None
+    corrected_low: float | None = None
+    corrected_high: float | None = None
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def negative_share(k: int, n: int, tpr: float | None = None, fpr: float | None = None) -> Share:
+    """Adjusted classify-and-count (Forman 2008): true share = (observed - fpr) / (tpr - fpr),
+    with tpr and fpr of the negative class from the validation confusion matrix."""
+    observed = k / n if n else 0.0
+    low, high = wilson(k, n)
+    if tpr is None or fpr is None or tpr - fpr < 0.05:
+        return Share(n, observed, low, high)
+
+    def adjust(p: float) -> float:
+        return min(1.0, max(0.0, (p - fpr) / (tpr - fpr)))
+
+    return Share(n, observed, low, high, adjust(observed), adjust(low), adjust(high))
+
+
+def rates_from_confusion(confusion: list[list[int]], negative: int) -> tuple[float, float] | None:
+    """(tpr, fpr) of class `negative` from a confusion matrix (rows true, columns predicted)."""
+    C = np.asarray(confusion, dtype=float)
+    positives, others = C[negative].sum(), C.sum() - C[negative].sum()
+    if positives == 0 or others == 0:
+        return None
+    tpr = C[negative, negative] / positives
+    fpr = (C[:, negative].sum() - C[negative, negative]) / others
+    return float(tpr), float(fpr)

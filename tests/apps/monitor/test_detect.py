@@ -1,0 +1,77 @@
+"""Detectors: thresholds from a target false-alarm rate hold it; a shift is found; shares are
+corrected for the classifier's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from frugalml.apps.monitor.detect import (
+    BernoulliCusum,
+    BernoulliEwma,
+    DetectorSettings,
+    TopicDetectors,
+    VolumeSurge,
+    negative_share,
+    rates_from_confusion,
+)
+
+
+def _alarms(detector: BernoulliCusum | BernoulliEwma, stream: np.ndarray) -> int:
+    return sum(detector.update(int(x)) for x in stream)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BernoulliCusum.tuned(0.2, 1.5, 20.0),
+        lambda: BernoulliEwma.tuned(0.2, 0.05, 20.0),
+    ],
+)
+def test_the_measured_false_alarm_rate_is_the_target(make: object) -> None:
+    stream = np.random.default_rng(0).random(400_000) < 0.2
+    per_10k = _alarms(make(), stream) / len(stream) * 10_000  # type: ignore[operator]
+    assert 20.0 / 1.5 <= per_10k <= 20.0 * 1.5
+
+
+def test_cusum_finds_a_doubled_share_within_a_few_hundred_texts() -> None:
+    rng = np.random.default_rng(1)
+    delays = []
+    for _ in range(50):
+        cusum = BernoulliCusum.tuned(0.2, 1.5, 1.0)
+        shifted = rng.random(5000) < 0.4
+        delays.append(next(i for i, x in enumerate(shifted) if cusum.update(int(x))))
+    assert 20 < np.median(delays) < 150
+
+
+def test_detector_state_round_trips_through_json() -> None:
+    settings = DetectorSettings(warmup=10)
+    detectors = TopicDetectors(settings)
+    for i in range(30):
+        detectors.update(i % 4 == 0)
+    again = TopicDetectors.from_dict(settings, detectors.to_dict())
+    assert again.to_dict() == detectors.to_dict()
+    assert again.cusum is not None and again.cusum.p0 == pytest.approx(0.3)
+
+
+def test_volume_surge_fires_on_a_surge_and_not_on_steady_traffic() -> None:
+    surge = VolumeSurge(rate_per_10k=1.0, min_volume=20)
+    rng = np.random.default_rng(2)
+    assert not any(surge.update(int(n))[0] for n in rng.poisson(50, 200))
+    assert surge.update(150)[0]
+    assert not surge.update(0)[0]  # the surge did not raise the baseline
+
+
+def test_the_corrected_share_is_closer_to_the_truth_than_the_raw_one() -> None:
+    tpr, fpr = 0.8, 0.05
+    rng = np.random.default_rng(3)
+    truth = rng.random(5000) < 0.3
+    predicted = np.where(truth, rng.random(5000) < tpr, rng.random(5000) < fpr)
+    share = negative_share(int(predicted.sum()), 5000, tpr, fpr)
+    assert share.corrected is not None and share.corrected_low is not None
+    assert abs(share.corrected - truth.mean()) < abs(share.observed - truth.mean())
+    assert share.corrected_low <= truth.mean() <= share.corrected_high  # type: ignore[operator]
+
+
+def test_rates_come_from_a_confusion_matrix_with_rows_true() -> None:
+    assert rates_from_confusion([[8, 2, 0], [1, 40, 9], [0, 5, 35]], 0) == (0.8, 1 / 90)
