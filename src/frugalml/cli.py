@@ -28,6 +28,7 @@ from rich.text import Text
 from frugalml import api
 from frugalml import bundle as bundles
 from frugalml.apps.monitor import cli as monitor_cli
+from frugalml.apps.recommend import cli as recommend_cli
 from frugalml.config import (
     DEFAULT_STRATEGIES,
     SplitConfig,
@@ -54,6 +55,7 @@ app.add_typer(monitor_cli.app, name="monitor")
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; leaderboards need more.
 out = Console(width=None if sys.stdout.isatty() else 150, markup=False)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150, markup=False)
+app.add_typer(recommend_cli.app, name="recommend")
 
 TextCol = Annotated[str | None, typer.Option("--text-col", help="Column with the text.")]
 LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column with the label.")]

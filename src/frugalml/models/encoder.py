@@ -301,9 +301,20 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
+def text_encoder(
+    backbone: str | Path = "minilm", *, max_length: int = 128, batch_size: int = 32
+) -> Encoder:
+    """A frozen encoder of a backbone (a packaged name, a folder or hf://ORG/NAME): what an
+    application keeps in its bundle (`encoder.save(folder)`, `load_encoder(folder, ...)`) to
+    embed texts it has not seen, e.g. items added after training."""
+    from frugalml.models.backbones import resolve_backbone
+
+    return Encoder(resolve_backbone(backbone), max_length=max_length, batch_size=batch_size)
+
+
 def embed_texts(
     texts: Sequence[str],
-    backbone: str | Path = "minilm",
+    backbone: str | Path | Encoder = "minilm",
     *,
     max_length: int = 128,
     batch_size: int = 32,
@@ -311,11 +322,13 @@ def embed_texts(
     meter: CostMeter | None = None,
 ) -> np.ndarray:
     """Unit-length sentence vectors of `texts` from a frozen backbone (a packaged name, a
-    folder or hf://ORG/NAME), through the disk cache: what applications embed items,
-    documents or queries with."""
-    from frugalml.models.backbones import resolve_backbone
-
-    encoder = Encoder(resolve_backbone(backbone), max_length=max_length, batch_size=batch_size)
+    folder, hf://ORG/NAME, or a `text_encoder`), through the disk cache: what applications
+    embed items, documents or queries with."""
+    encoder = (
+        backbone
+        if isinstance(backbone, Encoder)
+        else text_encoder(backbone, max_length=max_length, batch_size=batch_size)
+    )
     if not cache:
         return encoder.encode(texts, meter)
     return EmbeddingCache(default_cache_dir(), encoder.fingerprint()).encode(encoder, texts, meter)

@@ -50,6 +50,7 @@ class Builtin:
 # name → where the extension lives. Applications add their line here.
 BUILTIN: dict[str, Builtin] = {
     "monitor": Builtin("frugalml.apps.monitor.serving:EXTENSION"),
+    "recommend": Builtin("frugalml.apps.recommend.serving:EXTENSION", tasks=("recommendation",)),
 }
 
 

@@ -47,7 +47,13 @@ class ServedModel:
 
     def warm_up(self) -> None:
         """First calls allocate and pick kernels; a probe should not turn ready before them.
-        They also prove the model answers what its manifest promises (see `check_answer`)."""
+        They also prove the model answers what its manifest promises (see `check_answer`).
+        A model that is not a classifier (a recommender) proves it in its own terms."""
+        from frugalml.strategies.base import Ranker
+
+        if not self.labels and isinstance(self.bundle.predictor, Ranker):
+            self.bundle.predictor.check()
+            return
         if not self.labels:
             raise BundleError(
                 f"{self.bundle.path.name}: the manifest lists no labels, so no prediction could "

@@ -199,7 +199,7 @@ BUILTIN = {
     # rungs of applications: named here, as serve extensions are, so that loading a bundle
     # finds its rung without importing every application
     **dict.fromkeys(
-        ("popularity", "item_knn", "ease", "content"),
+        ("popularity", "item_knn", "ease", "als", "content"),
         "frugalml.apps.recommend.rungs",
     ),
 }

@@ -13,6 +13,7 @@ from frugalml.apps import recommend
 from frugalml.apps.recommend.model import Recommender
 from frugalml.errors import ConfigError, DataError
 from frugalml.metrics import Outcomes, evaluate
+from tests.conftest import build_tiny_backbone
 
 
 def taste_events(n_users: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -86,7 +87,7 @@ def test_the_ladder_climbs_the_rungs_and_ships_a_recommender(tmp_path: Path) -> 
     events, items = taste_events()
     parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
     result = recommend.fit(
-        parts, out=tmp_path / "run", strategies=("popularity", "item_knn", "ease")
+        parts, out=tmp_path / "run", strategies=("popularity", "item_knn", "ease"), refit=False
     )
     scores = {c.strategy: c.test.metric("ndcg@10") for c in result.ladder.candidates if c.test}
     assert set(scores) == {"popularity", "item_knn", "ease"}
@@ -123,3 +124,61 @@ def test_rank_metrics_by_hand() -> None:
     assert out["mrr"][0] == pytest.approx(0.5)  # both relevant items ranked second
     assert out["coverage_at_1"][0] == pytest.approx(0.5)  # items 0 and 2
     assert out["popularity_bias_at_2"][0] == pytest.approx(((0.5 + 0.4) / 2 + 0.15) / 2)
+
+
+def test_the_chosen_rung_is_refitted_on_train_and_validation(tmp_path: Path) -> None:
+    events, items = taste_events()
+    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
+    result = recommend.fit(parts, out=tmp_path / "run", strategies=("popularity", "ease"))
+    assert result.run_dir == tmp_path / "run" / "refit"
+    chosen = frugalml.load(tmp_path / "run" / "bundle").predictor
+    refitted = result.bundle.predictor
+    assert isinstance(chosen, Recommender) and isinstance(refitted, Recommender)
+    assert result.bundle.manifest.strategy == "ease"
+    assert refitted.scorer.settings["lambda"] == chosen.scorer.settings["lambda"]
+    assert len(refitted.items) == len(chosen.items) + len(parts.val)  # validation learnt too
+    assert any("refitted on train + validation" in n for n in result.notes)
+
+
+def test_als_folds_users_in_and_beats_popularity(tmp_path: Path) -> None:
+    pytest.importorskip("implicit")
+    events, items = taste_events(60)
+    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("popularity", "als"), refit=False,
+        options={"als": {"factors": [4], "iterations": 10}},
+    )  # fmt: skip
+    scores = {c.strategy: c.test.metric("recall@10") for c in result.ladder.candidates if c.test}
+    assert scores["als"] > scores["popularity"] + 0.2
+    model = result.bundle.predictor
+    assert result.bundle.manifest.strategy == "als" and isinstance(model, Recommender)
+    assert "gram" in model.scorer.arrays  # a user is a ridge solve over the item factors
+
+
+@pytest.fixture(scope="module")
+def taste_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    words = ["space", "war", "love", "story", "robot", "kiss", *map(str, range(30))]
+    return build_tiny_backbone(tmp_path_factory.mktemp("taste-bert"), words)
+
+
+def test_a_content_bundle_embeds_and_ranks_items_added_after_training(
+    tmp_path: Path, taste_backbone: Path
+) -> None:
+    events, items = taste_events()
+    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("content",),
+        options={"content": {"backbone": str(taste_backbone), "cache": False}},
+    )  # fmt: skip
+    assert (result.bundle.path / "model" / "encoder").is_dir()  # the bundle stands alone
+    model = frugalml.load(result.bundle.path).predictor
+    assert isinstance(model, Recommender) and model.encoder is not None
+    new = model.add_items(["n1", "n2"], ["space war robot", "love story kiss"])
+    assert list(new) == [20, 21] and len(model.catalogue) == 22
+    space = model.item_indices(["i1", "i2", "i3"])[0]
+    top, _ = model.recommend(space, 5, exclude=space)
+    assert 20 in top and 21 not in top  # the new space item reaches a space-war fan
+    top, _ = model.similar(vector=model.embed(["space war"])[0], k=5)
+    assert all(i < 10 or i == 20 for i in top)
+    with pytest.raises(ConfigError, match="already in the catalogue"):
+        model.add_items(["i1"], ["space war"])

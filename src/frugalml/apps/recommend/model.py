@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from frugalml import Dataset
 from frugalml.apps.recommend.data import Catalogue, Interactions, interactions_of
 from frugalml.errors import ConfigError
 from frugalml.metrics import Outcomes
+
+if TYPE_CHECKING:
+    from frugalml.models.encoder import TextEncoder
 
 TIE_BREAK = 1e-6  # times popularity: items a scorer cannot tell apart are ranked by popularity
 
@@ -108,9 +111,11 @@ class Recommender:
         items: np.ndarray,
         popularity: np.ndarray,
         scorer: Scorer,
+        encoder: TextEncoder | None = None,
     ) -> None:
         self.catalogue, self.user_ids = catalogue, user_ids
         self.indptr, self.items, self.popularity, self.scorer = indptr, items, popularity, scorer
+        self.encoder = encoder  # content rungs: embeds items added after training
         self.temperature = 1.0
         self._users = {user: u for u, user in enumerate(user_ids)}
         self._index = catalogue.index()
@@ -152,6 +157,54 @@ class Recommender:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return top, scores[top]
+
+    def similar(
+        self, item: int | None = None, *, vector: np.ndarray | None = None, k: int = 10
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k items most like catalogue item `item` (itself left out), or like `vector`
+        (an embedded text; a content recommender only)."""
+        if vector is None:
+            assert item is not None
+            one = np.asarray([item], dtype=np.int64)
+            return self.recommend(one, k, exclude=one)
+        scores = self.item_vectors() @ vector.astype(np.float32)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return top, scores[top]
+
+    def item_vectors(self) -> np.ndarray:
+        """The items' vectors (content and factor rungs); an error for other rungs."""
+        if self.scorer.kind != "vectors":
+            raise ConfigError(
+                f"a {self.scorer.kind} recommender has no item vectors",
+                ["fit a content rung (strategies=['content']) to search items by vector"],
+            )
+        return self.scorer.arrays["vectors"]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Item texts as the vectors this recommender's items have (a content rung's)."""
+        if self.encoder is None:
+            raise ConfigError(
+                f"this {self.scorer.kind} recommender carries no text encoder, so it cannot "
+                "embed new texts",
+                ["fit a content rung (strategies=['content']) to rank items by their text"],
+            )
+        return self.encoder.encode(list(texts))
+
+    def add_items(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        """Add items to the catalogue without retraining: their text is embedded (content
+        rungs); they have no popularity yet. Returns their indices; a known id is refused."""
+        known = [i for i in ids if i in self._index]
+        if known or len(set(ids)) != len(ids):
+            raise ConfigError(f"items already in the catalogue or repeated: {known[:5]}")
+        vectors = self.embed(texts)
+        start = len(self.catalogue)
+        self.catalogue = Catalogue((*self.catalogue.ids, *ids), (*self.catalogue.texts, *texts))
+        self._index.update({item: start + i for i, item in enumerate(ids)})
+        self.scorer.arrays["vectors"] = np.r_[self.item_vectors(), vectors.astype(np.float32)]
+        self.popularity = np.r_[self.popularity, np.zeros(len(ids), np.float32)]
+        return np.arange(start, len(self.catalogue), dtype=np.int64)
 
     # -- the Predictor protocol: queries are user ids -----------------------------------
     def logits(self, users: Sequence[str]) -> np.ndarray:
@@ -211,7 +264,15 @@ class Recommender:
         catalogue = {"ids": self.catalogue.ids, "texts": self.catalogue.texts}
         (folder / "catalogue.json").write_text(json.dumps(catalogue, ensure_ascii=False))
         (folder / "users.json").write_text(json.dumps(self.user_ids, ensure_ascii=False))
-        return {"scorer": self.scorer.kind, "settings": self.scorer.settings, "temperature": 1.0}
+        spec = {"scorer": self.scorer.kind, "settings": self.scorer.settings, "temperature": 1.0}
+        if self.encoder is not None:
+            self.encoder.save(folder / "encoder")
+            spec["encoder"] = {
+                "max_length": self.encoder.max_length,
+                "batch_size": self.encoder.batch_size,
+                "normalize": self.encoder.normalize,
+            }
+        return spec
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> Recommender:
@@ -226,6 +287,17 @@ class Recommender:
         raw = json.loads((folder / "catalogue.json").read_text(encoding="utf-8"))
         catalogue = Catalogue(tuple(raw["ids"]), tuple(raw["texts"]))
         users = tuple(json.loads((folder / "users.json").read_text(encoding="utf-8")))
+        encoder = None
+        if (settings := spec.get("encoder")) is not None:
+            from frugalml.models import load_encoder
+
+            encoder = load_encoder(
+                folder / "encoder",
+                max_length=int(settings["max_length"]),
+                batch_size=int(settings["batch_size"]),
+                normalize=bool(settings["normalize"]),
+            )
         return cls(
-            catalogue, users, arrays["indptr"], arrays["items"], arrays["popularity"], scorer
-        )
+            catalogue, users, arrays["indptr"], arrays["items"], arrays["popularity"], scorer,
+            encoder,
+        )  # fmt: skip

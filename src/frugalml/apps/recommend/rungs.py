@@ -1,4 +1,4 @@
-"""The recommendation rungs, cheapest first: popularity, item-kNN, EASE, implicit ALS/BPR,
+"""The recommendation rungs, cheapest first: popularity, item-kNN, EASE, implicit ALS,
 content (frozen text embeddings). Each registers with `inputs=("interactions",)`, so the one
 ladder climbs them on interactions and skips them on text, and ships a `Recommender`.
 
@@ -130,7 +130,7 @@ class ItemKnnStrategy:
         co.data /= norms[rows] * norms[co.indices] + self.config.shrink
         meter.add_flops(2.0 * X.nnz * X.shape[1])
         arrays = {k: _row_top(co, k) for k in self.config.neighbours}
-        scorers = [partial(Scorer, "linear", a) for a in arrays.values()]
+        scorers = [partial(Scorer, "linear", a, {"neighbours": k}) for k, a in arrays.items()]
         return select(events, val, scorers)
 
 
@@ -188,7 +188,8 @@ class EaseStrategy:
             B = -P / np.diag(P)
             np.fill_diagonal(B, 0.0)
             small = top_per_row(B, self.config.keep)
-            return Scorer("linear", _embed_rows(small, kept, len(events.catalogue)))
+            arrays = _embed_rows(small, kept, len(events.catalogue))
+            return Scorer("linear", arrays, {"lambda": lam})
 
         scorers = [partial(scorer, lam) for lam in self.config.lambdas]
         return select(events, val, scorers)
@@ -238,15 +239,71 @@ class ContentStrategy:
         self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter,
         workdir: Path | None = None,
     ) -> Recommender:  # fmt: skip
-        from frugalml.models import embed_texts
+        from frugalml.models import embed_texts, text_encoder
 
         events = interactions_of(train)
         c = self.config
-        vectors = embed_texts(
-            events.catalogue.texts, c.backbone, max_length=c.max_length, cache=c.cache,
-            meter=meter,
-        )  # fmt: skip
+        encoder = text_encoder(c.backbone, max_length=c.max_length)
+        vectors = embed_texts(events.catalogue.texts, encoder, cache=c.cache, meter=meter)
         scorers = [
             partial(Scorer, "vectors", {"vectors": vectors}, {"half_life": h}) for h in c.half_lives
         ]
+        model = select(events, val, scorers)
+        model.encoder = encoder  # shipped: new items are embedded without retraining
+        return model
+
+
+# -- implicit ALS ----------------------------------------------------------------------
+class AlsConfig(StrategyConfig):
+    kind: Literal["als"] = Field("als", description="The registry name.")
+    factors: tuple[int, ...] = Field(
+        (64, 128), description="Factor counts tried; the best on validation is used."
+    )
+    regularization: float = Field(0.05, gt=0, description="L2 strength of the factors.")
+    alpha: float = Field(2.0, gt=1, description="Confidence of an observed event.")
+    iterations: int = Field(15, ge=1, description="Alternating passes.")
+    seed: int = Field(0, description="Seed of the initial factors.")
+
+
+@register_strategy(
+    "als",
+    config=AlsConfig,
+    predictor=Recommender,
+    cost_rank=13,
+    extra="recommend",
+    needs=("implicit",),
+    inputs=INPUTS,
+)
+class AlsStrategy:
+    """Implicit-feedback matrix factorisation (`implicit`'s ALS). Only the item factors ship:
+    a user is folded in by the same ridge solve ALS makes, so new histories need no retraining
+    (and serving needs no `implicit`)."""
+
+    def __init__(self, config: AlsConfig) -> None:
+        self.config = config
+
+    def fit(
+        self, train: Dataset, val: Dataset, *, budget: Budget, meter: CostMeter,
+        workdir: Path | None = None,
+    ) -> Recommender:  # fmt: skip
+        events = interactions_of(train)
+        X = user_item(events)
+        c = self.config
+        meter.add_flops(sum(2.0 * c.iterations * X.nnz * f * f for f in c.factors))
+        scorers = [partial(self._factorise, X, f) for f in c.factors]
         return select(events, val, scorers)
+
+    def _factorise(self, X: Any, factors: int) -> Scorer:
+        from implicit.cpu.als import AlternatingLeastSquares  # type: ignore[import-untyped]
+
+        c = self.config
+        model = AlternatingLeastSquares(
+            factors=factors, regularization=c.regularization, alpha=c.alpha,
+            iterations=c.iterations, random_state=c.seed, num_threads=1,
+        )  # fmt: skip
+        model.fit(X, show_progress=False)
+        V = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        # implicit weighs an event by alpha (a confidence of alpha, not 1 + alpha)
+        settings = {"user": "ridge", "reg": c.regularization, "alpha": c.alpha - 1,
+                    "factors": factors}  # fmt: skip
+        return Scorer("vectors", {"vectors": V, "gram": V.T @ V}, settings)

@@ -1,0 +1,115 @@
+"""`frugalml serve` on recommendation bundles, over real HTTP on 127.0.0.1: top-k for users
+and histories, similar items by id and by text, items added without retraining, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from frugalml.apps import recommend
+from frugalml.apps.recommend.index import ItemIndex
+from frugalml.serve.extensions import APP_FILE
+from tests.apps.recommend.test_recommend import taste_events
+from tests.conftest import build_tiny_backbone
+from tests.serve.harness import serving, wait_ready
+
+
+@pytest.fixture(scope="module")
+def parts() -> recommend.RecSplits:
+    events, items = taste_events()
+    return recommend.split(recommend.read_interactions(events, items, time_col="time"))
+
+
+@pytest.fixture(scope="module")
+def content_app(parts: recommend.RecSplits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An application folder around a content bundle, its index an HNSW graph (threshold 1)."""
+    root = tmp_path_factory.mktemp("recommend-app")
+    words = ["space", "war", "love", "story", "robot", "kiss", *map(str, range(30))]
+    backbone = build_tiny_backbone(root / "bert", words)
+    result = recommend.fit(
+        parts, out=root / "run", strategies=("content",),
+        options={"content": {"backbone": str(backbone), "cache": False}},
+    )  # fmt: skip
+    folder = root / "app"
+    folder.mkdir()
+    result.bundle.path.rename(folder / "model")
+    app = {"app": "recommend", "bundle": "model", "exact_below": 1}
+    (folder / APP_FILE).write_text(json.dumps(app))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ease_bundle(parts: recommend.RecSplits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("recommend-ease")
+    return recommend.fit(parts, out=root / "run", strategies=("ease",)).bundle.path
+
+
+def test_a_content_app_recommends_finds_similar_items_and_adds_new_ones(
+    content_app: Path, parts: recommend.RecSplits
+) -> None:
+    train = parts.train.records
+    assert isinstance(train, recommend.Interactions)
+    with serving(content_app) as url:
+        wait_ready(url)
+        index = httpx.get(url + "/v1/index").json()
+        assert index["kind"] == "hnsw" and index["recall_at_10_vs_exact"] >= 0.9
+        answer = httpx.post(url + "/v1/recommend", json={"user": "u1", "k": 5}).json()
+        seen = {train.catalogue.ids[i] for i in train.items[train.users == 1]}
+        assert len(answer["items"]) == 5 and answer["fallback"] is None
+        assert not seen & {i["item"] for i in answer["items"]}
+        answer = httpx.post(url + "/v1/recommend", json={"user": "nobody"}).json()
+        assert answer["fallback"] == "popularity" and "unknown user" in answer["message"]
+        answer = httpx.post(
+            url + "/v1/recommend", json={"history": ["i1", "i2", "nope"], "k": 3}
+        ).json()
+        assert answer["unknown_items"] == ["nope"]
+        assert {i["item"] for i in answer["items"]}.isdisjoint({"i1", "i2"})
+        similar = httpx.post(url + "/v1/similar", json={"item": "i1", "k": 4}).json()
+        assert len(similar["items"]) == 4 and "i1" not in {i["item"] for i in similar["items"]}
+        added = httpx.post(
+            url + "/v1/items", json={"items": [{"item": "n1", "text": "robot kiss robot"}]}
+        ).json()
+        assert added == {"added": 1, "catalogue": 21, "model_version": added["model_version"]}
+        found = httpx.post(url + "/v1/similar", json={"text": "robot kiss robot", "k": 1}).json()
+        assert found["items"][0]["item"] == "n1"  # searchable at once, no retraining
+
+
+def test_bad_recommend_requests_are_answered_with_what_is_wrong(content_app: Path) -> None:
+    with serving(content_app) as url:
+        wait_ready(url)
+        for body in ({"user": "u1", "k": 0}, {"user": "u1", "history": []}, {}, {"k": 5000}):
+            response = httpx.post(url + "/v1/recommend", json=body)
+            assert response.status_code == 422, body
+        response = httpx.post(url + "/v1/similar", json={"item": "nope"})
+        assert response.status_code == 404 and "nope" in response.text
+        response = httpx.post(url + "/v1/items", json={"items": [{"item": "i1", "text": "x"}]})
+        assert response.status_code == 409
+
+
+def test_an_ease_bundle_is_claimed_by_its_task_and_refuses_text(ease_bundle: Path) -> None:
+    with serving(ease_bundle) as url:
+        wait_ready(url)
+        assert httpx.get(url + "/v1/index").json()["kind"] == "scores"
+        answer = httpx.post(url + "/v1/recommend", json={"history": ["i1", "i2"], "k": 5}).json()
+        assert all(int(i["item"][1:]) < 10 for i in answer["items"])  # the space-war taste
+        similar = httpx.post(url + "/v1/similar", json={"item": "i12", "k": 3}).json()
+        assert all(int(i["item"][1:]) >= 10 for i in similar["items"])
+        response = httpx.post(url + "/v1/similar", json={"text": "space war"})
+        assert response.status_code == 422 and "cannot embed" in response.text
+
+
+def test_the_hnsw_index_finds_what_exact_search_finds() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 32))
+    vectors = (centres[rng.integers(0, 50, 5000)] + 0.3 * rng.normal(size=(5000, 32))).astype(
+        np.float32
+    )
+    graph, exact = ItemIndex(vectors, exact_below=1), ItemIndex(vectors)
+    assert graph.kind == "hnsw" and exact.kind == "exact"
+    assert graph.recall_vs_exact(k=10) >= 0.95 and exact.recall_vs_exact() == 1.0
+    graph.add(vectors[:1] * 10)  # an item added later is found at once
+    assert graph.search(vectors[:1], 1)[0][0, 0] == 5000
