@@ -14,6 +14,7 @@ from frugalml.config import (
     DEFAULT_STRATEGIES,
     Budget,
     RunSettings,
+    Scale,
     SpeedConfig,
     SplitConfig,
     build_settings,
@@ -80,6 +81,7 @@ def fit(
     mlflow: str | None = None,
     ship: str = "int8",
     max_drop: float = 1.0,
+    scale: Scale | None = None,
 ) -> FitResult:
     """Load and validate data, climb the ladder, publish the chosen bundle and the report.
 
@@ -92,8 +94,9 @@ def fit(
     whole 95% interval does (`strict=False`: the point estimate suffices): fewer stops on a
     lucky draw of a small validation set. `val` is validation data like what the model will
     see (then only a test set is split off `data`, or nothing when `test` is given too).
+    `scale` trains torch rungs data-parallel under torchrun (processes, nodes, restarts).
     """
-    given = {"budget": budget, "split": split, "prices": prices, "speed": speed}
+    given = {"budget": budget, "split": split, "prices": prices, "speed": speed, "scale": scale}
     settings = build_settings(
         data=None if isinstance(data, Dataset) else str(data),
         test=None if test is None or isinstance(test, Dataset) else str(test),
@@ -163,6 +166,7 @@ def _fit(
         progress=progress,
         resume=resume,
         strict=settings.strict,
+        scale=settings.scale,
     )
     bundle_dir, compression = _ship(ladder.chosen, run_dir, splits, settings, notes, progress)
     header = {
