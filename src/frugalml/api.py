@@ -34,6 +34,7 @@ from frugalml.ladder.run import (
     publish,
     run_ladder,
 )
+from frugalml.ladder.scale import release_followers
 from frugalml.ship.compress import STEPS, CompressResult, compress, compress_available
 from frugalml.strategies import get_strategy
 
@@ -153,21 +154,24 @@ def _fit(
     splits = _splits(data, test, settings, notes, val=val)
     settings = settings.model_copy(update={"fingerprint": splits.train.fingerprint()})
     run_dir = _open_run_dir(out, settings, force=force, resume=resume)
-    ladder = run_ladder(
-        splits,
-        list(settings.strategies),
-        run_dir,
-        budget=settings.budget,
-        metric=settings.metric,
-        target=settings.target,
-        prices=settings.prices,
-        speed=settings.speed,
-        options=settings.options,
-        progress=progress,
-        resume=resume,
-        strict=settings.strict,
-        scale=settings.scale,
-    )
+    try:
+        ladder = run_ladder(
+            splits,
+            list(settings.strategies),
+            run_dir,
+            budget=settings.budget,
+            metric=settings.metric,
+            target=settings.target,
+            prices=settings.prices,
+            speed=settings.speed,
+            options=settings.options,
+            progress=progress,
+            resume=resume,
+            strict=settings.strict,
+            scale=settings.scale,
+        )
+    finally:
+        release_followers(settings.scale)  # other nodes stop waiting for torch rungs
     bundle_dir, compression = _ship(ladder.chosen, run_dir, splits, settings, notes, progress)
     header = {
         "data": str(data if not isinstance(data, Dataset) else data.name),

@@ -31,6 +31,7 @@ from frugalml.apps.monitor import cli as monitor_cli
 from frugalml.apps.recommend import cli as recommend_cli
 from frugalml.config import (
     DEFAULT_STRATEGIES,
+    Scale,
     SplitConfig,
     parse_budget,
     parse_overrides,
@@ -172,9 +173,47 @@ def fit(
     max_drop: MaxDrop = 1.0,
     mlflow: Mlflow = False,
     mlflow_uri: MlflowUri = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train torch rungs (top_layers, lora, full) data-parallel on this many "
+            "processes per node under torchrun (gloo on CPU, NCCL on GPU); each takes "
+            "the rung's batch size, and CPU threads are shared out among them."
+        ),
+    ] = 1,
+    nnodes: Annotated[
+        str, typer.Option(help="Nodes (N), or MIN:MAX for an elastic job; needs --rdzv-endpoint.")
+    ] = "1",
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT of node 0, where every node meets (c10d).")
+    ] = None,
+    node_rank: Annotated[
+        int,
+        typer.Option(
+            help="This node's rank. Node 0 runs the ladder (give it DATA); another node runs "
+            "`frugalml fit --node-rank R --nnodes N --nproc P --rdzv-endpoint HOST:PORT` "
+            "without DATA and trains each torch rung with it."
+        ),
+    ] = 0,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            help="Restart the ranks this many times after a failure; they resume from the "
+            "last epoch checkpoint."
+        ),
+    ] = 0,
 ) -> None:
     """Climb the ladder on DATA, print the leaderboard, write the report and the chosen bundle."""
     uri = mlflow_uri or (tracking.default_uri() if mlflow else None)
+    scale = _scale(nproc, nnodes, rdzv_endpoint, node_rank, max_restarts)
+    if scale.node_rank > 0:
+        if data is not None or resume is not None:
+            raise ConfigError(f"node {node_rank} takes no DATA: node 0 sends each job")
+        from frugalml.ladder.scale import follow
+
+        trained = follow(scale, out_dir or Path("runs") / f"node{node_rank}")
+        out.print(f"node {node_rank}: trained {trained} torch rung(s) with node 0")
+        return
     if resume is not None:
         if data is not None:
             raise ConfigError(
@@ -217,9 +256,34 @@ def fit(
             options=options,
             progress=progress,
             mlflow=uri,
+            scale=scale,
         ),
         uri,
     )
+
+
+def _scale(
+    nproc: int, nnodes: str, rdzv_endpoint: str | None, node_rank: int, max_restarts: int
+) -> Scale:
+    """The data-parallel options as one `Scale`; every problem named by its option."""
+    from pydantic import ValidationError
+
+    try:
+        return Scale(
+            nproc=nproc,
+            nnodes=nnodes,
+            rdzv_endpoint=rdzv_endpoint,
+            node_rank=node_rank,
+            max_restarts=max_restarts,
+        )
+    except ValidationError as error:
+        raise ConfigError(
+            "invalid data-parallel options",
+            [
+                f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in error.errors()
+            ],
+        ) from None
 
 
 @app.command()

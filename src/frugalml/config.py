@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from frugalml.costs import Prices
 
@@ -67,6 +67,14 @@ class Scale(Frozen):
     threads: int | None = Field(
         None, ge=1, description="Torch threads per rank [default: usable CPUs / nproc]."
     )
+
+    @model_validator(mode="after")
+    def _endpoint_for_nodes(self) -> Scale:
+        if self.max_nodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError("more than one node needs rdzv_endpoint (node 0's HOST:PORT)")
+        if self.node_rank >= self.max_nodes:
+            raise ValueError(f"node_rank {self.node_rank} is not below nnodes {self.nnodes}")
+        return self
 
     @property
     def max_nodes(self) -> int:

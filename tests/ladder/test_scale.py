@@ -90,3 +90,41 @@ def test_two_ranks_at_half_the_batch_end_with_one_process_weights(
     assert card.cpu_s >= card.extra["ranks_cpu_s"] > 0
     # Both ranks' FLOPs are counted; half batches pad less, so a little fewer than one's.
     assert 0.8 * one_meter.card.flops < card.flops <= one_meter.card.flops
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_epoch_is_restarted_and_resumes_from_the_last_epoch(
+    tiny_backbone: Path, data: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULT_ENV, "kill:1:1:2")  # rank 1, epoch 1, its third batch; once
+    strategy = get_strategy("full").build(
+        backbone=str(tiny_backbone),
+        max_length=32,
+        train={"epochs": 3, "batch_size": 8, "lr": 1e-3, "patience": 5},
+    )
+    with CostMeter() as meter:
+        predictor = fit_rung(
+            "full",
+            strategy,
+            data.train,
+            data.val,
+            budget=Budget(),
+            meter=meter,
+            workdir=tmp_path / "work",
+            scale=Scale(nproc=2, max_restarts=1),
+            prices=Prices(),
+        )
+    folder = tmp_path / "work" / "ddp"
+    result = json.loads((folder / "result.json").read_text())
+    assert [row["epoch"] for row in result["history"]] == [0, 1, 2]  # no epoch lost
+    log = (folder / "torchrun.log").read_text()
+    assert "resuming from epoch 1" in log  # the second attempt did not redo epoch 0
+    assert predictor.predict_proba(["card lost"]).shape == (1, len(data.train.labels))
+    attempts = {p.stem: json.loads(p.read_text()) for p in (folder / "attempts").glob("*.json")}
+    assert sorted(attempts) == ["0-0", "0-1", "1-0", "1-1"]
+    card = meter.card
+    assert card.extra["restarts"] == 1 and card.processes == 2
+    # The card holds the killed attempt's work too: more CPU than the finished ranks spent,
+    # by at least what the first attempt's ranks had spent before they trained.
+    wasted = attempts["0-0"]["cpu_s"] + attempts["0-1"]["cpu_s"]
+    assert card.cpu_s >= card.extra["ranks_cpu_s"] + wasted

@@ -214,6 +214,7 @@ def main(argv: list[str]) -> None:
 
     dist = ddp.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
+    logging.basicConfig(level=logging.INFO, format=f"rank {rank}: %(message)s")
     following = argv[0] == "--follow"
     raw = None if rank != 0 or following else (Path(argv[0]) / JOB).read_bytes()
     job = json.loads(ddp.broadcast_bytes(raw))
