@@ -6,8 +6,6 @@ user's data, and a label such as `[/]close` must print as itself (styles go in a
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import sys
@@ -330,11 +328,22 @@ def predict(
     text_col: TextCol = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Write here (.csv or .jsonl) instead of JSON lines on stdout."),
+        typer.Option(
+            help="Write here (.csv, .jsonl or .parquet) instead of JSON lines on stdout. With "
+            "--input, the file is streamed in chunks (bounded memory), and a killed run "
+            "started again skips the chunks it had finished."
+        ),
     ] = None,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Texts per chunk when streaming --input to --output.", min=1)
+    ] = 10_000,
     force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
 ) -> None:
     """Predict labels and probabilities: one JSON object per input."""
+    if input_file is not None and output is not None and not texts:
+        _check_output(output, force)
+        _stream(bundles.load(bundle), input_file, output, text_col, chunk_rows, force)
+        return
     inputs = _prediction_inputs(texts or [], input_file, text_col)
     if output is not None:
         _check_output(output, force)
@@ -344,10 +353,13 @@ def predict(
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
+    from frugalml.stream import csv_header, csv_rows, jsonl_rows, output_format
+
+    proba = np.array([[r["probabilities"][k] for k in model.labels] for r in records])
     text = (
-        _csv(records, model.labels)
-        if output.suffix.lower() == ".csv"
-        else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        csv_header(model.labels) + csv_rows(inputs, proba, model.labels)
+        if output_format(output) == "csv"
+        else jsonl_rows(inputs, proba, model.labels)
     )
     try:
         output.write_text(text, encoding="utf-8", newline="")
@@ -357,6 +369,35 @@ def predict(
             ["choose an --output in a folder you can write to"],
         ) from None
     err.print(f"wrote {len(records)} predictions to {output}", soft_wrap=True)
+
+
+def _stream(
+    model: bundles.Bundle,
+    source: Path,
+    output: Path,
+    text_col: str | None,
+    chunk_rows: int,
+    force: bool,
+) -> None:
+    """Score a file chunk by chunk, with a progress bar on a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    from frugalml.stream import predict_file
+
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with RichProgress(*columns, console=err, disable=not err.is_terminal) as bar:
+        task = bar.add_task("scoring", total=None)
+        result = predict_file(
+            model,
+            source,
+            output,
+            text_col=text_col,
+            chunk_rows=chunk_rows,
+            force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    reused = f" ({result.reused} chunks reused from a killed run)" if result.reused else ""
+    err.print(f"wrote {result.rows} predictions to {output}{reused}", soft_wrap=True)
 
 
 def _check_output(output: Path, force: bool) -> None:
@@ -785,27 +826,6 @@ def _prediction_inputs(
             raise ConfigError(f"{input_file} has no non-empty lines")
         return lines
     return texts_for_prediction(read_table(input_file), text_col)
-
-
-def _csv(records: list[dict[str, Any]], labels: tuple[str, ...]) -> str:
-    buffer = io.StringIO()
-    # RFC 4180 line ends: with "\n" alone, csv leaves a text's lone "\r" unquoted (a row break)
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["text", "label", *(_cell(f"p_{label}") for label in labels)])
-    for r in records:
-        probabilities = (f"{r['probabilities'][k]:.6f}" for k in labels)
-        writer.writerow([_cell(r["text"]), _cell(r["label"]), *probabilities])
-    return buffer.getvalue()
-
-
-# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(text: str) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading ' (OWASP's advice) before a cell that
-    would otherwise run as a formula."""
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def main() -> None:
