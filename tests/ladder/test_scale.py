@@ -128,3 +128,44 @@ def test_a_rank_killed_mid_epoch_is_restarted_and_resumes_from_the_last_epoch(
     # by at least what the first attempt's ranks had spent before they trained.
     wasted = attempts["0-0"]["cpu_s"] + attempts["0-1"]["cpu_s"]
     assert card.cpu_s >= card.extra["ranks_cpu_s"] + wasted
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_nodes_on_loopback_train_a_rung_together_through_c10d(
+    tiny_backbone: Path, small_csv: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import frugalml
+    from tests.training.test_distributed import free_port
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = ["--nnodes", "2", "--nproc", "1", "--rdzv-endpoint", endpoint]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "frugalml", "fit", "--node-rank", "1", *nodes],
+        cwd=tmp_path,
+        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        result = frugalml.fit(
+            small_csv,
+            out=tmp_path / "run",
+            strategies=["tfidf", "full"],
+            ship="none",
+            options={"full": {"backbone": str(tiny_backbone), "train": {"epochs": 1}}},
+            scale=Scale(nproc=1, nnodes="2", rdzv_endpoint=endpoint),
+        )
+        stdout, stderr = follower.communicate(timeout=300)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, stderr[-3000:]
+    assert "node 1: trained 1 torch rung(s)" in stdout
+    cards = {c.strategy: c.cost for c in result.ladder.candidates}
+    assert cards["tfidf"].processes == 1  # run once, on node 0
+    assert cards["full"].processes == 2 and cards["full"].extra["nodes"] == 2

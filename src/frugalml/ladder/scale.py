@@ -39,6 +39,7 @@ log = logging.getLogger("frugalml")
 JOB, RESULT, PREDICTOR, LOG = "job.json", "result.json", "predictor", "torchrun.log"
 # A test's fault: "kill:RANK:EPOCH:BATCH" makes that rank SIGKILL itself there, first attempt only.
 FAULT_ENV = "FRUGALML_FAULT"
+MAX_JOIN_TRIES = 100  # a node other than 0 retries a round whose ranks never got a job
 
 
 class DistributedTrainingError(FrugalError, RuntimeError):
@@ -79,7 +80,7 @@ def fit_rung(
     }
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
     command = ddp.torchrun_command(
-        scale, ["-m", "frugalml.ladder.scale", str(folder)], rdzv_id=f"frugalml-{next(_ROUNDS)}"
+        scale, ["-m", "frugalml.ladder.scale", str(folder)], rdzv_id=_round_id(scale)
     )
     log.info(f"{name}: training on {scale.nproc} process(es) per node; log in {folder / LOG}")
     code = ddp.launch(command, ddp.rank_environment(scale), folder / LOG)
@@ -92,6 +93,10 @@ def fit_rung(
 
 
 _ROUNDS = count()  # rendezvous ids: node 0 and the nodes following it count rounds alike
+
+
+def _round_id(scale: Scale) -> str:
+    return f"frugalml-{next(_ROUNDS)}" if scale.max_nodes > 1 else "frugalml"
 
 
 def _collect(
@@ -138,6 +143,7 @@ def _per_node_usd(cards: list[tuple[int, CostCard]], here: int) -> float:
 
 def release_followers(scale: Scale) -> None:
     """Tell the other nodes (waiting in `follow`) that node 0's ladder is done."""
+    global _ROUNDS
     if scale.max_nodes == 1 or scale.node_rank != 0:
         return
     from frugalml.training import ddp
@@ -148,9 +154,10 @@ def release_followers(scale: Scale) -> None:
         command = ddp.torchrun_command(
             scale.model_copy(update={"max_restarts": 0}),
             ["-m", "frugalml.ladder.scale", str(folder)],
-            rdzv_id=f"frugalml-{next(_ROUNDS)}",
+            rdzv_id=_round_id(scale),
         )
         ddp.launch(command, ddp.rank_environment(scale), folder / LOG)
+    _ROUNDS = count()  # the next fit of this process starts at round 0, as its followers do
 
 
 def follow(scale: Scale, log_dir: Path) -> int:
@@ -158,7 +165,8 @@ def follow(scale: Scale, log_dir: Path) -> int:
     says its ladder is done. Returns how many rungs this node trained."""
     from frugalml.training import ddp
 
-    for rounds in count():
+    rounds = 0
+    for _ in range(MAX_JOIN_TRIES):
         status = log_dir / f"round-{rounds}"
         status.mkdir(parents=True, exist_ok=True)
         command = ddp.torchrun_command(
@@ -169,12 +177,18 @@ def follow(scale: Scale, log_dir: Path) -> int:
         code = ddp.launch(command, ddp.rank_environment(scale), status / LOG)
         if (status / "stopped").exists():
             return rounds
+        if code != 0 and not (status / "joined").exists():
+            continue  # node 0's store was not up yet, or went down as we joined: try again
         if code != 0:
             raise DistributedTrainingError(
                 f"node {scale.node_rank} failed in round {rounds} (torchrun exited with {code})",
                 [f"its ranks' output is in {status / LOG}", _tail(status / LOG)],
             )
-    raise AssertionError("unreachable")
+        rounds += 1
+    raise DistributedTrainingError(
+        f"node {scale.node_rank} could not join node 0 at {scale.rdzv_endpoint}",
+        [f"tried {MAX_JOIN_TRIES} times; is node 0 running `frugalml fit` with --nnodes?"],
+    )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -218,6 +232,8 @@ def main(argv: list[str]) -> None:
     following = argv[0] == "--follow"
     raw = None if rank != 0 or following else (Path(argv[0]) / JOB).read_bytes()
     job = json.loads(ddp.broadcast_bytes(raw))
+    if following and os.environ.get("LOCAL_RANK") == "0":
+        (Path(argv[1]) / "joined").write_text("received a job from rank 0\n")
     if job.get("stop"):
         if following and os.environ.get("LOCAL_RANK") == "0":
             (Path(argv[1]) / "stopped").write_text("node 0's ladder is done\n")
@@ -283,8 +299,11 @@ def _started(folder: Path, restart: int, rank: int) -> None:
     times = os.times()
     record = {"restart": restart, "rank": rank, "cpu_s": times.user + times.system}
     path = folder / "attempts" / f"{restart}-{rank}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record), encoding="utf-8")
+    try:  # a node without the shared run folder keeps no record
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record), encoding="utf-8")
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True, eq=False)

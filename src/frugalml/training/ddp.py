@@ -50,7 +50,10 @@ def torchrun_command(scale: Scale, entry: Sequence[str], *, rdzv_id: str) -> lis
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={scale.rdzv_endpoint}",
             f"--rdzv-id={rdzv_id}",
-            f"--rdzv-conf=join_timeout={JOIN_TIMEOUT_S}",
+            # Node 0 hosts the store (on loopback every node would think it is the host);
+            # the others keep trying to reach it while node 0 climbs the cheaper rungs.
+            f"--rdzv-conf=join_timeout={JOIN_TIMEOUT_S},read_timeout={JOIN_TIMEOUT_S},"
+            f"is_host={'true' if scale.node_rank == 0 else 'false'}",
         ]
         if ":" not in scale.nnodes:  # a fixed set of nodes: the host of the endpoint is 0
             command.append(f"--node-rank={scale.node_rank}")
