@@ -223,25 +223,27 @@ def _dataset(raw: dict[str, Any]) -> Dataset:
 
 # -- one rank ---------------------------------------------------------------------------------
 def main(argv: list[str]) -> None:
-    """One rank: receive the job from rank 0, train its shard, rank 0 saves the outcome."""
+    """One rank: receive the job from node 0, train its shard; node 0's first rank saves
+    the outcome."""
     from frugalml.training import ddp
 
     dist = ddp.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
     logging.basicConfig(level=logging.INFO, format=f"rank {rank}: %(message)s")
     following = argv[0] == "--follow"
-    raw = None if rank != 0 or following else (Path(argv[0]) / JOB).read_bytes()
-    job = json.loads(ddp.broadcast_bytes(raw))
+    # The rank launched with the job (node 0's first) sends it: under c10d it may not be 0.
+    leader = int(ddp.leader_rank(not following and int(os.environ.get("LOCAL_RANK", "0")) == 0))
+    raw = (Path(argv[0]) / JOB).read_bytes() if rank == leader else None
+    job = json.loads(ddp.broadcast_bytes(raw, src=leader))
     if following and os.environ.get("LOCAL_RANK") == "0":
-        (Path(argv[1]) / "joined").write_text("received a job from rank 0\n")
+        (Path(argv[1]) / "joined").write_text("received a job from node 0\n")
     if job.get("stop"):
         if following and os.environ.get("LOCAL_RANK") == "0":
             (Path(argv[1]) / "stopped").write_text("node 0's ladder is done\n")
         dist.destroy_process_group()
         return
     outcome = _train(job, rank, world, ddp)
-    if rank == 0:
-        assert outcome is not None
+    if rank == leader:  # every rank ends with the same weights; node 0 keeps the outcome
         _save_outcome(Path(job["workdir"]) / "ddp", *outcome)
     dist.barrier()
     dist.destroy_process_group()
@@ -268,8 +270,6 @@ def _train(job: dict[str, Any], rank: int, world: int, ddp: Any) -> Any:
         state = parallel.train(budget=Budget(max_wall_s=left), meter=meter, workdir=workdir)
     node = int(os.environ.get("GROUP_RANK", "0"))
     cards = ddp.gather_cards(meter.card, node)
-    if rank != 0:
-        return None
     return fine_tuning.finish(state), state, cards, restart
 
 

@@ -44,19 +44,26 @@ def torchrun_command(scale: Scale, entry: Sequence[str], *, rdzv_id: str) -> lis
     ]
     if scale.max_nodes == 1 and scale.rdzv_endpoint is None:
         command.append("--standalone")
-    else:
+    elif ":" not in scale.nnodes:  # a fixed set of nodes: global ranks follow node ranks
+        host, port = str(scale.rdzv_endpoint).rsplit(":", 1)
+        command += [
+            f"--nnodes={scale.nnodes}",
+            f"--node-rank={scale.node_rank}",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+            f"--rdzv-id={rdzv_id}",
+            # node 0 hosts the store; the others wait for it while node 0 climbs cheaper rungs
+            f"--rdzv-conf=timeout={JOIN_TIMEOUT_S}",
+        ]
+    else:  # elastic: c10d, ranks in order of arrival; node 0 hosts the store
         command += [
             f"--nnodes={scale.nnodes}",
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={scale.rdzv_endpoint}",
             f"--rdzv-id={rdzv_id}",
-            # Node 0 hosts the store (on loopback every node would think it is the host);
-            # the others keep trying to reach it while node 0 climbs the cheaper rungs.
             f"--rdzv-conf=join_timeout={JOIN_TIMEOUT_S},read_timeout={JOIN_TIMEOUT_S},"
             f"is_host={'true' if scale.node_rank == 0 else 'false'}",
         ]
-        if ":" not in scale.nnodes:  # a fixed set of nodes: the host of the endpoint is 0
-            command.append(f"--node-rank={scale.node_rank}")
     return [*command, *entry]
 
 
@@ -157,17 +164,27 @@ def shard(batches: Any, rank: int, world: int) -> Sharded:
     return Sharded(whole, rank, world)
 
 
-def broadcast_bytes(data: bytes | None) -> bytes:
-    """Rank 0's `data` on every rank (the others pass None)."""
+def leader_rank(holds_job: bool) -> int:
+    """The rank that holds the job (exactly one does), known to every rank."""
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([dist.get_rank() if holds_job else -1], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def broadcast_bytes(data: bytes | None, src: int = 0) -> bytes:
+    """Rank `src`'s `data` on every rank (the others pass None)."""
     import torch
     import torch.distributed as dist
 
     size = torch.tensor([len(data) if data is not None else 0], dtype=torch.int64)
-    dist.broadcast(size, src=0)
+    dist.broadcast(size, src=src)
     buffer = torch.zeros(int(size.item()), dtype=torch.uint8)
     if data is not None:
         buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    dist.broadcast(buffer, src=0)
+    dist.broadcast(buffer, src=src)
     return bytes(buffer.numpy().tobytes())
 
 
