@@ -122,12 +122,15 @@ def init_process_group() -> Any:
 
 
 def wrap(model: Any) -> Any:
-    """`model` in `DistributedDataParallel` (on its device: the local GPU, or CPU)."""
+    """`model` in `DistributedDataParallel` (on its device: the local GPU, or CPU).
+
+    Buffers are not broadcast before each forward pass (DDP's default): an encoder's buffers
+    (position ids) never change, and the broadcast was one more collective per batch."""
     import torch
 
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 @dataclass(frozen=True, eq=False)
