@@ -14,6 +14,7 @@ from frugalml.config import (
     DEFAULT_STRATEGIES,
     Budget,
     RunSettings,
+    Scale,
     SpeedConfig,
     SplitConfig,
     build_settings,
@@ -33,6 +34,7 @@ from frugalml.ladder.run import (
     publish,
     run_ladder,
 )
+from frugalml.ladder.scale import release_followers
 from frugalml.ship.compress import STEPS, CompressResult, compress, compress_available
 from frugalml.strategies import get_strategy
 
@@ -80,6 +82,7 @@ def fit(
     mlflow: str | None = None,
     ship: str = "int8",
     max_drop: float = 1.0,
+    scale: Scale | None = None,
 ) -> FitResult:
     """Load and validate data, climb the ladder, publish the chosen bundle and the report.
 
@@ -92,8 +95,9 @@ def fit(
     whole 95% interval does (`strict=False`: the point estimate suffices): fewer stops on a
     lucky draw of a small validation set. `val` is validation data like what the model will
     see (then only a test set is split off `data`, or nothing when `test` is given too).
+    `scale` trains torch rungs data-parallel under torchrun (processes, nodes, restarts).
     """
-    given = {"budget": budget, "split": split, "prices": prices, "speed": speed}
+    given = {"budget": budget, "split": split, "prices": prices, "speed": speed, "scale": scale}
     settings = build_settings(
         data=None if isinstance(data, Dataset) else str(data),
         test=None if test is None or isinstance(test, Dataset) else str(test),
@@ -150,20 +154,24 @@ def _fit(
     splits = _splits(data, test, settings, notes, val=val)
     settings = settings.model_copy(update={"fingerprint": splits.train.fingerprint()})
     run_dir = _open_run_dir(out, settings, force=force, resume=resume)
-    ladder = run_ladder(
-        splits,
-        list(settings.strategies),
-        run_dir,
-        budget=settings.budget,
-        metric=settings.metric,
-        target=settings.target,
-        prices=settings.prices,
-        speed=settings.speed,
-        options=settings.options,
-        progress=progress,
-        resume=resume,
-        strict=settings.strict,
-    )
+    try:
+        ladder = run_ladder(
+            splits,
+            list(settings.strategies),
+            run_dir,
+            budget=settings.budget,
+            metric=settings.metric,
+            target=settings.target,
+            prices=settings.prices,
+            speed=settings.speed,
+            options=settings.options,
+            progress=progress,
+            resume=resume,
+            strict=settings.strict,
+            scale=settings.scale,
+        )
+    finally:
+        release_followers(settings.scale)  # other nodes stop waiting for torch rungs
     bundle_dir, compression = _ship(ladder.chosen, run_dir, splits, settings, notes, progress)
     header = {
         "data": str(data if not isinstance(data, Dataset) else data.name),

@@ -6,8 +6,6 @@ user's data, and a label such as `[/]close` must print as itself (styles go in a
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import sys
@@ -31,6 +29,7 @@ from frugalml.apps.monitor import cli as monitor_cli
 from frugalml.apps.recommend import cli as recommend_cli
 from frugalml.config import (
     DEFAULT_STRATEGIES,
+    Scale,
     SplitConfig,
     parse_budget,
     parse_overrides,
@@ -172,9 +171,47 @@ def fit(
     max_drop: MaxDrop = 1.0,
     mlflow: Mlflow = False,
     mlflow_uri: MlflowUri = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train torch rungs (top_layers, lora, full) data-parallel on this many "
+            "processes per node under torchrun (gloo on CPU, NCCL on GPU); each takes "
+            "the rung's batch size, and CPU threads are shared out among them."
+        ),
+    ] = 1,
+    nnodes: Annotated[
+        str, typer.Option(help="Nodes (N), or MIN:MAX for an elastic job; needs --rdzv-endpoint.")
+    ] = "1",
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT of node 0, where every node meets (c10d).")
+    ] = None,
+    node_rank: Annotated[
+        int,
+        typer.Option(
+            help="This node's rank. Node 0 runs the ladder (give it DATA); another node runs "
+            "`frugalml fit --node-rank R --nnodes N --nproc P --rdzv-endpoint HOST:PORT` "
+            "without DATA and trains each torch rung with it."
+        ),
+    ] = 0,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            help="Restart the ranks this many times after a failure; they resume from the "
+            "last epoch checkpoint."
+        ),
+    ] = 0,
 ) -> None:
     """Climb the ladder on DATA, print the leaderboard, write the report and the chosen bundle."""
     uri = mlflow_uri or (tracking.default_uri() if mlflow else None)
+    scale = _scale(nproc, nnodes, rdzv_endpoint, node_rank, max_restarts)
+    if scale.node_rank > 0:
+        if data is not None or resume is not None:
+            raise ConfigError(f"node {node_rank} takes no DATA: node 0 sends each job")
+        from frugalml.ladder.scale import follow
+
+        trained = follow(scale, out_dir or Path("runs") / f"node{node_rank}")
+        out.print(f"node {node_rank}: trained {trained} torch rung(s) with node 0")
+        return
     if resume is not None:
         if data is not None:
             raise ConfigError(
@@ -217,9 +254,34 @@ def fit(
             options=options,
             progress=progress,
             mlflow=uri,
+            scale=scale,
         ),
         uri,
     )
+
+
+def _scale(
+    nproc: int, nnodes: str, rdzv_endpoint: str | None, node_rank: int, max_restarts: int
+) -> Scale:
+    """The data-parallel options as one `Scale`; every problem named by its option."""
+    from pydantic import ValidationError
+
+    try:
+        return Scale(
+            nproc=nproc,
+            nnodes=nnodes,
+            rdzv_endpoint=rdzv_endpoint,
+            node_rank=node_rank,
+            max_restarts=max_restarts,
+        )
+    except ValidationError as error:
+        raise ConfigError(
+            "invalid data-parallel options",
+            [
+                f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in error.errors()
+            ],
+        ) from None
 
 
 @app.command()
@@ -266,11 +328,22 @@ def predict(
     text_col: TextCol = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Write here (.csv or .jsonl) instead of JSON lines on stdout."),
+        typer.Option(
+            help="Write here (.csv, .jsonl or .parquet) instead of JSON lines on stdout. With "
+            "--input, the file is streamed in chunks (bounded memory), and a killed run "
+            "started again skips the chunks it had finished."
+        ),
     ] = None,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Texts per chunk when streaming --input to --output.", min=1)
+    ] = 10_000,
     force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
 ) -> None:
     """Predict labels and probabilities: one JSON object per input."""
+    if input_file is not None and output is not None and not texts:
+        _check_output(output, force)
+        _stream(bundles.load(bundle), input_file, output, text_col, chunk_rows, force)
+        return
     inputs = _prediction_inputs(texts or [], input_file, text_col)
     if output is not None:
         _check_output(output, force)
@@ -280,10 +353,13 @@ def predict(
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
+    from frugalml.stream import csv_header, csv_rows, jsonl_rows, output_format
+
+    proba = np.array([[r["probabilities"][k] for k in model.labels] for r in records])
     text = (
-        _csv(records, model.labels)
-        if output.suffix.lower() == ".csv"
-        else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        csv_header(model.labels) + csv_rows(inputs, proba, model.labels)
+        if output_format(output) == "csv"
+        else jsonl_rows(inputs, proba, model.labels)
     )
     try:
         output.write_text(text, encoding="utf-8", newline="")
@@ -293,6 +369,35 @@ def predict(
             ["choose an --output in a folder you can write to"],
         ) from None
     err.print(f"wrote {len(records)} predictions to {output}", soft_wrap=True)
+
+
+def _stream(
+    model: bundles.Bundle,
+    source: Path,
+    output: Path,
+    text_col: str | None,
+    chunk_rows: int,
+    force: bool,
+) -> None:
+    """Score a file chunk by chunk, with a progress bar on a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    from frugalml.stream import predict_file
+
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with RichProgress(*columns, console=err, disable=not err.is_terminal) as bar:
+        task = bar.add_task("scoring", total=None)
+        result = predict_file(
+            model,
+            source,
+            output,
+            text_col=text_col,
+            chunk_rows=chunk_rows,
+            force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    reused = f" ({result.reused} chunks reused from a killed run)" if result.reused else ""
+    err.print(f"wrote {result.rows} predictions to {output}{reused}", soft_wrap=True)
 
 
 def _check_output(output: Path, force: bool) -> None:
@@ -721,27 +826,6 @@ def _prediction_inputs(
             raise ConfigError(f"{input_file} has no non-empty lines")
         return lines
     return texts_for_prediction(read_table(input_file), text_col)
-
-
-def _csv(records: list[dict[str, Any]], labels: tuple[str, ...]) -> str:
-    buffer = io.StringIO()
-    # RFC 4180 line ends: with "\n" alone, csv leaves a text's lone "\r" unquoted (a row break)
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["text", "label", *(_cell(f"p_{label}") for label in labels)])
-    for r in records:
-        probabilities = (f"{r['probabilities'][k]:.6f}" for k in labels)
-        writer.writerow([_cell(r["text"]), _cell(r["label"]), *probabilities])
-    return buffer.getvalue()
-
-
-# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(text: str) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading ' (OWASP's advice) before a cell that
-    would otherwise run as a formula."""
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def main() -> None:

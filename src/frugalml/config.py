@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from frugalml.costs import Prices
 
@@ -43,6 +43,47 @@ class SpeedConfig(Frozen):
     latency_calls: int = Field(50, ge=5, description="Batch-1 calls timed for p50/p95.")
     throughput_batch: int = Field(32, ge=1, description="Texts per call when timing throughput.")
     throughput_texts: int = Field(256, ge=1, description="Texts timed at throughput_batch.")
+
+
+class Scale(Frozen):
+    """How torch rungs train: data-parallel under torchrun when `nproc` or `nnodes` asks for
+    more than one process (gloo on CPU, NCCL on GPU); every other rung runs once."""
+
+    nproc: int = Field(1, ge=1, description="Training processes per node (ranks).")
+    nnodes: str = Field(
+        "1",
+        pattern=r"^[1-9][0-9]*(:[1-9][0-9]*)?$",
+        description="Nodes, or MIN:MAX for an elastic job that a node may join or leave.",
+    )
+    node_rank: int = Field(0, ge=0, description="This node's rank; node 0 runs the ladder.")
+    rdzv_endpoint: str | None = Field(
+        None,
+        pattern=r"^[^\s:]+:[0-9]+$",
+        description="HOST:PORT of the c10d rendezvous (node 0's address); needed for nnodes > 1.",
+    )
+    max_restarts: int = Field(
+        0, ge=0, description="Times torchrun restarts a failed group; it resumes from a checkpoint."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="Torch threads per rank [default: usable CPUs / nproc]."
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_for_nodes(self) -> Scale:
+        if self.max_nodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError("more than one node needs rdzv_endpoint (node 0's HOST:PORT)")
+        if self.node_rank >= self.max_nodes:
+            raise ValueError(f"node_rank {self.node_rank} is not below nnodes {self.nnodes}")
+        return self
+
+    @property
+    def max_nodes(self) -> int:
+        return int(self.nnodes.split(":")[-1])
+
+    @property
+    def parallel(self) -> bool:
+        """Whether torch rungs go through torchrun at all."""
+        return self.nproc * self.max_nodes > 1 or self.max_restarts > 0
 
 
 # The whole ladder, cheapest first; with a target it stops at the first rung meeting it.
@@ -100,6 +141,9 @@ class RunSettings(Frozen):
     )
     prices: Prices = Field(
         default_factory=Prices, description="What compute costs, for every cost card of the run."
+    )
+    scale: Scale = Field(
+        default_factory=Scale, description="Data-parallel training of torch rungs (torchrun)."
     )
     fingerprint: str | None = Field(
         None,

@@ -169,6 +169,7 @@ class CostMeter:
         self.prices = prices or Prices()
         self._flops = 0.0
         self._peak_kb = 0
+        self._parallel: list[CostCard] = []
         self._card: CostCard | None = None
 
     # -- public -----------------------------------------------------------------
@@ -178,6 +179,18 @@ class CostMeter:
         for meter in CostMeter._active:
             if meter is not self:
                 meter._flops += flops
+
+    def add_parallel(self, unseen: CostCard) -> None:
+        """Account for processes this one launched and ran beside itself (DDP ranks).
+
+        `unseen` holds what this process's own readings miss: the ranks' summed peak memory
+        (the kernel reports only the largest child's), and the CPU-seconds, energy and money of
+        ranks on other machines (local ranks' CPU is already counted once they are waited
+        for). Its `processes` and `extra` (nodes, restarts) go onto the card as they are.
+        Outer meters see it too.
+        """
+        for meter in [self, *(m for m in CostMeter._active if m is not self)]:
+            meter._parallel.append(unseen)
 
     @property
     def card(self) -> CostCard:
@@ -231,6 +244,18 @@ class CostMeter:
         )
         if not self._hwm_reset:
             self._card.extra["peak_rss_is_process_lifetime"] = 1.0
+        for unseen in self._parallel:
+            self._add_unseen(self._card, unseen, max(self._peak_kb, _read_hwm_kb()) / 1024)
+
+    @staticmethod
+    def _add_unseen(card: CostCard, unseen: CostCard, own_peak_mb: float) -> None:
+        """The launcher held its own memory while its ranks held theirs: the peak is the sum."""
+        card.peak_rss_mb = max(card.peak_rss_mb, own_peak_mb + unseen.peak_rss_mb)
+        card.cpu_s += unseen.cpu_s
+        card.energy_kwh += unseen.energy_kwh
+        card.usd += unseen.usd
+        card.processes = max(card.processes, unseen.processes)
+        card.extra.update(unseen.extra)
 
     def _energy(self, cpu_s: float, device_s: float | None) -> tuple[float, str]:
         measured = _read_energy()

@@ -297,11 +297,17 @@ def _split_names(min_per_class: int) -> str:
     return "train, validation and test" if min_per_class >= 3 else "train and validation"
 
 
-def texts_for_prediction(table: Table, text_col: str | None = None) -> list[str]:
-    """The text column of an unlabeled table; empty texts are an error (nothing to predict)."""
+def prediction_column(table: Table, text_col: str | None = None) -> str:
+    """The column of an unlabeled table that holds the texts (`text_col`, else detected)."""
     column, problems = _pick_column(table.frame, text_col, TEXT_COLUMN_NAMES, "text")
     if problems or column is None:
         raise DataError(f"{table.source} has {plural(len(problems), 'problem')}:", problems)
+    return column
+
+
+def texts_for_prediction(table: Table, text_col: str | None = None) -> list[str]:
+    """The text column of an unlabeled table; empty texts are an error (nothing to predict)."""
+    column = prediction_column(table, text_col)
     texts = _as_strings(table.frame[column])
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:

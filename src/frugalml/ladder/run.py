@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.bundle import load, read_manifest, save_bundle, update_manifest
-from frugalml.config import Budget, SpeedConfig
+from frugalml.config import Budget, Scale, SpeedConfig
 from frugalml.costs import CostCard, CostMeter, Prices
 from frugalml.data.split import Splits
 from frugalml.errors import ConfigError, FrugalError, OutOfMemoryError
@@ -30,6 +30,7 @@ from frugalml.ladder.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from frugalml.ladder.scale import fit_rung
 from frugalml.metrics import Metric, Quality, Speed, get_metric, measure_speed, score
 from frugalml.strategies import Predictor, Strategy, get_strategy
 from frugalml.strategies.base import FitReport, Ranker
@@ -179,6 +180,7 @@ def run_ladder(
     progress: Progress | None = None,
     resume: bool = False,
     strict: bool = False,
+    scale: Scale | None = None,
 ) -> LadderResult:
     """Climb cheapest first; stop at the first rung meeting `target`; never overrun `budget`.
 
@@ -228,6 +230,7 @@ def run_ladder(
                         speed,
                         forecast,
                         metric,
+                        scale or Scale(),
                     )
             except OutOfMemoryError as error:
                 shutil.rmtree(run_dir / "work" / name, ignore_errors=True)
@@ -336,12 +339,21 @@ def _run_rung(
     speed: SpeedConfig | None,
     forecast: dict[str, Any] | None,
     metric: str,
+    scale: Scale,
 ) -> Candidate:
     labels = splits.train.labels
     workdir = run_dir / "work" / name
     with CostMeter(prices) as meter:  # calibration is part of what training costs
-        predictor = strategy.fit(
-            splits.train, splits.val, budget=budget, meter=meter, workdir=workdir
+        predictor = fit_rung(
+            name,
+            strategy,
+            splits.train,
+            splits.val,
+            budget=budget,
+            meter=meter,
+            workdir=workdir,
+            scale=scale,
+            prices=prices,
         )
         if not isinstance(predictor, Ranker):
             val_logits = _validation_logits(predictor, splits.val.texts)

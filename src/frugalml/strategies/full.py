@@ -30,6 +30,13 @@ class FullConfig(StrategyConfig):
         description="Keep the token-embedding table fixed: about half of MiniLM's weights, "
         "whose gradients and optimizer updates cost CPU and rarely help a classifier.",
     )
+    head_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Dropout before the head (0 makes training deterministic "
+        "across batch splits: what the data-parallel equivalence test needs).",
+    )
     train: TrainConfig = Field(
         TrainConfig(epochs=3, lr=1e-4, head_lr=2e-3),
         description="The training loop's settings (epochs, learning rates, batch size, ...).",

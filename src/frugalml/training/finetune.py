@@ -124,14 +124,16 @@ def build_classifier(
     adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
     export: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
     class_weighted: bool = False,
+    dropout: float = 0.1,
 ) -> FineTune:
-    """Load `backbone`, `adapt` it (e.g. add LoRA adapters), add a head, tokenize once."""
+    """Load `backbone`, `adapt` it (e.g. add LoRA adapters), add a head (after `dropout`),
+    tokenize once."""
     encoder = Encoder(
         backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
     )
     torch.manual_seed(config.seed)  # the head's initial weights
     body = adapt(freeze_pooler(encoder.model))
-    model = EncoderClassifier(body, encoder.dim, len(train_data.labels))
+    model = EncoderClassifier(body, encoder.dim, len(train_data.labels), dropout=dropout)
     model.to(encoder.device)
     train_ids, val_ids = encoder.tokenize(train_data.texts), encoder.tokenize(val.texts)
     labels = torch.as_tensor(train_data.y)
@@ -323,6 +325,7 @@ def build_fine_tune(
         adapt=adapt,
         export=export,
         class_weighted=settings.class_weighted,
+        dropout=getattr(settings, "head_dropout", 0.1),
     )
 
 

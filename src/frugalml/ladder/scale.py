@@ -1,0 +1,336 @@
+"""Torch rungs trained data-parallel under torchrun; the ladder's own process launches them.
+
+`fit_rung` is what the ladder calls for every rung: a rung with a `fine_tuning()` job (full,
+lora, top_layers) trains on `Scale.nproc` ranks per node when the run asks for more than one
+process, any other rung runs `fit` once, here. The job goes to the ranks as JSON (strategy,
+settings, data); rank 0 alone evaluates, checkpoints, logs and saves the trained predictor,
+which this process loads back. The rung's cost card is this process's meter, which counts
+every local rank's CPU once torchrun is waited for (killed attempts included), plus what
+it cannot see: the ranks' summed peak memory and other nodes' CPU.
+
+Run as `python -m frugalml.ladder.scale JOB_DIR` by torchrun (each rank), or with
+`--follow STATUS_DIR` on a node other than 0, where ranks receive each job from rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frugalml.config import Budget, Scale
+from frugalml.costs import CostCard, CostMeter, Prices
+from frugalml.data.dataset import Dataset
+from frugalml.errors import FrugalError
+from frugalml.strategies import Predictor, Strategy, get_strategy
+
+log = logging.getLogger("frugalml")
+JOB, RESULT, PREDICTOR, LOG = "job.json", "result.json", "predictor", "torchrun.log"
+# A test's fault: "kill:RANK:EPOCH:BATCH" makes that rank SIGKILL itself there, first attempt only.
+FAULT_ENV = "FRUGALML_FAULT"
+MAX_JOIN_TRIES = 100  # a node other than 0 retries a round whose ranks never got a job
+
+
+class DistributedTrainingError(FrugalError, RuntimeError):
+    """The ranks did not finish (a crash, or more failures than --max-restarts)."""
+
+
+def fit_rung(
+    name: str,
+    strategy: Strategy,
+    train: Dataset,
+    val: Dataset,
+    *,
+    budget: Budget,
+    meter: CostMeter,
+    workdir: Path,
+    scale: Scale,
+    prices: Prices,
+) -> Predictor:
+    """`strategy.fit`, data-parallel under torchrun when `scale` asks for it and the rung
+    has a torch `fine_tuning` job."""
+    if not scale.parallel or not hasattr(strategy, "fine_tuning"):
+        return strategy.fit(train, val, budget=budget, meter=meter, workdir=workdir)
+    from frugalml.training import ddp
+
+    folder = (workdir / "ddp").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULT).unlink(missing_ok=True)
+    deadline = None if budget.max_wall_s is None else time.time() + budget.max_wall_s
+    job = {
+        "strategy": name,
+        "module": type(strategy).__module__,
+        "config": strategy.config.model_dump(mode="json"),
+        "train": _dataset_json(train),
+        "val": _dataset_json(val),
+        "deadline": deadline,
+        "prices": prices.to_dict(),
+        "workdir": str(workdir.resolve()),
+    }
+    (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
+    command = ddp.torchrun_command(
+        scale, ["-m", "frugalml.ladder.scale", str(folder)], rdzv_id=_round_id(scale)
+    )
+    log.info(f"{name}: training on {scale.nproc} process(es) per node; log in {folder / LOG}")
+    code = ddp.launch(command, ddp.rank_environment(scale), folder / LOG)
+    if code != 0 or not (folder / RESULT).exists():
+        raise DistributedTrainingError(
+            f"data-parallel training of '{name}' failed (torchrun exited with {code})",
+            [f"the ranks' output is in {folder / LOG}", _tail(folder / LOG)],
+        )
+    return _collect(name, folder, train.labels, meter, scale)
+
+
+_ROUNDS = count()  # rendezvous ids: node 0 and the nodes following it count rounds alike
+
+
+def _round_id(scale: Scale) -> str:
+    return f"frugalml-{next(_ROUNDS)}" if scale.max_nodes > 1 else "frugalml"
+
+
+def _collect(
+    name: str, folder: Path, labels: tuple[str, ...], meter: CostMeter, scale: Scale
+) -> Predictor:
+    """Load rank 0's predictor; put on `meter` what its own readings cannot see."""
+    result = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+    cards = [(int(node), CostCard.from_dict(card)) for node, card in result["cards"]]
+    here = [c for node, c in cards if node == scale.node_rank]
+    away = [c for node, c in cards if node != scale.node_rank]
+    meter.add_flops(sum(c.flops or 0.0 for _, c in cards))
+    nodes = len({node for node, _ in cards})
+    meter.add_parallel(
+        CostCard(
+            wall_s=0.0,
+            cpu_s=sum(c.cpu_s for c in away),
+            peak_rss_mb=sum(c.peak_rss_mb for c in here) + sum(c.peak_rss_mb for c in away),
+            energy_kwh=sum(c.energy_kwh for c in away),
+            energy_source="",
+            usd=_per_node_usd(cards, scale.node_rank),
+            price_basis="",
+            processes=len(cards),
+            extra={
+                "nodes": float(nodes),
+                "restarts": float(result["restarts"]),
+                "ranks_cpu_s": sum(c.cpu_s for _, c in cards),  # the attempt that finished
+            },
+        )
+    )
+    predictor = get_strategy(name).predictor.load(folder / PREDICTOR, result["spec"], labels)
+    if hasattr(predictor, "stopped"):
+        predictor.stopped = result["stopped"]
+    return predictor
+
+
+def _per_node_usd(cards: list[tuple[int, CostCard]], here: int) -> float:
+    """Other nodes' machines, each priced for its longest rank (ours is on our own card)."""
+    longest: dict[int, float] = {}
+    for node, card in cards:
+        if node != here:
+            longest[node] = max(longest.get(node, 0.0), card.usd)
+    return sum(longest.values())
+
+
+def release_followers(scale: Scale) -> None:
+    """Tell the other nodes (waiting in `follow`) that node 0's ladder is done."""
+    global _ROUNDS
+    if scale.max_nodes == 1 or scale.node_rank != 0:
+        return
+    from frugalml.training import ddp
+
+    with tempfile.TemporaryDirectory(prefix="frugalml-stop-") as tmp:
+        folder = Path(tmp)
+        (folder / JOB).write_text(json.dumps({"stop": True}), encoding="utf-8")
+        command = ddp.torchrun_command(
+            scale.model_copy(update={"max_restarts": 0}),
+            ["-m", "frugalml.ladder.scale", str(folder)],
+            rdzv_id=_round_id(scale),
+        )
+        ddp.launch(command, ddp.rank_environment(scale), folder / LOG)
+    _ROUNDS = count()  # the next fit of this process starts at round 0, as its followers do
+
+
+def follow(scale: Scale, log_dir: Path) -> int:
+    """On a node other than 0: join node 0's torch rungs one after another, until node 0
+    says its ladder is done. Returns how many rungs this node trained."""
+    from frugalml.training import ddp
+
+    rounds = 0
+    for _ in range(MAX_JOIN_TRIES):
+        status = log_dir / f"round-{rounds}"
+        status.mkdir(parents=True, exist_ok=True)
+        command = ddp.torchrun_command(
+            scale,
+            ["-m", "frugalml.ladder.scale", "--follow", str(status)],
+            rdzv_id=f"frugalml-{rounds}",
+        )
+        code = ddp.launch(command, ddp.rank_environment(scale), status / LOG)
+        if (status / "stopped").exists():
+            return rounds
+        if code != 0 and not (status / "joined").exists():
+            continue  # node 0's store was not up yet, or went down as we joined: try again
+        if code != 0:
+            raise DistributedTrainingError(
+                f"node {scale.node_rank} failed in round {rounds} (torchrun exited with {code})",
+                [f"its ranks' output is in {status / LOG}", _tail(status / LOG)],
+            )
+        rounds += 1
+    raise DistributedTrainingError(
+        f"node {scale.node_rank} could not join node 0 at {scale.rdzv_endpoint}",
+        [f"tried {MAX_JOIN_TRIES} times; is node 0 running `frugalml fit` with --nnodes?"],
+    )
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "last lines:\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def _dataset_json(data: Dataset) -> dict[str, Any]:
+    return {
+        "texts": list(data.texts),
+        "y": data.y.tolist(),
+        "labels": list(data.labels),
+        "name": data.name,
+        "task": data.task,
+        "kind": data.kind,
+    }
+
+
+def _dataset(raw: dict[str, Any]) -> Dataset:
+    return Dataset(
+        tuple(raw["texts"]),
+        np.asarray(raw["y"], dtype=np.int64),
+        tuple(raw["labels"]),
+        raw["name"],
+        raw["task"],
+        raw["kind"],
+    )
+
+
+# -- one rank ---------------------------------------------------------------------------------
+def main(argv: list[str]) -> None:
+    """One rank: receive the job from node 0, train its shard; node 0's first rank saves
+    the outcome."""
+    from frugalml.training import ddp
+
+    dist = ddp.init_process_group()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    logging.basicConfig(level=logging.INFO, format=f"rank {rank}: %(message)s")
+    following = argv[0] == "--follow"
+    # The rank launched with the job (node 0's first) sends it: under c10d it may not be 0.
+    leader = int(ddp.leader_rank(not following and int(os.environ.get("LOCAL_RANK", "0")) == 0))
+    raw = (Path(argv[0]) / JOB).read_bytes() if rank == leader else None
+    job = json.loads(ddp.broadcast_bytes(raw, src=leader))
+    if following and os.environ.get("LOCAL_RANK") == "0":
+        (Path(argv[1]) / "joined").write_text("received a job from node 0\n")
+    if job.get("stop"):
+        if following and os.environ.get("LOCAL_RANK") == "0":
+            (Path(argv[1]) / "stopped").write_text("node 0's ladder is done\n")
+        dist.destroy_process_group()
+        return
+    outcome = _train(job, rank, world, ddp)
+    if rank == leader:  # every rank ends with the same weights; node 0 keeps the outcome
+        _save_outcome(Path(job["workdir"]) / "ddp", *outcome)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _train(job: dict[str, Any], rank: int, world: int, ddp: Any) -> Any:
+    import importlib
+    import inspect
+
+    importlib.import_module(job["module"])  # registers a rung defined outside frugalml
+    strategy: Any = get_strategy(job["strategy"]).build(**job["config"])
+    train, val = _dataset(job["train"]), _dataset(job["val"])
+    workdir = Path(job["workdir"])
+    left = None if job["deadline"] is None else max(1e-3, job["deadline"] - time.time())
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    with CostMeter(Prices.from_dict(job["prices"])) as meter:
+        if "meter" in inspect.signature(strategy.fine_tuning).parameters:
+            fine_tuning = strategy.fine_tuning(train, val, meter=meter)
+        else:
+            fine_tuning = strategy.fine_tuning(train, val)
+        _started(workdir / "ddp", restart, rank)
+        batches = _faulty(ddp.shard(fine_tuning.batches, rank, world), rank, restart)
+        parallel = replace(fine_tuning, model=ddp.wrap(fine_tuning.model), batches=batches)
+        state = parallel.train(budget=Budget(max_wall_s=left), meter=meter, workdir=workdir)
+    node = int(os.environ.get("GROUP_RANK", "0"))
+    cards = ddp.gather_cards(meter.card, node)
+    return fine_tuning.finish(state), state, cards, restart
+
+
+def _save_outcome(
+    folder: Path,
+    predictor: Predictor,
+    state: Any,
+    cards: list[tuple[int, CostCard]],
+    restarts: int,
+) -> None:
+    spec = predictor.save(folder / PREDICTOR)
+    result = {
+        "spec": spec,
+        "stopped": state.stopped if state.stopped == "deadline" else "",
+        "history": state.history,
+        "restarts": restarts,
+        "cards": [(node, card.to_dict()) for node, card in cards],
+    }
+    tmp = folder / f"{RESULT}.tmp"
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    tmp.replace(folder / RESULT)
+
+
+def _started(folder: Path, restart: int, rank: int) -> None:
+    """Each attempt's ranks note the CPU they spent before training: a killed attempt's
+    record shows work that the finished attempt's cards do not hold."""
+    times = os.times()
+    record = {"restart": restart, "rank": rank, "cpu_s": times.user + times.system}
+    path = folder / "attempts" / f"{restart}-{rank}.json"
+    try:  # a node without the shared run folder keeps no record
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record), encoding="utf-8")
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True, eq=False)
+class _Faulty:
+    """Batches that SIGKILL this rank at (epoch, batch): how tests kill a worker mid-epoch."""
+
+    batches: Any
+    epoch: int
+    batch: int
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __call__(self, epoch: int) -> Iterator[Any]:
+        for i, batch in enumerate(self.batches(epoch)):
+            if (epoch, i) == (self.epoch, self.batch):
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+
+def _faulty(batches: Any, rank: int, restart: int) -> Any:
+    fault = os.environ.get(FAULT_ENV, "")
+    if not fault.startswith("kill:") or restart:
+        return batches
+    target, epoch, batch = (int(x) for x in fault.split(":")[1:])
+    return _Faulty(batches, epoch, batch) if target == rank else batches
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,174 @@
+"""Torch rungs under a real torchrun (2 gloo ranks on 127.0.0.1): the same weights as one
+process at twice the batch, honest cost cards, and a restart after a rank is SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+import torch.distributed as dist
+
+from frugalml.config import Budget, Scale
+from frugalml.costs import CostMeter, Prices
+from frugalml.data.split import Splits
+from frugalml.ladder.scale import FAULT_ENV, fit_rung
+from frugalml.strategies import get_strategy
+from tests.conftest import build_tiny_backbone, demo_dataset
+
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("this torch build has no gloo backend", allow_module_level=True)
+
+BATCH = 16  # one process's batch; each of 2 ranks takes half of it
+N_TRAIN = 160  # whole batches: both halves of every batch are the same size
+
+
+@pytest.fixture(scope="module")
+def still_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with its dropout off: only then do batch splits give the same weights."""
+    import re
+
+    words = {w for text in demo_dataset().texts for w in re.findall(r"[a-z']+", text.lower())}
+    folder = build_tiny_backbone(tmp_path_factory.mktemp("still-bert"), sorted(words))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def full(backbone: Path, batch_size: int, epochs: int = 1) -> Any:
+    train = {"epochs": epochs, "batch_size": batch_size, "lr": 1e-3, "head_lr": 1e-2}
+    options = {"backbone": str(backbone), "max_length": 32, "head_dropout": 0.0, "train": train}
+    return get_strategy("full").build(**options)
+
+
+def weights(predictor: Any) -> dict[str, np.ndarray]:
+    state = {k: v.detach().numpy() for k, v in predictor.encoder.model.state_dict().items()}
+    return {**state, "head.coef": predictor.head.coef, "head.intercept": predictor.head.intercept}
+
+
+@pytest.fixture(scope="module")
+def data(demo_splits: Splits) -> Splits:
+    return Splits(demo_splits.train.subset(np.arange(N_TRAIN)), demo_splits.val, demo_splits.test)
+
+
+def test_two_ranks_at_half_the_batch_end_with_one_process_weights(
+    still_backbone: Path, data: Splits, tmp_path: Path
+) -> None:
+    with CostMeter() as one_meter:
+        one = full(still_backbone, BATCH).fit(
+            data.train, data.val, budget=Budget(), meter=one_meter, workdir=tmp_path / "one"
+        )
+    with CostMeter() as meter:
+        two = fit_rung(
+            "full",
+            full(still_backbone, BATCH // 2),
+            data.train,
+            data.val,
+            budget=Budget(),
+            meter=meter,
+            workdir=tmp_path / "two",
+            scale=Scale(nproc=2),
+            prices=Prices(),
+        )
+    expected, got = weights(one), weights(two)
+    assert expected.keys() == got.keys()
+    worst = max(float(np.abs(expected[k] - got[k]).max()) for k in expected)
+    assert worst <= 1e-5, worst
+    print(f"max |delta| = {worst:.2e}")
+    untrained = full(still_backbone, BATCH).fine_tuning(data.train, data.val).model
+    assert not np.allclose(untrained.head.weight.detach().numpy(), got["head.coef"], atol=1e-3)
+    card = meter.card
+    assert card.processes == 2 and card.extra["nodes"] == 1 and card.extra["restarts"] == 0
+    # Each rank held a model: the card's peak is the launcher's plus both ranks', more than
+    # one process alone needed; the ranks' CPU is inside the launcher's (it waited for them).
+    assert card.peak_rss_mb > one_meter.card.peak_rss_mb
+    assert card.cpu_s >= card.extra["ranks_cpu_s"] > 0
+    # Both ranks' FLOPs are counted; half batches pad less, so a little fewer than one's.
+    assert 0.8 * one_meter.card.flops < card.flops <= one_meter.card.flops
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_epoch_is_restarted_and_resumes_from_the_last_epoch(
+    tiny_backbone: Path, data: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULT_ENV, "kill:1:1:2")  # rank 1, epoch 1, its third batch; once
+    strategy = get_strategy("full").build(
+        backbone=str(tiny_backbone),
+        max_length=32,
+        train={"epochs": 3, "batch_size": 8, "lr": 1e-3, "patience": 5},
+    )
+    with CostMeter() as meter:
+        predictor = fit_rung(
+            "full",
+            strategy,
+            data.train,
+            data.val,
+            budget=Budget(),
+            meter=meter,
+            workdir=tmp_path / "work",
+            # gloo on a loaded machine has failed to reconnect a restarted group once (a
+            # refused connection at init): allow another restart, count them below
+            scale=Scale(nproc=2, max_restarts=3),
+            prices=Prices(),
+        )
+    folder = tmp_path / "work" / "ddp"
+    result = json.loads((folder / "result.json").read_text())
+    assert [row["epoch"] for row in result["history"]] == [0, 1, 2]  # no epoch lost
+    log = (folder / "torchrun.log").read_text()
+    assert "resuming from epoch 1" in log  # the second attempt did not redo epoch 0
+    assert predictor.predict_proba(["card lost"]).shape == (1, len(data.train.labels))
+    attempts = {p.stem: json.loads(p.read_text()) for p in (folder / "attempts").glob("*.json")}
+    card = meter.card
+    last = int(card.extra["restarts"])
+    assert last >= 1 and card.processes == 2
+    assert {"0-0", "0-1", f"{last}-0", f"{last}-1"} <= attempts.keys()
+    # The card holds the killed attempt's work too: more CPU than the finished ranks spent,
+    # by at least what the first attempt's ranks had spent before they trained.
+    wasted = attempts["0-0"]["cpu_s"] + attempts["0-1"]["cpu_s"]
+    assert card.cpu_s >= card.extra["ranks_cpu_s"] + wasted
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_nodes_on_loopback_train_a_rung_together_through_c10d(
+    tiny_backbone: Path, small_csv: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import frugalml
+    from tests.training.test_distributed import free_port
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = ["--nnodes", "2", "--nproc", "1", "--rdzv-endpoint", endpoint]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "frugalml", "fit", "--node-rank", "1", *nodes],
+        cwd=tmp_path,
+        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        result = frugalml.fit(
+            small_csv,
+            out=tmp_path / "run",
+            strategies=["tfidf", "full"],
+            ship="none",
+            options={"full": {"backbone": str(tiny_backbone), "train": {"epochs": 1}}},
+            scale=Scale(nproc=1, nnodes="2", rdzv_endpoint=endpoint),
+        )
+        stdout, stderr = follower.communicate(timeout=300)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, stderr[-3000:]
+    assert "node 1: trained 1 torch rung(s)" in stdout
+    cards = {c.strategy: c.cost for c in result.ladder.candidates}
+    assert cards["tfidf"].processes == 1  # run once, on node 0
+    assert cards["full"].processes == 2 and cards["full"].extra["nodes"] == 2
