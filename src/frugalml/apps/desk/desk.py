@@ -135,7 +135,7 @@ class Desk:
     def __init__(
         self,
         folder: Path,
-        bundle: frugalml.Bundle,
+        bundle: frugalml.Bundle | None,
         settings: dict[str, Any],
         arrays: dict[str, np.ndarray],
     ) -> None:
@@ -154,9 +154,20 @@ class Desk:
             k["entries"], arrays["knowledge.vectors"], float(k["dense_weight"])
         )
 
+    @classmethod
+    def open(cls, path: str | Path) -> Desk:
+        """The desk's settings and arrays, verified, without its model: for a server, whose
+        batcher runs the model it serves (and reloads)."""
+        from safetensors.numpy import load_file
+
+        folder = Path(path)
+        verify_folder(folder)
+        settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
+        return cls(folder, None, settings, load_file(str(folder / ARRAYS)))
+
     @property
     def labels(self) -> tuple[str, ...]:
-        return self.bundle.labels
+        return tuple(self.settings["labels"])
 
     @property
     def report(self) -> dict[str, Any]:
@@ -164,6 +175,8 @@ class Desk:
 
     def signals(self, texts: Sequence[str]) -> Signals:
         """One encoder pass: logits, calibrated probabilities and sentence vectors."""
+        if self.bundle is None:
+            raise ValueError("this desk was opened without its model; use `load`")
         logits, vectors = self.bundle.logits_and_embed(texts)
         return signals_from(logits, vectors, self.bundle.temperature)
 
@@ -248,11 +261,10 @@ def signals_from(logits: np.ndarray, vectors: np.ndarray, temperature: float) ->
 
 
 def load(path: str | Path) -> Desk:
-    """Verify and load a desk folder."""
-    from safetensors.numpy import load_file
-
-    folder = Path(path)
-    app = verify_folder(folder)
-    bundle = frugalml.load(folder / str(app["bundle"]))
-    settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
-    return Desk(folder, bundle, settings, load_file(str(folder / ARRAYS)))
+    """Verify and load a desk folder, its intent model included."""
+    desk = Desk.open(path)
+    app = json.loads((desk.folder / APP_FILE).read_text(encoding="utf-8"))
+    desk.bundle = frugalml.load(desk.folder / str(app["bundle"]))
+    if desk.bundle.labels != desk.labels:
+        raise BundleError(f"{desk.folder}: the intent model's labels differ from the desk's")
+    return desk

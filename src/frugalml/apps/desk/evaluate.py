@@ -177,3 +177,67 @@ def thin(curve: list[dict[str, float]], points: int = 50) -> list[dict[str, floa
         return curve
     idx = np.unique(np.linspace(0, len(curve) - 1, points).round().astype(int))
     return [curve[i] for i in idx]
+
+
+def evaluate_desk(
+    desk: Any,
+    data: Any,
+    *,
+    knowledge_queries: Any = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+) -> dict[str, Any]:
+    """Route labelled questions (the desk's out-of-scope label marks out-of-scope ones) and
+    score the routing; with `knowledge_queries` (query, expected entry) also the index's
+    Recall@1/5 and MRR. Every figure has a 95% bootstrap interval."""
+    from pathlib import Path
+
+    import frugalml
+    from frugalml.apps.desk.build import read_queries
+    from frugalml.apps.desk.desk import Desk, load
+    from frugalml.errors import ConfigError
+
+    loaded = desk if isinstance(desk, Desk) else load(Path(desk))
+    dataset = frugalml.load_dataset(data, text_col=text_col, label_col=label_col, min_per_class=1)
+    oos_label = str(loaded.settings.get("oos_label", "oos"))
+    unknown = sorted(set(dataset.labels) - set(loaded.labels) - {oos_label})
+    if unknown:
+        raise ConfigError(
+            f"{data} has labels the desk does not know: {', '.join(unknown[:10])}",
+            [f"label out-of-scope questions '{oos_label}'; the desk's intents are: "
+             f"{', '.join(loaded.labels[:20])}"],
+        )
+    truth = [dataset.labels[int(y)] for y in dataset.y]
+    replies = loaded.ask(list(dataset.texts))
+    outcome = outcome_of(replies, truth, oos_label)
+    result: dict[str, Any] = {
+        "n": len(truth),
+        "n_oos": int(outcome.oos.sum()),
+        "metrics": with_intervals(outcome),
+        "routing": routing_matrix(outcome),
+    }
+    if knowledge_queries is not None:
+        queries, relevant = read_queries(knowledge_queries, loaded.index.entries)
+        result["knowledge"] = knowledge_intervals(loaded, queries, relevant)
+    return result
+
+
+def knowledge_intervals(desk: Any, queries: list[str], relevant: np.ndarray) -> dict[str, Any]:
+    """Recall@1, Recall@5 and MRR of the desk's index, each with a bootstrap interval."""
+    from frugalml.apps.desk.knowledge import rank_metrics
+
+    vectors = desk.bundle.embed(queries)
+    scores = desk.index.ranked(queries, vectors, desk.index.dense_weight)
+    rng = np.random.default_rng(0)
+    point = rank_metrics(scores, relevant)
+    boots = [
+        rank_metrics(scores[idx], relevant[idx])
+        for idx in (rng.integers(0, len(queries), len(queries)) for _ in range(N_BOOT))
+    ]
+    return {
+        name: {
+            "value": round(value, 4),
+            "ci95": [round(float(np.percentile([b[name] for b in boots], q)), 4) for q in (2.5, 97.5)],
+        }
+        for name, value in point.items()
+    }
