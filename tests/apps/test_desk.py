@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from frugalml.apps import desk as desk_app
-from frugalml.apps.desk import build as desk_build
+from frugalml.apps.desk.builder import BuildResult, Goals
 from frugalml.apps.desk.inputs import DeskInputError
 from frugalml.data import DEMO_INTENTS, out_of_scope_texts
 from frugalml.errors import BundleError, ConfigError
@@ -23,7 +23,7 @@ def _options(backbone: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def built(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> desk_build.BuildResult:
+def built(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     root = tmp_path_factory.mktemp("desk")
     return desk_app.build(
         DEMO_INTENTS,
@@ -37,7 +37,7 @@ def built(tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> desk
     )
 
 
-def test_build_writes_one_checksummed_folder_without_pickles(built: desk_build.BuildResult) -> None:
+def test_build_writes_one_checksummed_folder_without_pickles(built: BuildResult) -> None:
     folder = built.folder
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["app.json", "arrays.safetensors", "desk.json", "intent", "report"]
@@ -55,7 +55,7 @@ def test_build_writes_one_checksummed_folder_without_pickles(built: desk_build.B
     assert set(report["test"]["metrics"]["auroc"]) == {"value", "ci95"}
 
 
-def test_ask_routes_and_gives_evidence(built: desk_build.BuildResult) -> None:
+def test_ask_routes_and_gives_evidence(built: BuildResult) -> None:
     desk = desk_app.load(built.folder)
     replies = desk.ask(["my card has not arrived yet", "Where can I find my IBAN?"], k=3)
     assert all(r.route in ("answer", "knowledge", "handoff") for r in replies)
@@ -71,7 +71,7 @@ def test_ask_routes_and_gives_evidence(built: desk_build.BuildResult) -> None:
         desk.ask(["x"], confidence=1.5)
 
 
-def test_a_changed_file_is_refused(built: desk_build.BuildResult, tmp_path: Path) -> None:
+def test_a_changed_file_is_refused(built: BuildResult, tmp_path: Path) -> None:
     copy = tmp_path / "desk"
     shutil.copytree(built.folder, copy)
     settings = json.loads((copy / "desk.json").read_text())
@@ -79,3 +79,108 @@ def test_a_changed_file_is_refused(built: desk_build.BuildResult, tmp_path: Path
     (copy / "desk.json").write_text(json.dumps(settings))
     with pytest.raises(BundleError, match="desk.json changed"):
         desk_app.load(copy)
+
+
+def _write(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+def test_every_input_problem_is_reported_at_once(tmp_path: Path) -> None:
+    answers = _write(
+        tmp_path / "answers.csv",
+        [["intent", "answer"], ["card_not_arrived", "It comes in a week."]],
+    )
+    knowledge = _write(tmp_path / "faq.csv", [["title", "answer"], ["IBAN", "In the app."]])
+    with pytest.raises(DeskInputError) as err:
+        desk_app.build(
+            DEMO_INTENTS, answers=answers, knowledge=knowledge, out=tmp_path / "desk"
+        )
+    message = str(err.value)
+    assert "13 intents without an answer" in message and "handoff" in message
+    assert "no question column" in message
+    assert not (tmp_path / "desk").exists()
+
+
+def test_an_empty_knowledge_base_and_out_of_range_goals_are_refused(tmp_path: Path) -> None:
+    knowledge = _write(tmp_path / "faq.csv", [["question", "answer"]])
+    with pytest.raises(DeskInputError, match="knowledge base.*is empty|no rows|empty"):
+        desk_app.build(
+            DEMO_INTENTS, answers=desk_app.DEMO_ANSWERS, knowledge=knowledge, out=tmp_path / "d"
+        )
+    with pytest.raises(ConfigError, match="--oos-recall must be between 0 and 1; got 1.5"):
+        desk_app.build(
+            DEMO_INTENTS,
+            answers=desk_app.DEMO_ANSWERS,
+            knowledge=desk_app.DEMO_FAQ,
+            out=tmp_path / "d",
+            goals=Goals(oos_recall=1.5, max_handoff=-0.1),
+        )
+
+
+def test_an_intent_marked_handoff_needs_no_answer_and_is_handed_off(tmp_path: Path) -> None:
+    from frugalml.apps.desk.inputs import read_inputs
+
+    rows = [["intent", "answer"], *(list(r) for r in _demo_answers().items())]
+    rows[1][1] = "handoff"
+    inputs = read_inputs(
+        DEMO_INTENTS, answers=_write(tmp_path / "a.csv", rows), knowledge=desk_app.DEMO_FAQ
+    )
+    assert inputs.answers[rows[1][0]] is None
+    assert len(inputs.knowledge) == 42 and inputs.knowledge[0].url.startswith("https://")
+
+
+def _demo_answers() -> dict[str, str]:
+    with desk_app.DEMO_ANSWERS.open(encoding="utf-8", newline="") as handle:
+        return {row["intent"]: row["answer"] for row in csv.DictReader(handle)}
+
+
+def test_oos_rows_in_the_intents_are_out_of_scope_examples(tmp_path: Path) -> None:
+    from frugalml.apps.desk.inputs import read_inputs
+
+    intents = tmp_path / "intents.csv"
+    shutil.copy(DEMO_INTENTS, intents)
+    with intents.open("a", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([[t, "oos"] for t in out_of_scope_texts()[:10]])
+    inputs = read_inputs(intents, answers=desk_app.DEMO_ANSWERS, knowledge=desk_app.DEMO_FAQ)
+    assert "oos" not in inputs.intents.labels and len(inputs.oos) == 10
+
+
+def test_evaluate_scores_routing_with_intervals(
+    built: BuildResult, tmp_path: Path
+) -> None:
+    from frugalml.apps.desk.evaluate import evaluate_desk
+
+    data = tmp_path / "labelled.csv"
+    with DEMO_INTENTS.open(encoding="utf-8", newline="") as handle:
+        intents = list(csv.reader(handle))[1:61]
+    _write(data, [["text", "label"], *intents, *([t, "oos"] for t in out_of_scope_texts()[:20])])
+    queries = _write(
+        tmp_path / "queries.csv",
+        [["query", "expected"], ["what's my IBAN", "Finding your IBAN"], ["sort code?", "Sort code and account number"]],
+    )
+    result = evaluate_desk(built.folder, data, knowledge_queries=queries)
+    assert result["n"] == 80 and result["n_oos"] == 20
+    metrics = result["metrics"]
+    for name in ("inscope_accuracy", "oos_recall", "oos_precision", "auroc", "fpr@95tpr", "handoff_rate"):
+        low, high = metrics[name]["ci95"]
+        assert low <= metrics[name]["value"] <= high
+    routed = sum(sum(row.values()) for row in result["routing"].values())
+    assert routed == 80
+    assert set(result["knowledge"]) == {"recall@1", "recall@5", "mrr"}
+
+
+def test_risk_coverage_picks_the_point_meeting_both_goals_or_says_why() -> None:
+    from frugalml.apps.desk.evaluate import pick_operating_point, risk_coverage
+
+    confidence = np.linspace(1.0, 0.01, 100)
+    correct = np.arange(100) < 80  # the 80 most confident are right
+    curve = risk_coverage(confidence, correct)
+    point = pick_operating_point(curve, max_handoff=0.25, min_auto_accuracy=0.97)
+    # the most answered at >= 97%: the 82 most confident (80 right), 18% handed off
+    assert point.met and point.auto_accuracy == pytest.approx(80 / 82)
+    assert point.handoff == pytest.approx(0.18)
+    short = pick_operating_point(curve, max_handoff=0.10, min_auto_accuracy=0.97)
+    assert not short.met and "needs 18% hand-off" in short.note
+    assert short.handoff == pytest.approx(0.10) and short.auto_accuracy == pytest.approx(80 / 90)

@@ -84,8 +84,8 @@ def build(
 ) -> None:
     """Climb the ladder for the intents, choose the out-of-scope detector and thresholds,
     index the knowledge base, and write one desk folder."""
-    from frugalml.apps.desk.build import DESK_STRATEGIES, Goals
-    from frugalml.apps.desk.build import build as run_build
+    from frugalml.apps.desk.builder import DESK_STRATEGIES, Goals
+    from frugalml.apps.desk.builder import build as run_build
     from frugalml.config import parse_budget, parse_overrides, parse_target
 
     names = [s.strip() for s in (strategies or ",".join(DESK_STRATEGIES)).split(",") if s.strip()]

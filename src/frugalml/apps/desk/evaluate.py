@@ -193,7 +193,7 @@ def evaluate_desk(
     from pathlib import Path
 
     import frugalml
-    from frugalml.apps.desk.build import read_queries
+    from frugalml.apps.desk.builder import read_queries
     from frugalml.apps.desk.desk import Desk, load
     from frugalml.errors import ConfigError
 
