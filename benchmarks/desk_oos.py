@@ -1,4 +1,4 @@
-"""The desk on Banking77: out-of-scope detection, the knowledge index, and risk–coverage.
+"""The desk on Banking77: out-of-scope detection, the knowledge index, and risk-coverage.
 
 1. Out of scope (per seed): a seeded 25% of the 77 intents is held out as unseen. Their
    train.csv questions are the desk's out-of-scope examples (half train the `oos_class`
@@ -14,7 +14,7 @@
 2. Knowledge index: base = 90% of train.csv (each question with its intent as the answer),
    dense weight chosen on the other 10%, queries = test.csv; hit = an entry of the right intent.
    Recall@1/5 and MRR for BM25 alone, dense alone, equal-weight RRF and the chosen weight.
-3. Risk–coverage (all 77 intents in scope): the confidence threshold picked on validation with
+3. Risk-coverage (all 77 intents in scope): the confidence threshold picked on validation with
    --max-handoff 0.15 --min-auto-accuracy 0.97; test hand-off and accuracy of what is answered.
 
 The MiniLM sentence vectors of all 13,083 texts are computed once and cached (--cache).
@@ -35,12 +35,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from benchmarks.common import banking77, write_result  # noqa: E402
-from frugalml.apps.desk import evaluate as ev  # noqa: E402
-from frugalml.apps.desk import knowledge as kn  # noqa: E402
-from frugalml.apps.desk.desk import signals_from  # noqa: E402
-from frugalml.apps.desk.inputs import Entry  # noqa: E402
-from frugalml.apps.desk.oos import (  # noqa: E402
+from benchmarks.common import banking77, write_result
+
+from frugalml.apps.desk import evaluate as ev
+from frugalml.apps.desk import knowledge as kn
+from frugalml.apps.desk.desk import signals_from
+from frugalml.apps.desk.inputs import Entry
+from frugalml.apps.desk.oos import (
     Signals,
     auroc,
     choose,
@@ -49,8 +50,8 @@ from frugalml.apps.desk.oos import (  # noqa: E402
     label,
     threshold_for_recall,
 )
-from frugalml.ladder.calibration import fit_temperature  # noqa: E402
-from frugalml.models.heads import LinearHead  # noqa: E402
+from frugalml.ladder.calibration import fit_temperature
+from frugalml.models.heads import LinearHead
 
 CS = (0.1, 1.0, 10.0, 100.0)  # the frozen_probe rung's default grid
 HELD_OUT = 0.25
@@ -60,7 +61,7 @@ LOSS_BUDGET = 0.03
 
 def embeddings(cache: Path, texts: list[str]) -> np.ndarray:
     """MiniLM vectors of `texts` (train then test), computed once."""
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file
 
     if cache.exists():
         stored = load_file(str(cache))
@@ -89,14 +90,22 @@ def signals(head: LinearHead, temperature: float, x: np.ndarray) -> Signals:
     return signals_from(head.logits(x), x, temperature)
 
 
-def split_val(n: int, rng: np.random.Generator, frac: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+def split_val(
+    n: int, rng: np.random.Generator, frac: float = 0.15
+) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(n)
     cut = int(frac * n)
     return np.sort(order[cut:]), np.sort(order[:cut])
 
 
-def oos_seed(seed: int, vec_tr: np.ndarray, y_tr: np.ndarray, vec_te: np.ndarray,
-             y_te: np.ndarray, n_classes: int) -> dict[str, Any]:
+def oos_seed(
+    seed: int,
+    vec_tr: np.ndarray,
+    y_tr: np.ndarray,
+    vec_te: np.ndarray,
+    y_te: np.ndarray,
+    n_classes: int,
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     unseen = np.sort(rng.choice(n_classes, size=round(HELD_OUT * n_classes), replace=False))
     seen = np.setdiff1d(np.arange(n_classes), unseen)
@@ -113,7 +122,10 @@ def oos_seed(seed: int, vec_tr: np.ndarray, y_tr: np.ndarray, vec_te: np.ndarray
     s_oos_va = signals(head, temperature, vec_tr[oos_val])
     te_in = np.nonzero(np.isin(y_te, seen))[0]
     te_out = np.nonzero(np.isin(y_te, unseen))[0]
-    s_te, s_te_oos = signals(head, temperature, vec_te[te_in]), signals(head, temperature, vec_te[te_out])
+    s_te, s_te_oos = (
+        signals(head, temperature, vec_te[te_in]),
+        signals(head, temperature, vec_te[te_out]),
+    )
     correct_va = s_va.proba.argmax(1) == remap[y_tr[va]]
     correct_te = s_te.proba.argmax(1) == remap[y_te[te_in]]
     detectors = fit_detectors(s_tr, remap[y_tr[tr]], len(seen), oos_train=vec_tr[oos_train])
@@ -125,9 +137,15 @@ def oos_seed(seed: int, vec_tr: np.ndarray, y_tr: np.ndarray, vec_te: np.ndarray
     chosen_no_examples, _, _ = choose(without, s_va, s_oos_va, correct_va, RECALL_GOAL)
     return {
         "seed": seed,
-        "unseen_intents": int(len(unseen)),
-        "n": {"train": len(tr), "val": len(va), "oos_train": len(oos_train),
-              "oos_val": len(oos_val), "test_in": len(te_in), "test_oos": len(te_out)},
+        "unseen_intents": len(unseen),
+        "n": {
+            "train": len(tr),
+            "val": len(va),
+            "oos_train": len(oos_train),
+            "oos_val": len(oos_val),
+            "test_in": len(te_in),
+            "test_oos": len(te_out),
+        },
         "inscope_test_accuracy": float(correct_te.mean()),
         "detectors": rows,
         "chosen": label(chosen),
@@ -140,8 +158,15 @@ def oos_seed(seed: int, vec_tr: np.ndarray, y_tr: np.ndarray, vec_te: np.ndarray
     }
 
 
-def measure(d: Any, s_va: Signals, s_oos_va: Signals, correct_va: np.ndarray,
-            s_te: Signals, s_te_oos: Signals, correct_te: np.ndarray) -> dict[str, Any]:
+def measure(
+    d: Any,
+    s_va: Signals,
+    s_oos_va: Signals,
+    correct_va: np.ndarray,
+    s_te: Signals,
+    s_te_oos: Signals,
+    correct_te: np.ndarray,
+) -> dict[str, Any]:
     va_in, va_out = d.score(s_va), d.score(s_oos_va)
     te_in, te_out = d.score(s_te), d.score(s_te_oos)
     at_goal = threshold_for_recall(va_out, RECALL_GOAL)
@@ -173,7 +198,9 @@ def at(t: float, te_in: np.ndarray, te_out: np.ndarray, correct: np.ndarray) -> 
     }
 
 
-def tradeoff(d: Any, s_te: Signals, s_te_oos: Signals, correct: np.ndarray) -> list[dict[str, float]]:
+def tradeoff(
+    d: Any, s_te: Signals, s_te_oos: Signals, correct: np.ndarray
+) -> list[dict[str, float]]:
     te_in, te_out = d.score(s_te), d.score(s_te_oos)
     return [
         {"oos_recall_goal": r, **at(threshold_for_recall(te_out, r), te_in, te_out, correct)}
@@ -181,8 +208,15 @@ def tradeoff(d: Any, s_te: Signals, s_te_oos: Signals, correct: np.ndarray) -> l
     ]
 
 
-def knowledge(vec_tr: np.ndarray, y_tr: np.ndarray, texts_tr: list[str], vec_te: np.ndarray,
-              y_te: np.ndarray, texts_te: list[str], labels: tuple[str, ...]) -> dict[str, Any]:
+def knowledge(
+    vec_tr: np.ndarray,
+    y_tr: np.ndarray,
+    texts_tr: list[str],
+    vec_te: np.ndarray,
+    y_te: np.ndarray,
+    texts_te: list[str],
+    labels: tuple[str, ...],
+) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     base_i, held_i = split_val(len(texts_tr), rng, frac=0.10)
     entries = [Entry(texts_tr[i], labels[y_tr[i]], intent=labels[y_tr[i]]) for i in base_i]
@@ -191,7 +225,10 @@ def knowledge(vec_tr: np.ndarray, y_tr: np.ndarray, texts_tr: list[str], vec_te:
     built = time.perf_counter() - start
     base_y = y_tr[base_i]
     weight, by_weight = kn.choose_weight(
-        index, [texts_tr[i] for i in held_i], vec_tr[held_i], y_tr[held_i][:, None] == base_y[None, :]
+        index,
+        [texts_tr[i] for i in held_i],
+        vec_tr[held_i],
+        y_tr[held_i][:, None] == base_y[None, :],
     )
     relevant = y_te[:, None] == base_y[None, :]
     sims = index.similarities(vec_te)
@@ -214,8 +251,14 @@ def knowledge(vec_tr: np.ndarray, y_tr: np.ndarray, texts_tr: list[str], vec_te:
     }
 
 
-def risk_coverage(vec_tr: np.ndarray, y_tr: np.ndarray, vec_te: np.ndarray, y_te: np.ndarray,
-                  n_classes: int, seed: int) -> dict[str, Any]:
+def risk_coverage(
+    vec_tr: np.ndarray,
+    y_tr: np.ndarray,
+    vec_te: np.ndarray,
+    y_te: np.ndarray,
+    n_classes: int,
+    seed: int,
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     tr, va = split_val(len(y_tr), rng)
     head, temperature = probe(vec_tr[tr], y_tr[tr], vec_tr[va], y_tr[va], n_classes)
@@ -239,30 +282,48 @@ def risk_coverage(vec_tr: np.ndarray, y_tr: np.ndarray, vec_te: np.ndarray, y_te
 
 def summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     names = list(seeds[0]["detectors"])
+
     def mean(f: Any) -> list[float]:
         values = [f(s) for s in seeds]
         return [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
+
     table = {
         name: {
             "auroc": mean(lambda s, n=name: s["detectors"][n]["auroc"]),
             "fpr@95tpr": mean(lambda s, n=name: s["detectors"][n]["fpr@95tpr"]),
-            "recall@goal0.90": mean(lambda s, n=name: s["detectors"][n]["at_recall_goal"]["oos_recall"]),
-            "acc_lost@goal0.90": mean(lambda s, n=name: s["detectors"][n]["at_recall_goal"]["inscope_accuracy_lost"]),
-            "recall@3pt_budget": mean(lambda s, n=name: s["detectors"][n]["at_loss_budget"]["oos_recall"]),
-            "acc_lost@3pt_budget": mean(lambda s, n=name: s["detectors"][n]["at_loss_budget"]["inscope_accuracy_lost"]),
+            "recall@goal0.90": mean(
+                lambda s, n=name: s["detectors"][n]["at_recall_goal"]["oos_recall"]
+            ),
+            "acc_lost@goal0.90": mean(
+                lambda s, n=name: s["detectors"][n]["at_recall_goal"]["inscope_accuracy_lost"]
+            ),
+            "recall@3pt_budget": mean(
+                lambda s, n=name: s["detectors"][n]["at_loss_budget"]["oos_recall"]
+            ),
+            "acc_lost@3pt_budget": mean(
+                lambda s, n=name: s["detectors"][n]["at_loss_budget"]["inscope_accuracy_lost"]
+            ),
         }
         for name in names
     }
-    return {"mean_std_over_seeds": table,
-            "chosen": [s["chosen"] for s in seeds],
-            "chosen_without_oos_class": [s["chosen_without_oos_class"] for s in seeds]}
+    return {
+        "mean_std_over_seeds": table,
+        "chosen": [s["chosen"] for s in seeds],
+        "chosen_without_oos_class": [s["chosen_without_oos_class"] for s in seeds],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache" / "banking77_minilm.safetensors")
-    parser.add_argument("--quick", action="store_true", help="a 2,000-question sample (no results file)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(__file__).parent / ".cache" / "banking77_minilm.safetensors",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a 2,000-question sample (no results file)"
+    )
     args = parser.parse_args()
     splits = banking77()
     texts_tr, texts_te = list(splits.train.texts), list(splits.test.texts)
@@ -279,7 +340,9 @@ def main() -> None:
     result["oos"] = [oos_seed(s, vec_tr, y_tr, vec_te, y_te, k) for s in seeds]
     result["oos_summary"] = summary(result["oos"])
     print(json_table(result["oos_summary"]), flush=True)
-    result["knowledge"] = knowledge(vec_tr, y_tr, texts_tr, vec_te, y_te, texts_te, splits.train.labels)
+    result["knowledge"] = knowledge(
+        vec_tr, y_tr, texts_tr, vec_te, y_te, texts_te, splits.train.labels
+    )
     print({k: v for k, v in result["knowledge"].items() if k != "validation_by_weight"}, flush=True)
     result["risk_coverage"] = [risk_coverage(vec_tr, y_tr, vec_te, y_te, k, s) for s in seeds]
     for r in result["risk_coverage"]:
@@ -290,10 +353,15 @@ def main() -> None:
 
 
 def json_table(summary: dict[str, Any]) -> str:
-    lines = [f"{'detector':16s} {'AUROC':>14s} {'FPR95':>14s} {'rec@0.90':>14s} {'lost@0.90':>14s} {'rec@3pt':>14s} {'lost@3pt':>14s}"]
+    heads = ("AUROC", "FPR95", "rec@0.90", "lost@0.90", "rec@3pt", "lost@3pt")
+    lines = [f"{'detector':16s} " + " ".join(h.rjust(14) for h in heads)]
     for name, row in summary["mean_std_over_seeds"].items():
-        lines.append(f"{name:16s} " + " ".join(f"{m:.3f}±{s:.3f}".rjust(14) for m, s in row.values()))
-    lines.append(f"chosen: {summary['chosen']}; without oos examples: {summary['chosen_without_oos_class']}")
+        lines.append(
+            f"{name:16s} " + " ".join(f"{m:.3f}±{s:.3f}".rjust(14) for m, s in row.values())
+        )
+    lines.append(
+        f"chosen: {summary['chosen']}; without oos examples: {summary['chosen_without_oos_class']}"
+    )
     return "\n".join(lines)
 
 

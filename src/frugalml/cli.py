@@ -24,8 +24,8 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from frugalml import api
-from frugalml.apps.desk import cli as desk_cli
 from frugalml import bundle as bundles
+from frugalml.apps.desk import cli as desk_cli
 from frugalml.apps.monitor import cli as monitor_cli
 from frugalml.apps.recommend import cli as recommend_cli
 from frugalml.config import (

@@ -77,7 +77,7 @@ def test_a_changed_file_is_refused(built: BuildResult, tmp_path: Path) -> None:
     settings = json.loads((copy / "desk.json").read_text())
     settings["thresholds"]["oos"] = 99.0
     (copy / "desk.json").write_text(json.dumps(settings))
-    with pytest.raises(BundleError, match="desk.json changed"):
+    with pytest.raises(BundleError, match=r"desk\.json changed"):
         desk_app.load(copy)
 
 
@@ -94,9 +94,7 @@ def test_every_input_problem_is_reported_at_once(tmp_path: Path) -> None:
     )
     knowledge = _write(tmp_path / "faq.csv", [["title", "answer"], ["IBAN", "In the app."]])
     with pytest.raises(DeskInputError) as err:
-        desk_app.build(
-            DEMO_INTENTS, answers=answers, knowledge=knowledge, out=tmp_path / "desk"
-        )
+        desk_app.build(DEMO_INTENTS, answers=answers, knowledge=knowledge, out=tmp_path / "desk")
     message = str(err.value)
     assert "13 intents without an answer" in message and "handoff" in message
     assert "no question column" in message
@@ -105,11 +103,11 @@ def test_every_input_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_an_empty_knowledge_base_and_out_of_range_goals_are_refused(tmp_path: Path) -> None:
     knowledge = _write(tmp_path / "faq.csv", [["question", "answer"]])
-    with pytest.raises(DeskInputError, match="knowledge base.*is empty|no rows|empty"):
+    with pytest.raises(DeskInputError, match=r"knowledge base.*is empty"):
         desk_app.build(
             DEMO_INTENTS, answers=desk_app.DEMO_ANSWERS, knowledge=knowledge, out=tmp_path / "d"
         )
-    with pytest.raises(ConfigError, match="--oos-recall must be between 0 and 1; got 1.5"):
+    with pytest.raises(ConfigError, match=r"--oos-recall must be between 0 and 1; got 1\.5"):
         desk_app.build(
             DEMO_INTENTS,
             answers=desk_app.DEMO_ANSWERS,
@@ -147,9 +145,7 @@ def test_oos_rows_in_the_intents_are_out_of_scope_examples(tmp_path: Path) -> No
     assert "oos" not in inputs.intents.labels and len(inputs.oos) == 10
 
 
-def test_evaluate_scores_routing_with_intervals(
-    built: BuildResult, tmp_path: Path
-) -> None:
+def test_evaluate_scores_routing_with_intervals(built: BuildResult, tmp_path: Path) -> None:
     from frugalml.apps.desk.evaluate import evaluate_desk
 
     data = tmp_path / "labelled.csv"
@@ -158,12 +154,23 @@ def test_evaluate_scores_routing_with_intervals(
     _write(data, [["text", "label"], *intents, *([t, "oos"] for t in out_of_scope_texts()[:20])])
     queries = _write(
         tmp_path / "queries.csv",
-        [["query", "expected"], ["what's my IBAN", "Finding your IBAN"], ["sort code?", "Sort code and account number"]],
+        [
+            ["query", "expected"],
+            ["what's my IBAN", "Finding your IBAN"],
+            ["sort code?", "Sort code and account number"],
+        ],
     )
     result = evaluate_desk(built.folder, data, knowledge_queries=queries)
     assert result["n"] == 80 and result["n_oos"] == 20
     metrics = result["metrics"]
-    for name in ("inscope_accuracy", "oos_recall", "oos_precision", "auroc", "fpr@95tpr", "handoff_rate"):
+    for name in (
+        "inscope_accuracy",
+        "oos_recall",
+        "oos_precision",
+        "auroc",
+        "fpr@95tpr",
+        "handoff_rate",
+    ):
         low, high = metrics[name]["ci95"]
         assert low <= metrics[name]["value"] <= high
     routed = sum(sum(row.values()) for row in result["routing"].values())

@@ -78,7 +78,7 @@ def _png_size_and_colours(path: Path) -> tuple[int, int, int]:
     """Width, height, and how many distinct RGB colours the first rows hold (blank pages: 1)."""
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    width, height, _depth, colour = struct.unpack(">IIBB", data[16:26])
     chunks, pos = [], 8
     while pos < len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
@@ -96,7 +96,9 @@ def _png_size_and_colours(path: Path) -> tuple[int, int, int]:
     return width, height, len(seen)
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    _chromium() is None, reason="chromium is not installed (apt-get install chromium)"
+)
 def test_the_chat_page_answers_in_a_headless_browser(desk_folder: Path, tmp_path: Path) -> None:
     browser = _chromium()
     assert browser is not None

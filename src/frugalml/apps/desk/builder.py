@@ -3,7 +3,7 @@
 1. the intent model: `frugalml.fit` climbs the same ladder (cost cards, report, shipping);
 2. out-of-scope detectors fitted on the training split and compared on validation; the one
    whose threshold meets `oos_recall` with the least in-scope loss is kept;
-3. the confidence needed to answer by template, from the risk–coverage curve on validation
+3. the confidence needed to answer by template, from the risk-coverage curve on validation
    (`max_handoff`, `min_auto_accuracy`);
 4. the hybrid knowledge index, its dense weight and "answerable" threshold chosen on held-out
    questions with a known right entry;
@@ -247,13 +247,13 @@ def _choose_detector(
             "validation questions (give --oos FILE to choose on real ones)"
         )
         flagged = scores >= threshold
-        point = {
+        fallback = {
             "detector": label(chosen),
             "threshold": threshold,
             "inscope_flagged": float(flagged.mean()),
             "inscope_loss": float((flagged & correct).mean()),
         }
-        return chosen, {"chosen": point, "compared": [], "oos_recall_goal": goals.oos_recall}
+        return chosen, {"chosen": fallback, "compared": [], "oos_recall_goal": goals.oos_recall}
     detector, point, table = choose(detectors, val, sig["oos_val"], correct, goals.oos_recall)
     curve = _tradeoff(detector.score(val), detector.score(sig["oos_val"]), correct)
     return detector, {
@@ -321,7 +321,9 @@ def read_queries(source: str | Path, entries: Sequence[Entry]) -> tuple[list[str
         query = str(frame[columns["query"]].iloc[row]).strip()
         expected = str(frame[columns["expected"]].iloc[row]).strip().lower()
         if expected not in keys:
-            problems.append(f"{table.where(row)}: no entry has the question, title or URL {expected!r}")
+            problems.append(
+                f"{table.where(row)}: no entry has the question, title or URL {expected!r}"
+            )
             continue
         relevant = np.zeros(len(entries), bool)
         relevant[keys[expected]] = True

@@ -21,11 +21,11 @@ OosRecall = Annotated[
     typer.Option(help="Out-of-scope recall the detector's threshold must reach on validation."),
 ]
 MaxHandoff = Annotated[
-    float, typer.Option(help="Most in-scope questions handed to a person (0–1).")
+    float, typer.Option(help="Most in-scope questions handed to a person (0-1).")
 ]
 MinAutoAccuracy = Annotated[
     float,
-    typer.Option(help="Accuracy wanted on the questions answered by template (0–1)."),
+    typer.Option(help="Accuracy wanted on the questions answered by template (0-1)."),
 ]
 KnowledgePrecision = Annotated[
     float,
@@ -72,7 +72,9 @@ def build(
     strategies: Annotated[
         str | None, typer.Option(help="Comma-separated rungs (default: all with an encoder).")
     ] = None,
-    target: Annotated[str | None, typer.Option(help="Intent quality bar, e.g. macro_f1=0.9.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Intent quality bar, e.g. macro_f1=0.9.")
+    ] = None,
     budget: Annotated[str | None, typer.Option(help="Cap for the ladder: 10m, $0.05.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Encoder: 'minilm', a folder.")] = None,
     overrides: Annotated[
@@ -193,12 +195,13 @@ def evaluate(
     for name, value in result["metrics"].items():
         if value["value"] is not None:
             low, high = value["ci95"]
-            typer.echo(f"  {name:26s} {value['value']:.3f}  ({low:.3f}–{high:.3f})")
+            typer.echo(f"  {name:26s} {value['value']:.3f}  ({low:.3f}-{high:.3f})")
     typer.echo("routing (rows: truth, columns: route):")
     for row, counts in result["routing"].items():
         typer.echo(f"  {row:24s} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     for name, value in result.get("knowledge", {}).items():
-        typer.echo(f"  knowledge {name:16s} {value['value']:.3f}  ({value['ci95'][0]:.3f}–{value['ci95'][1]:.3f})")
+        low, high = value["ci95"]
+        typer.echo(f"  knowledge {name:16s} {value['value']:.3f}  ({low:.3f}-{high:.3f})")
 
 
 @app.command()
@@ -240,5 +243,12 @@ def demo(
         seed=0,
         force=force,
     )
-    ask(folder, list(DEMO_QUESTIONS), as_json=False, oos_threshold=None, confidence=None,
-        answerable=None, k=3)
+    ask(
+        folder,
+        list(DEMO_QUESTIONS),
+        as_json=False,
+        oos_threshold=None,
+        confidence=None,
+        answerable=None,
+        k=3,
+    )

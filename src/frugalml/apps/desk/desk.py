@@ -210,38 +210,24 @@ class Desk:
         top = int(proba.argmax())
         intent, confidence = self.labels[top], float(proba[top])
         out_of_scope = score >= t.oos
-        evidence = [self._evidence(h) for h in hits]
         template = self.answers.get(intent)
-        base = {"text": text, "intent": intent, "confidence": confidence, "oos_score": score}
-        base["out_of_scope"] = out_of_scope
-        if not out_of_scope and confidence >= t.confidence and template is not None:
-            return Reply(route="answer", answer=template, evidence=evidence, **base)
-        if hits and hits[0].similarity >= t.answerable:
-            reason = "out of scope" if out_of_scope else "intent not certain enough"
-            if not out_of_scope and confidence >= t.confidence:
-                reason = f"'{intent}' is answered by a person"
-            entry = self.index.entries[hits[0].entry]
-            return Reply(
-                route="knowledge",
-                answer=entry.answer,
-                evidence=evidence,
-                reason=f"{reason}; a knowledge entry matches",
-                **base,
-            )
-        reason = (
-            "out of scope"
-            if out_of_scope
-            else "intent not certain enough"
-            if confidence < t.confidence
-            else f"'{intent}' is answered by a person"
-        )
-        return Reply(
-            route="handoff",
-            answer=None,
-            evidence=evidence,
-            reason=f"{reason}; no knowledge entry matches well enough",
-            **base,
-        )
+        route: Route = "handoff"
+        answer: str | None = None
+        if out_of_scope:
+            reason = "out of scope"
+        elif confidence < t.confidence:
+            reason = "intent not certain enough"
+        elif template is None:
+            reason = f"'{intent}' is answered by a person"
+        else:
+            route, answer, reason = "answer", template, ""
+        if route == "handoff" and hits and hits[0].similarity >= t.answerable:
+            route, answer = "knowledge", self.index.entries[hits[0].entry].answer
+            reason += "; a knowledge entry matches"
+        elif route == "handoff":
+            reason += "; no knowledge entry matches well enough"
+        evidence = [self._evidence(h) for h in hits]
+        return Reply(text, route, intent, confidence, score, out_of_scope, answer, evidence, reason)
 
     def _evidence(self, hit: Hit) -> dict[str, Any]:
         entry = self.index.entries[hit.entry]

@@ -1,6 +1,6 @@
 """How well a desk routes: out-of-scope detection, accuracy of what it answers by itself, how
 much it hands off, and how well the knowledge index finds the right entry; each figure with a
-95% bootstrap interval. Also the risk–coverage curve that picks the confidence threshold.
+95% bootstrap interval. Also the risk-coverage curve that picks the confidence threshold.
 """
 
 from __future__ import annotations
@@ -35,15 +35,17 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> float:
 
 METRICS: dict[str, Callable[[Outcome], float]] = {
     "inscope_accuracy": lambda o: _ratio(o.correct_intent, ~o.oos),
-    "auto_accuracy": lambda o: _ratio(o.correct_intent & (o.route == "answer"), o.route == "answer"),
+    "auto_accuracy": lambda o: _ratio(
+        o.correct_intent & (o.route == "answer"), o.route == "answer"
+    ),
     "oos_recall": lambda o: _ratio(o.flagged & o.oos, o.oos),
     "oos_precision": lambda o: _ratio(o.flagged & o.oos, o.flagged),
     "oos_f1": lambda o: _f1(_ratio(o.flagged & o.oos, o.flagged), _ratio(o.flagged & o.oos, o.oos)),
     "oos_answered_by_template": lambda o: _ratio(o.oos & (o.route == "answer"), o.oos),
     "auroc": lambda o: auroc(o.score[~o.oos], o.score[o.oos]),
-    "fpr@95tpr": lambda o: fpr_at_tpr(o.score[~o.oos], o.score[o.oos])
-    if o.oos.any() and (~o.oos).any()
-    else math.nan,
+    "fpr@95tpr": lambda o: (
+        fpr_at_tpr(o.score[~o.oos], o.score[o.oos]) if o.oos.any() and (~o.oos).any() else math.nan
+    ),
     "handoff_rate": lambda o: float(np.mean(o.route == "handoff")),
     "answer_rate": lambda o: float(np.mean(o.route == "answer")),
     "knowledge_rate": lambda o: float(np.mean(o.route == "knowledge")),
@@ -55,7 +57,9 @@ def _f1(p: float, r: float) -> float:
 
 
 def _subset(o: Outcome, idx: np.ndarray) -> Outcome:
-    return Outcome(*(getattr(o, f)[idx] for f in ("oos", "correct_intent", "flagged", "score", "route")))
+    return Outcome(
+        *(getattr(o, f)[idx] for f in ("oos", "correct_intent", "flagged", "score", "route"))
+    )
 
 
 def with_intervals(
@@ -65,7 +69,7 @@ def with_intervals(
     rng = np.random.default_rng(seed)
     n = len(outcome.oos)
     samples = [rng.integers(0, n, n) for _ in range(N_BOOT)]
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, metric in metrics.items():
         value = metric(outcome)
         if math.isnan(value):
@@ -74,7 +78,10 @@ def with_intervals(
         boot = np.array([metric(_subset(outcome, idx)) for idx in samples])
         boot = boot[~np.isnan(boot)]
         low, high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (value, value)
-        out[name] = {"value": round(value, 4), "ci95": [round(float(low), 4), round(float(high), 4)]}
+        out[name] = {
+            "value": round(value, 4),
+            "ci95": [round(float(low), 4), round(float(high), 4)],
+        }
     return out
 
 
@@ -86,7 +93,10 @@ def routing_matrix(outcome: Outcome) -> dict[str, dict[str, int]]:
         "out_of_scope": outcome.oos,
     }
     return {
-        name: {route: int((mask & (outcome.route == route)).sum()) for route in ("answer", "knowledge", "handoff")}
+        name: {
+            route: int((mask & (outcome.route == route)).sum())
+            for route in ("answer", "knowledge", "handoff")
+        }
         for name, mask in rows.items()
     }
 
@@ -103,7 +113,7 @@ def outcome_of(replies: Sequence[Any], truth: Sequence[str], oos_label: str) -> 
     )
 
 
-# -- risk–coverage -------------------------------------------------------------------------
+# -- risk-coverage -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -204,8 +214,10 @@ def evaluate_desk(
     if unknown:
         raise ConfigError(
             f"{data} has labels the desk does not know: {', '.join(unknown[:10])}",
-            [f"label out-of-scope questions '{oos_label}'; the desk's intents are: "
-             f"{', '.join(loaded.labels[:20])}"],
+            [
+                f"label out-of-scope questions '{oos_label}'; the desk's intents are: "
+                f"{', '.join(loaded.labels[:20])}"
+            ],
         )
     truth = [dataset.labels[int(y)] for y in dataset.y]
     replies = loaded.ask(list(dataset.texts))
@@ -237,7 +249,9 @@ def knowledge_intervals(desk: Any, queries: list[str], relevant: np.ndarray) -> 
     return {
         name: {
             "value": round(value, 4),
-            "ci95": [round(float(np.percentile([b[name] for b in boots], q)), 4) for q in (2.5, 97.5)],
+            "ci95": [
+                round(float(np.percentile([b[name] for b in boots], q)), 4) for q in (2.5, 97.5)
+            ],
         }
         for name, value in point.items()
     }

@@ -209,10 +209,7 @@ def _answer_problems(
 
 
 def _read_knowledge(source: str | Path | Sequence[Entry]) -> tuple[Entry, ...]:
-    if not isinstance(source, str | Path):
-        entries = tuple(source)
-    else:
-        entries = _knowledge_table(source)
+    entries = _knowledge_table(source) if isinstance(source, str | Path) else tuple(source)
     if not entries:
         raise DataError(
             f"the knowledge base {source if isinstance(source, str | Path) else ''} is empty",
@@ -230,9 +227,7 @@ def _knowledge_table(source: str | Path) -> tuple[Entry, ...]:
     found = ", ".join(map(str, frame.columns))
     problems = []
     if question is None:
-        problems.append(
-            f"no question column (one of {', '.join(QUESTION_COLUMNS)}); found {found}"
-        )
+        problems.append(f"no question column (one of {', '.join(QUESTION_COLUMNS)}); found {found}")
     if answer is None:
         problems.append(f"no answer column (one of {', '.join(ANSWER_COLUMNS)}); found {found}")
     if problems:

@@ -42,7 +42,7 @@ def entry_text(entry: Entry) -> str:
 
 
 def _tokens(texts: Sequence[str]) -> list[list[str]]:
-    import bm25s
+    import bm25s  # type: ignore[import-untyped]
 
     tokens = bm25s.tokenize(list(texts), stopwords="english", return_ids=False, show_progress=False)
     return [list(t) for t in tokens]

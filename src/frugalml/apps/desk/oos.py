@@ -45,7 +45,7 @@ class Detector(Protocol):
 
 
 class MaxProb:
-    """1 − the maximum calibrated probability (the classic baseline)."""
+    """1 - the maximum calibrated probability (the classic baseline)."""
 
     name = "max_prob"
 
@@ -60,7 +60,7 @@ class MaxProb:
 
 
 class Energy:
-    """Negative free energy −T·logsumexp(logits/T): unlike a softmax, it keeps how large the
+    """Negative free energy -T·logsumexp(logits/T): unlike a softmax, it keeps how large the
     logits are, which is small for inputs unlike the training data (Liu et al., 2020)."""
 
     name = "energy"
@@ -82,7 +82,7 @@ class Energy:
 
 
 class Knn:
-    """1 − cosine similarity to the k-th nearest training question (Sun et al., 2022)."""
+    """1 - cosine similarity to the k-th nearest training question (Sun et al., 2022)."""
 
     name = "knn"
 
@@ -125,7 +125,7 @@ class Mahalanobis:
     def score(self, signals: Signals) -> np.ndarray:
         x = signals.vectors.astype(np.float32)
         xp = x @ self.precision
-        # (x−μ)ᵀP(x−μ) = xᵀPx − 2xᵀPμ + μᵀPμ, for every class at once
+        # (x-μ)ᵀP(x-μ) = xᵀPx - 2xᵀPμ + μᵀPμ, for every class at once
         mp = (self.means @ self.precision * self.means).sum(1)
         d = (xp * x).sum(1, keepdims=True) - 2 * xp @ self.means.T + mp[None, :]
         return np.asarray(d.min(1), dtype=np.float64)
@@ -187,7 +187,7 @@ def restore(name: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) 
 
 
 def auroc(inscope: np.ndarray, oos: np.ndarray) -> float:
-    """P(an out-of-scope score > an in-scope one), ties counted half (Mann–Whitney U)."""
+    """P(an out-of-scope score > an in-scope one), ties counted half (Mann-Whitney U)."""
     if len(inscope) == 0 or len(oos) == 0:
         return math.nan
     scores = np.r_[inscope, oos]
@@ -228,7 +228,10 @@ class Choice:
     inscope_flagged: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in vars(self).items()}
+        return {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in vars(self).items()
+        }
 
 
 def operating_point(

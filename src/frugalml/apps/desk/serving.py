@@ -46,7 +46,9 @@ def _parse(body: bytes, settings: Any) -> tuple[list[str], int, dict[str, float 
     unknown = sorted(set(data) - {"texts", "k", "thresholds"})
     if unknown:
         raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}; send {example}")
-    texts = parse_predict(json.dumps({"texts": data.get("texts")}).encode(), settings, tabular=False)
+    texts = parse_predict(
+        json.dumps({"texts": data.get("texts")}).encode(), settings, tabular=False
+    )
     k = data.get("k", 3)
     if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 20:
         raise ApiError(422, "invalid_k", f"k must be a whole number from 0 to 20; got {k!r}")
@@ -80,7 +82,10 @@ class DeskExtension:
 
         desk = Desk.open(context.folder)  # settings and arrays; the model is the served one
         routes = Counter(
-            "desk_routes", "Questions the desk routed, by route.", ["route"], registry=context.registry
+            "desk_routes",
+            "Questions the desk routed, by route.",
+            ["route"],
+            registry=context.registry,
         )
         for route in ROUTES:
             routes.labels(route)  # every route shows from the start, at 0
