@@ -26,7 +26,7 @@ import frugalml
 from frugalml.apps.desk import desk as desks
 from frugalml.apps.desk import evaluate as ev
 from frugalml.apps.desk import knowledge as kn
-from frugalml.apps.desk.inputs import DeskInputs, Entry, read_inputs
+from frugalml.apps.desk.inputs import DeskInputError, DeskInputs, Entry, read_inputs
 from frugalml.apps.desk.oos import (
     Detector,
     Knn,
@@ -54,7 +54,7 @@ class Goals:
     min_auto_accuracy: float | None = 0.97
     knowledge_precision: float = 0.90
 
-    def check(self) -> None:
+    def problems(self) -> list[str]:
         problems = [
             f"--{name.replace('_', '-')} must be between 0 and 1; got {value}"
             for name, value in vars(self).items()
@@ -62,8 +62,7 @@ class Goals:
         ]
         if not 0.0 <= self.max_handoff <= 1.0:
             problems.append(f"--max-handoff must be between 0 and 1; got {self.max_handoff}")
-        if problems:
-            raise ConfigError("the desk's goals are out of range:", problems)
+        return problems
 
 
 @dataclass
@@ -97,22 +96,30 @@ def build(
 ) -> BuildResult:
     """Build a desk folder at `out` (see the module docstring); returns its report."""
     goals = goals or Goals()
-    goals.check()
+    out_of_range = goals.problems()
     if "tfidf" in strategies:
         raise ConfigError(
             "the desk needs a model with an encoder (for out-of-scope distances and dense "
             "retrieval); 'tfidf' has none",
             [f"drop it from --strategies (default: {','.join(DESK_STRATEGIES)})"],
         )
-    inputs = read_inputs(
-        intents,
-        answers=answers,
-        knowledge=knowledge,
-        oos=oos,
-        oos_label=oos_label,
-        text_col=text_col,
-        label_col=label_col,
-    )
+    try:
+        inputs = read_inputs(
+            intents,
+            answers=answers,
+            knowledge=knowledge,
+            oos=oos,
+            oos_label=oos_label,
+            text_col=text_col,
+            label_col=label_col,
+        )
+    except DeskInputError as err:  # one message with every problem, the goals' too
+        problems = [*out_of_range, *err.problems]
+        raise DeskInputError(
+            f"the desk's inputs have {len(problems)} problems:", problems
+        ) from None
+    if out_of_range:
+        raise ConfigError("the desk's goals are out of range:", out_of_range)
     queries = read_queries(knowledge_queries, inputs.knowledge) if knowledge_queries else None
     folder = Path(out)
     _check_out(folder, force)
