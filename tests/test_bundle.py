@@ -751,3 +751,17 @@ def test_info_on_a_lying_safetensors_header_exits_2(bundle_dir: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "model/head.safetensors" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_hybrid_model_gives_logits_and_vectors_from_one_pass(
+    demo_splits: Splits, tiny_backbone: Path
+) -> None:
+    from frugalml.strategies.hybrid import HybridConfig, HybridStrategy
+
+    strategy = HybridStrategy(HybridConfig(backbone=str(tiny_backbone), cache=False))
+    with CostMeter() as meter:
+        predictor = strategy.fit(demo_splits.train, demo_splits.val, budget=Budget(), meter=meter)
+    texts = list(demo_splits.test.texts[:8])
+    logits, vectors = predictor.logits_and_embed(texts)
+    np.testing.assert_allclose(logits, predictor.logits(texts), atol=1e-5)
+    np.testing.assert_allclose(vectors, predictor.embed(texts), atol=1e-6)

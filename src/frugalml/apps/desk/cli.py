@@ -91,6 +91,7 @@ def build(
     from frugalml.config import parse_budget, parse_overrides, parse_target
 
     names = [s.strip() for s in (strategies or ",".join(DESK_STRATEGIES)).split(",") if s.strip()]
+    metric, bar = parse_target(target) if target else ("macro_f1", None)
     options = parse_overrides(overrides or [])
     if backbone:
         for name in names:
@@ -107,7 +108,8 @@ def build(
         knowledge_queries=knowledge_queries,
         goals=Goals(oos_recall, max_handoff, min_auto_accuracy, knowledge_precision),
         strategies=names,
-        target=parse_target(target)[1] if target else None,
+        metric=metric,
+        target=bar,
         budget=parse_budget(budget) if budget else None,
         ship=ship,
         options=options,
