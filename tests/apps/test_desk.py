@@ -191,3 +191,13 @@ def test_risk_coverage_picks_the_point_meeting_both_goals_or_says_why() -> None:
     short = pick_operating_point(curve, max_handoff=0.10, min_auto_accuracy=0.97)
     assert not short.met and "needs 18% hand-off" in short.note
     assert short.handoff == pytest.approx(0.10) and short.auto_accuracy == pytest.approx(80 / 90)
+
+
+def test_compress_refuses_a_desk_folder_and_says_how_to_ship_one(
+    built: BuildResult, tmp_path: Path
+) -> None:
+    from frugalml.api import compress_bundle
+
+    with pytest.raises(ConfigError, match="application folder") as err:
+        compress_bundle(built.folder, out=tmp_path / "out")
+    assert "--ship int8" in str(err.value)
