@@ -267,11 +267,11 @@ def risk_coverage(
     head, temperature = probe(vec_tr[tr], y_tr[tr], vec_tr[va], y_tr[va], n_classes)
     s_va, s_te = signals(head, temperature, vec_tr[va]), signals(head, temperature, vec_te)
     curve = ev.risk_coverage(s_va.proba.max(1), s_va.proba.argmax(1) == y_tr[va])
-    point = ev.pick_operating_point(curve, max_handoff=0.15, min_auto_accuracy=0.97)
+    point = ev.pick_operating_point(curve, max_handoff=0.15, min_auto_accuracy=0.97, n=len(va))
     confidence, correct = s_te.proba.max(1), s_te.proba.argmax(1) == y_te
     answered = confidence >= point.threshold
     test_curve = ev.risk_coverage(confidence, correct)
-    at15 = max((p for p in test_curve if p["handoff"] <= 0.15), key=lambda p: p["coverage"])
+    at15 = max((p for p in test_curve if p["handoff"] <= 0.15), key=lambda p: p["handoff"])
     return {
         "seed": seed,
         "answer_everything_accuracy": float(correct.mean()),

@@ -191,6 +191,17 @@ def test_risk_coverage_picks_the_point_meeting_both_goals_or_says_why() -> None:
     short = pick_operating_point(curve, max_handoff=0.10, min_auto_accuracy=0.97)
     assert not short.met and "needs 18% hand-off" in short.note
     assert short.handoff == pytest.approx(0.10) and short.auto_accuracy == pytest.approx(80 / 90)
+    # with the sample size, the accuracy's whole interval must clear the bar: 82 answers at
+    # 97.6% cannot vouch for 97%, so the point is the estimate's, and the note says so
+    lenient = pick_operating_point(curve, max_handoff=0.25, min_auto_accuracy=0.97, n=100)
+    assert (
+        lenient.met and lenient.handoff == pytest.approx(0.18) and "point estimate" in lenient.note
+    )
+    big = risk_coverage(np.linspace(1.0, 0.0, 10_000), np.arange(10_000) < 9_000)
+    strict = pick_operating_point(big, max_handoff=0.25, min_auto_accuracy=0.97, n=10_000)
+    assert strict.met and not strict.note and strict.auto_accuracy > 0.97
+    estimate = pick_operating_point(big, max_handoff=0.25, min_auto_accuracy=0.97)
+    assert strict.handoff > estimate.handoff  # fewer answered than the estimate would allow
 
 
 def test_compress_refuses_a_desk_folder_and_says_how_to_ship_one(

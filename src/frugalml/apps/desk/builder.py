@@ -296,7 +296,10 @@ def _confidence(
     blocked = detector.score(val) >= oos_threshold
     curve = ev.risk_coverage(confidence, correct, blocked)
     point = ev.pick_operating_point(
-        curve, max_handoff=goals.max_handoff, min_auto_accuracy=goals.min_auto_accuracy
+        curve,
+        max_handoff=goals.max_handoff,
+        min_auto_accuracy=goals.min_auto_accuracy,
+        n=len(y),
     )
     return point.threshold, {
         "operating_point": point.to_dict(),

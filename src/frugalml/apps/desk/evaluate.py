@@ -155,19 +155,51 @@ def risk_coverage(
     return curve
 
 
+def wilson_low(right: float, n: float, z: float = 1.96) -> float:
+    """Lower end of the Wilson 95% interval of a proportion: what a small sample can vouch for."""
+    if n <= 0:
+        return 0.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
 def pick_operating_point(
-    curve: list[dict[str, float]], *, max_handoff: float, min_auto_accuracy: float | None
+    curve: list[dict[str, float]],
+    *,
+    max_handoff: float,
+    min_auto_accuracy: float | None,
+    n: int | None = None,
 ) -> OperatingPoint:
     """The lowest threshold (most answered) whose accuracy reaches `min_auto_accuracy` within
-    `max_handoff`; when no point meets both, the one at `max_handoff`, with a note."""
+    `max_handoff`. With `n` (the questions behind the curve), the accuracy's whole 95% interval
+    must reach it, as `fit --strict` asks of a target: validation sets are small, and a point
+    estimate just at the bar misses it on new data half the time. When no point meets both,
+    the point estimate decides; failing that, the most accurate point within `max_handoff`,
+    with a note."""
     if not curve:
         return OperatingPoint(1.0, 1.0, math.nan, False, "no question could be answered")
     within = [p for p in curve if p["handoff"] <= max_handoff + 1e-12]
     target = -1.0 if min_auto_accuracy is None else min_auto_accuracy
-    good = [p for p in within if p["auto_accuracy"] >= target]
-    if good:
-        p = max(good, key=lambda p: p["coverage"])
-        return OperatingPoint(p["threshold"], p["handoff"], p["auto_accuracy"], True)
+
+    def vouched(p: dict[str, float]) -> float:
+        if n is None:
+            return p["auto_accuracy"]
+        answered = p["coverage"] * n
+        return wilson_low(p["auto_accuracy"] * answered, answered)
+
+    for strict, rule in ((True, vouched), (False, lambda p: p["auto_accuracy"])):
+        good = [p for p in within if rule(p) >= target]
+        if good:
+            p = max(good, key=lambda p: p["coverage"])
+            note = (
+                ""
+                if strict or n is None
+                else f"auto accuracy reaches {target:.1%} within {max_handoff:.0%} hand-off "
+                "only as a point estimate, not with its whole 95% interval"
+            )
+            return OperatingPoint(p["threshold"], p["handoff"], p["auto_accuracy"], True, note)
     fallback = max(within, key=lambda p: p["auto_accuracy"]) if within else curve[-1]
     reaching = [p for p in curve if p["auto_accuracy"] >= target]
     need = min((p["handoff"] for p in reaching), default=math.nan)
