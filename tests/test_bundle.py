@@ -428,6 +428,22 @@ def test_an_encoder_bundle_embeds_unit_vectors_that_survive_the_round_trip(
     np.testing.assert_allclose(vectors, predictor.embed(texts), atol=1e-6)
     # the same text embeds the same wherever it stands in a batch
     np.testing.assert_allclose(load(folder).embed(texts[3:4])[0], vectors[3], atol=1e-5)
+    # logits and vectors from one pass equal each on its own; probabilities are calibrated logits
+    bundle = load(folder)
+    logits, joint = bundle.logits_and_embed(texts)
+    np.testing.assert_allclose(joint, vectors, atol=1e-6)
+    np.testing.assert_allclose(logits, bundle.logits(texts), atol=1e-5)
+    scaled = np.exp(logits / bundle.temperature)
+    np.testing.assert_allclose(
+        scaled / scaled.sum(1, keepdims=True), bundle.predict_proba(texts), atol=1e-5
+    )
+
+
+def test_a_model_without_an_encoder_gives_logits_but_no_joint_pass(bundle_dir: Path) -> None:
+    bundle = load(bundle_dir)
+    assert bundle.logits(["my card never arrived"]).shape == (1, len(bundle.labels))
+    with pytest.raises(CapabilityError, match="cannot embed texts"):
+        bundle.logits_and_embed(["my card never arrived"])
 
 
 # -- a tamper-evident manifest ---------------------------------------------------------------
@@ -735,3 +751,17 @@ def test_info_on_a_lying_safetensors_header_exits_2(bundle_dir: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "model/head.safetensors" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_hybrid_model_gives_logits_and_vectors_from_one_pass(
+    demo_splits: Splits, tiny_backbone: Path
+) -> None:
+    from frugalml.strategies.hybrid import HybridConfig, HybridStrategy
+
+    strategy = HybridStrategy(HybridConfig(backbone=str(tiny_backbone), cache=False))
+    with CostMeter() as meter:
+        predictor = strategy.fit(demo_splits.train, demo_splits.val, budget=Budget(), meter=meter)
+    texts = list(demo_splits.test.texts[:8])
+    logits, vectors = predictor.logits_and_embed(texts)
+    np.testing.assert_allclose(logits, predictor.logits(texts), atol=1e-5)
+    np.testing.assert_allclose(vectors, predictor.embed(texts), atol=1e-6)

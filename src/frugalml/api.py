@@ -258,6 +258,12 @@ def compress_bundle(
     """Compress a bundle, gated on validation data: `data` split as `fit` splits it, or, by
     default, the data of the run folder the bundle belongs to."""
     folder = Path(bundle)
+    if (folder / "app.json").is_file():  # an application folder (serve/extensions.APP_FILE)
+        raise ConfigError(
+            f"{folder} is an application folder, not a bundle: its model was shipped, and its "
+            "thresholds chosen on that model's outputs, when it was built",
+            ["rebuild it with the step you want, e.g. `frugalml desk build ... --ship int8`"],
+        )
     manifest = bundles.read_manifest(folder)
     if data is None:
         run_dir = next(

@@ -38,6 +38,7 @@ from frugalml.signing import (
 )
 from frugalml.strategies.base import (
     Embedder,
+    JointEmbedder,
     Predictor,
     Registered,
     SelfChecking,
@@ -84,8 +85,25 @@ class Bundle:
         """Names the exact manifest and weights: the start of the manifest's digest."""
         return self.integrity.version
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature: `predict_proba` is softmax(`logits` / temperature)."""
+        return float(self.predictor.temperature)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.predictor.predict_proba(texts)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw class scores, (len(texts), len(labels)), before calibration: what
+        energy-style out-of-scope scores read."""
+        return np.asarray(self.predictor.logits(texts), dtype=np.float32)
+
+    def logits_and_embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`logits(texts)` and `embed(texts)`, from one encoder pass when the model can."""
+        if isinstance(self.predictor, JointEmbedder):
+            logits, vectors = self.predictor.logits_and_embed(texts)
+            return np.asarray(logits, dtype=np.float32), vectors
+        return self.logits(texts), self.embed(texts)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length sentence vectors, (len(texts), dim) float32, from the model's encoder:

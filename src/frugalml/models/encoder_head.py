@@ -52,6 +52,11 @@ class EncoderHeadPredictor:
         """Unit-length sentence vectors: the pooled vectors the head reads, normalized."""
         return unit_rows(self.encoder.encode(texts))
 
+    def logits_and_embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Both from one encoder pass (the head reads the pooled vectors `embed` normalizes)."""
+        pooled = self.encoder.encode(texts)
+        return self.head.logits(pooled), unit_rows(pooled)
+
     def save(self, folder: Path) -> dict[str, Any]:
         self.encoder.save(folder / "encoder")
         self.head.save(folder / "head.safetensors")

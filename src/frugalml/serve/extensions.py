@@ -51,6 +51,7 @@ class Builtin:
 BUILTIN: dict[str, Builtin] = {
     "monitor": Builtin("frugalml.apps.monitor.serving:EXTENSION"),
     "recommend": Builtin("frugalml.apps.recommend.serving:EXTENSION", tasks=("recommendation",)),
+    "desk": Builtin("frugalml.apps.desk.serving:EXTENSION"),
 }
 
 

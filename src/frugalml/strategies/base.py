@@ -93,6 +93,16 @@ class Embedder(Predictor, Protocol):
 
 
 @runtime_checkable
+class JointEmbedder(Embedder, Protocol):
+    """An embedder that gives logits and sentence vectors from one encoder pass: what a caller
+    needing both per text (out-of-scope detection, retrieval) asks for, at the cost of one."""
+
+    def logits_and_embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, unit-length vectors) as `logits` and `embed` would give them."""
+        ...
+
+
+@runtime_checkable
 class OnnxExportable(Predictor, Protocol):
     """A predictor whose torch or scikit-learn parts ONNX Runtime can take over, so serving
     it needs neither: what `compress` asks for."""

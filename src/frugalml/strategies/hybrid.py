@@ -89,6 +89,11 @@ class HybridPredictor:
         """Unit-length sentence vectors from the encoder (the n-grams are not a sentence vector)."""
         return unit_rows(self.encoder.encode(texts))
 
+    def logits_and_embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Both from one encoder pass."""
+        vectors = self.encoder.encode(texts)
+        return self.head.logits(self.features(texts, vectors)), unit_rows(vectors)
+
     def save(self, folder: Path) -> dict[str, Any]:
         specs = self.ngrams.save(folder)
         self.encoder.save(folder / "encoder")

@@ -1,0 +1,294 @@
+"""Out-of-scope detectors, and the threshold that catches enough of them at least cost.
+
+Each detector turns what the intent model says about a question (calibrated probabilities,
+raw logits, its sentence vector) into one score, higher = more likely out of scope. `build`
+fits them all, compares them on validation (in-scope questions and out-of-scope examples), and
+keeps the one whose threshold meets the wanted out-of-scope recall while losing the fewest
+in-scope questions that the model answered correctly.
+
+Detectors are arrays and settings only (safetensors + JSON), so a desk folder holds no pickles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+KNN_KS = (1, 5, 10)  # neighbours tried for the kNN detector; the best on validation is kept
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the intent model says about a batch of questions."""
+
+    logits: np.ndarray  # (n, classes), raw
+    proba: np.ndarray  # (n, classes), calibrated
+    vectors: np.ndarray  # (n, dim), unit length
+
+
+class Detector(Protocol):
+    name: str
+
+    def score(self, signals: Signals) -> np.ndarray:
+        """(n,) out-of-scope scores, higher = more likely out of scope."""
+        ...
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What to save (as safetensors, keys prefixed with the detector's name)."""
+        ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+
+class MaxProb:
+    """1 - the maximum calibrated probability (the classic baseline)."""
+
+    name = "max_prob"
+
+    def score(self, signals: Signals) -> np.ndarray:
+        return np.asarray(1.0 - signals.proba.max(1), dtype=np.float64)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+
+class Energy:
+    """Negative free energy -T·logsumexp(logits/T): unlike a softmax, it keeps how large the
+    logits are, which is small for inputs unlike the training data (Liu et al., 2020)."""
+
+    name = "energy"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = temperature
+
+    def score(self, signals: Signals) -> np.ndarray:
+        z = signals.logits.astype(np.float64) / self.temperature
+        top = z.max(1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(z - top).sum(1))
+        return np.asarray(-self.temperature * lse)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+
+class Knn:
+    """1 - cosine similarity to the k-th nearest training question (Sun et al., 2022)."""
+
+    name = "knn"
+
+    def __init__(self, train_vectors: np.ndarray, k: int = 1) -> None:
+        self.train = np.ascontiguousarray(train_vectors, dtype=np.float32)
+        self.k = min(k, len(self.train))
+
+    def score(self, signals: Signals) -> np.ndarray:
+        sims = signals.vectors.astype(np.float32) @ self.train.T
+        kth = -np.partition(-sims, self.k - 1, axis=1)[:, self.k - 1]
+        return np.asarray(1.0 - kth, dtype=np.float64)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"train": self.train}
+
+    def settings(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+
+class Mahalanobis:
+    """Smallest Mahalanobis distance to a class mean, with one shared, shrunk covariance
+    (Lee et al., 2018; Podolskiy et al., 2021 for intents)."""
+
+    name = "mahalanobis"
+
+    def __init__(self, means: np.ndarray, precision: np.ndarray) -> None:
+        self.means = np.asarray(means, dtype=np.float32)
+        self.precision = np.asarray(precision, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, y: np.ndarray, n_classes: int) -> Mahalanobis:
+        x = vectors.astype(np.float64)
+        means = np.stack([x[y == c].mean(0) for c in range(n_classes)])
+        centred = x - means[y]
+        cov = centred.T @ centred / max(len(x) - 1, 1)
+        shrink = 0.1 * np.trace(cov) / len(cov)  # the ridge keeps few-shot classes invertible
+        precision = np.linalg.inv(cov + shrink * np.eye(len(cov)))
+        return cls(means, precision)
+
+    def score(self, signals: Signals) -> np.ndarray:
+        x = signals.vectors.astype(np.float32)
+        xp = x @ self.precision
+        # (x-μ)ᵀP(x-μ) = xᵀPx - 2xᵀPμ + μᵀPμ, for every class at once
+        mp = (self.means @ self.precision * self.means).sum(1)
+        d = (xp * x).sum(1, keepdims=True) - 2 * xp @ self.means.T + mp[None, :]
+        return np.asarray(d.min(1), dtype=np.float64)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"means": self.means, "precision": self.precision}
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+
+class OosClass:
+    """A logistic model on the sentence vectors trained on in-scope vs out-of-scope examples:
+    the "oos class", available only when examples of out-of-scope questions exist."""
+
+    name = "oos_class"
+
+    def __init__(self, coef: np.ndarray, intercept: float) -> None:
+        self.coef = np.asarray(coef, dtype=np.float32).reshape(-1)
+        self.intercept = float(intercept)
+
+    @classmethod
+    def fit(cls, inscope: np.ndarray, oos: np.ndarray, seed: int = 0) -> OosClass:
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.vstack([inscope, oos])
+        y = np.r_[np.zeros(len(inscope)), np.ones(len(oos))]
+        model = LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000)
+        model.fit(x, y)
+        return cls(model.coef_[0], float(model.intercept_[0]))
+
+    def score(self, signals: Signals) -> np.ndarray:
+        z = signals.vectors.astype(np.float64) @ self.coef + self.intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef}
+
+    def settings(self) -> dict[str, Any]:
+        return {"intercept": self.intercept}
+
+
+def restore(name: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> Detector:
+    """A saved detector back from its settings and arrays."""
+    if name == "max_prob":
+        return MaxProb()
+    if name == "energy":
+        return Energy(float(settings.get("temperature", 1.0)))
+    if name == "knn":
+        return Knn(arrays["train"], int(settings["k"]))
+    if name == "mahalanobis":
+        return Mahalanobis(arrays["means"], arrays["precision"])
+    if name == "oos_class":
+        return OosClass(arrays["coef"], float(settings["intercept"]))
+    raise ValueError(f"unknown out-of-scope detector {name!r}")
+
+
+# -- measuring and choosing ------------------------------------------------------------------
+
+
+def auroc(inscope: np.ndarray, oos: np.ndarray) -> float:
+    """P(an out-of-scope score > an in-scope one), ties counted half (Mann-Whitney U)."""
+    if len(inscope) == 0 or len(oos) == 0:
+        return math.nan
+    scores = np.r_[inscope, oos]
+    order = scores.argsort(kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[len(inscope) :].sum() - len(oos) * (len(oos) + 1) / 2
+    return float(u / (len(inscope) * len(oos)))
+
+
+def fpr_at_tpr(inscope: np.ndarray, oos: np.ndarray, tpr: float = 0.95) -> float:
+    """Share of in-scope questions flagged when the threshold catches `tpr` of out-of-scope."""
+    t = threshold_for_recall(oos, tpr)
+    return float(np.mean(inscope >= t))
+
+
+def threshold_for_recall(oos: np.ndarray, recall: float) -> float:
+    """The highest threshold (score ≥ t flags) that flags at least `recall` of `oos`."""
+    ordered = np.sort(oos)[::-1]
+    need = max(1, math.ceil(recall * len(ordered) - 1e-9))
+    return float(ordered[min(need, len(ordered)) - 1])
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A detector's operating point on validation."""
+
+    detector: str
+    threshold: float
+    auroc: float
+    fpr95: float
+    oos_recall: float
+    inscope_loss: float  # share of in-scope questions answered correctly that it flags
+    inscope_flagged: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in vars(self).items()
+        }
+
+
+def operating_point(
+    name: str,
+    inscope: np.ndarray,
+    oos: np.ndarray,
+    correct: np.ndarray,
+    recall: float,
+) -> Choice:
+    t = threshold_for_recall(oos, recall)
+    flagged = inscope >= t
+    return Choice(
+        name,
+        t,
+        auroc(inscope, oos),
+        fpr_at_tpr(inscope, oos),
+        float(np.mean(oos >= t)),
+        float(np.mean(flagged & correct)),
+        float(np.mean(flagged)),
+    )
+
+
+def fit_detectors(
+    train: Signals,
+    train_y: np.ndarray,
+    n_classes: int,
+    *,
+    oos_train: np.ndarray | None = None,
+    temperature: float = 1.0,
+) -> list[Detector]:
+    """Every detector this data allows (an oos class only with out-of-scope examples)."""
+    detectors: list[Detector] = [MaxProb(), Energy(1.0)]
+    detectors += [Knn(train.vectors, k) for k in KNN_KS if k <= len(train.vectors)]
+    detectors.append(Mahalanobis.fit(train.vectors, train_y, n_classes))
+    if oos_train is not None and len(oos_train) >= 2:
+        detectors.append(OosClass.fit(train.vectors, oos_train))
+    return detectors
+
+
+def label(detector: Detector) -> str:
+    """'knn' → 'knn(k=5)': variants of one detector told apart in reports."""
+    settings = detector.settings()
+    return f"knn(k={settings['k']})" if detector.name == "knn" else detector.name
+
+
+def choose(
+    detectors: Sequence[Detector],
+    inscope: Signals,
+    oos: Signals,
+    correct: np.ndarray,
+    recall: float,
+) -> tuple[Detector, Choice, list[Choice]]:
+    """The detector whose threshold meets `recall` on validation with the least in-scope loss
+    (ties: higher AUROC); every detector's operating point for the report."""
+    choices = [
+        operating_point(label(d), d.score(inscope), d.score(oos), correct, recall)
+        for d in detectors
+    ]
+    best = min(range(len(choices)), key=lambda i: (choices[i].inscope_loss, -choices[i].auroc))
+    return detectors[best], choices[best], choices
