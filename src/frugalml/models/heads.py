@@ -49,11 +49,18 @@ class LinearHead:
 
         Refuses (OutOfMemoryError) before fitting a head larger than the memory available.
         """
-        return cls._fitted(_logistic(X, y, C, class_weight, max_iter), n_classes)
+        from sklearn.linear_model import LogisticRegression
 
-    @classmethod
-    def _fitted(cls, model: Any, n_classes: int) -> LinearHead:
-        """The arrays of a fitted LogisticRegression, one row per class of `n_classes`."""
+        n_present = len(np.unique(y))
+        require_memory(
+            cls.fit_bytes(X.shape[0], X.shape[1], n_present),
+            f"the logistic-regression head ({n_present} classes × {X.shape[1]:,} features)",
+        )
+        model = LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight)
+        with threadpool_limits(1), warnings.catch_warnings():
+            # a few examples per class is what this toolkit is for, not a regression problem
+            warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%")
+            model.fit(X, y)
         coef = np.zeros((n_classes, model.coef_.shape[1]), dtype=np.float32)
         intercept = np.zeros(n_classes, dtype=np.float32)
         if len(model.classes_) == 2 and model.coef_.shape[0] == 1:  # binary: logits (0, z)
@@ -84,19 +91,12 @@ class LinearHead:
         Cs: tuple[float, ...],
         class_weight: str | None = None,
     ) -> LinearHead:
-        """Fit one head per C and keep the best on validation macro-F1 (ties: smaller C).
-
-        Each C starts from the previous one's weights (warm start, smallest C first): the
-        solutions of neighbouring Cs are close, so the later fits take a fraction of the
-        iterations of a fit from zero.
-        """
+        """Fit one head per C and keep the best on validation macro-F1 (ties: smaller C)."""
         from frugalml.metrics import macro_f1
 
         best: tuple[float, LinearHead] | None = None
-        model = None
-        for C in sorted(Cs):  # each fit starts from the previous (smaller) C's solution
-            model = _logistic(X, y, C, class_weight, 300, warm=model)
-            head = cls._fitted(model, n_classes)
+        for C in sorted(Cs):
+            head = cls.fit(X, y, n_classes, C=C, class_weight=class_weight)
             score = macro_f1(y_val, head.logits(X_val).argmax(1), n_classes)
             if best is None or score > best[0]:
                 best = (score, head)
@@ -129,34 +129,6 @@ class LinearHead:
     def load(cls, path: Path) -> LinearHead:
         arrays = load_file(str(path))
         return cls(arrays["coef"], arrays["intercept"])
-
-
-def _logistic(
-    X: Features,
-    y: np.ndarray,
-    C: float,
-    class_weight: str | None,
-    max_iter: int,
-    *,
-    warm: Any = None,
-) -> Any:
-    """L2 logistic regression (lbfgs) on one thread, since a second one only spins; from
-    `warm`'s weights when given. Refuses (OutOfMemoryError) a head larger than the memory
-    available before fitting it."""
-    from sklearn.linear_model import LogisticRegression
-
-    n_present = len(np.unique(y))
-    require_memory(
-        LinearHead.fit_bytes(X.shape[0], X.shape[1], n_present),
-        f"the logistic-regression head ({n_present} classes × {X.shape[1]:,} features)",
-    )
-    model = warm or LogisticRegression(max_iter=max_iter, class_weight=class_weight)
-    model.set_params(C=C, warm_start=warm is not None)
-    with threadpool_limits(1), warnings.catch_warnings():
-        # a few examples per class is what this toolkit is for, not a regression problem
-        warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%")
-        model.fit(X, y)
-    return model
 
 
 _blas: ThreadpoolController | None = None
