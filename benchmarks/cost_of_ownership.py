@@ -50,8 +50,10 @@ def run(name: str, splits: Splits, workdir: Path, strategies: list[str]) -> dict
     options = [Option(**{k: o[k] for k in _FIELDS}) for o in ownership["options"]]
     chosen = data["chosen"]
     formats = [o for o in options if o.name.startswith(f"{chosen} · ")]
-    today = next((o for o in formats if o.name.endswith("· int8")), None) or next(
-        o for o in options if o.name == chosen
+    # `--ship int8` as before: the int8 step, else the ONNX one when int8 was rejected
+    today = next(
+        (o for suffix in ("· int8", "· onnx") for o in formats if o.name.endswith(suffix)),
+        next(o for o in options if o.name == chosen),
     )
     by_volume = {}
     for volume in VOLUMES:

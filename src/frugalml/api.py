@@ -279,13 +279,24 @@ def ownership_report(ladder: LadderResult, compression: dict[str, Any] | None) -
     prices = ladder.prices
     options = [candidate_option(c, prices) for c in ladder.candidates]
     chosen = ladder.chosen
-    shipped = chosen.strategy
+    shipped, formats = chosen.strategy, [chosen.strategy]
     if compression is not None:
         steps = [Step.from_dict(s) for s in compression["steps"]]
         chain = chain_options(steps, chosen.strategy, chosen.cost.usd, chosen.cost.cpu_s, prices)
-        options += [o for s, o in chain if s.name != "source" and s.accepted]
+        exported = [o for s, o in chain if s.name != "source" and s.accepted]
+        options += exported
+        formats = [o.name for o in exported] or formats
         shipped = next(o.name for s, o in chain if s.name == compression["shipped"])
-    return ownership_summary(options, ladder.volume, shipped)
+    # what could have shipped: the chosen rung's formats, and other rungs meeting the bar
+    target, metric = ladder.target, ladder.metric
+    meeting = [
+        c.strategy
+        for c in ladder.candidates
+        if c is not chosen
+        and target is not None
+        and c.val.meets(metric, target, strict=ladder.strict)
+    ]
+    return ownership_summary(options, ladder.volume, shipped, [*formats, *meeting])
 
 
 def compress_bundle(

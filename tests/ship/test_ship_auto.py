@@ -82,15 +82,24 @@ def test_the_reports_break_even_volumes_match_a_hand_calculation(
     assert 2.5e6 in ownership["volumes"]
     options = {o["name"]: o for o in ownership["options"]}
     assert {"tfidf", "frozen_probe"} <= set(options)  # every candidate, as measured
+    eligible = {name for name, o in options.items() if o["eligible"]}
+    # no target: the best rung is chosen, so only its own formats are choices
+    assert eligible == {name for name in options if name.startswith(f"{report['chosen']} · ")}
     for crossing in ownership["break_evens"]:
+        assert {crossing["start"], crossing["to"]} <= eligible
         a, b = options[crossing["start"]], options[crossing["to"]]
         by_hand = (b["fixed_usd"] - a["fixed_usd"]) / (
             a["usd_per_prediction"] - b["usd_per_prediction"]
         )
         assert crossing["volume"] == pytest.approx(max(0.0, by_hand))
         assert crossing["sentence"].startswith("above ")
+    eligible = {o["name"] for o in ownership["options"] if o["eligible"]}
+    # no target: the best rung is chosen, so only its own formats are choices
+    assert eligible == {
+        o["name"] for o in ownership["options"] if o["name"].startswith(f"{report['chosen']} · ")
+    }
     for volume, name in zip(ownership["volumes"], ownership["cheapest"], strict=True):
-        totals = totals_by_hand(report, volume)
+        totals = {k: v for k, v in totals_by_hand(report, volume).items() if k in eligible}
         assert totals[name] == pytest.approx(min(totals.values()))
     markdown = result.report_md.read_text()
     assert "## Cost of ownership" in markdown

@@ -145,18 +145,30 @@ def break_evens(options: Sequence[Option]) -> list[BreakEven]:
 
 
 def ownership_summary(
-    options: Sequence[Option], volume: float | None, chosen: str | None = None
+    options: Sequence[Option],
+    volume: float | None,
+    chosen: str | None = None,
+    eligible: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """What the report shows: each option's total at the table's volumes (and the user's),
-    the cheapest at each, and the break-even volumes."""
+    and, among the `eligible` ones (default: all), the cheapest at each volume and the
+    break-even volumes. A rung that misses the bar is listed but never "cheapest": TF-IDF is
+    cheapest to build and to serve, so it would otherwise win at every volume."""
     volumes = sorted({*VOLUMES, *([volume] if volume is not None else [])})
+    names = set(eligible) if eligible is not None else {o.name for o in options}
+    choosable = [o for o in options if o.name in names]
     return {
         "volume": volume,
         "chosen": chosen,
         "volumes": volumes,
         "options": [
-            {**o.to_dict(), "totals_usd": [o.total_usd(v) for v in volumes]} for o in options
+            {
+                **o.to_dict(),
+                "eligible": o.name in names,
+                "totals_usd": [o.total_usd(v) for v in volumes],
+            }
+            for o in options
         ],
-        "cheapest": [cheapest(options, v).name for v in volumes] if options else [],
-        "break_evens": [b.to_dict() for b in break_evens(options)],
+        "cheapest": [cheapest(choosable, v).name for v in volumes] if choosable else [],
+        "break_evens": [b.to_dict() for b in break_evens(choosable)],
     }

@@ -199,8 +199,9 @@ def _ownership_lead(ownership: dict[str, Any]) -> str:
     return (
         f"{priced}shipped: `{ownership['chosen']}`. Totals in USD: building it once "
         "(training, plus compression for a shipped format) + serving at the CPU each "
-        "prediction took at the throughput batch. ★ marks the cheapest at each volume; "
-        "candidates other than the chosen one are priced uncompressed."
+        "prediction took at the throughput batch. ★ marks the cheapest eligible option at each "
+        "volume (the chosen rung's formats and other rungs meeting the bar; without --target "
+        "the best rung is chosen whatever it costs); other rungs are priced uncompressed."
     )
 
 
@@ -210,6 +211,7 @@ def _ownership_cells(ownership: dict[str, Any]) -> tuple[list[str], list[list[st
     rows = []
     for option in ownership["options"]:
         name = option["name"] + (" ✔" if option["name"] == ownership["chosen"] else "")
+        name += "" if option.get("eligible", True) else " (not eligible)"
         totals = [
             f"{total:.4g}" + (" ★" if ownership["cheapest"][i] == option["name"] else "")
             for i, total in enumerate(option["totals_usd"])

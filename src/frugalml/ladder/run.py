@@ -123,6 +123,9 @@ class LadderResult:
     shortfall: Shortfall | None = None  # the chosen rung missed the bar on test
     volume: float | None = None  # predictions the choice was priced for (None: training only)
     prices: Prices = field(default_factory=Prices)
+    metric: str = "macro_f1"  # the bar the choice was made against: metric, target, strictness
+    target: float | None = None
+    strict: bool = False
 
 
 class LadderClock:
@@ -256,8 +259,9 @@ def run_ladder(
     above = {k: v for k, v in not_run.items() if order.index(k) > order.index(chosen.strategy)}
     shortfall = held_out_shortfall(candidates, chosen, metric, target, above)
     return LadderResult(
-        candidates, chosen, reason, skipped, forecast_cost, shortfall, volume, prices
-    )
+        candidates, chosen, reason, skipped, forecast_cost, shortfall, volume, prices,
+        metric, target, strict,
+    )  # fmt: skip
 
 
 _Plan = tuple[str, Strategy | None, Candidate | None]
