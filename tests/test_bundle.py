@@ -368,6 +368,8 @@ def test_a_schema_1_manifest_migrates_field_for_field() -> None:
             assert m.created == datetime.fromisoformat(value)
         elif key == "train_cost":  # cards gained a defaulted field since schema 1
             assert written[key] == {**value, "processes": 1}
+        elif key == "speed":  # CPU per text is recorded since issue 18; older speed has none
+            assert written[key] == {**value, "cpu_ms_per_text": None}
         elif key != "schema_version":
             assert written[key] == value, key
     assert written["compression"] is None and written["compress_cost"] is None  # new as null

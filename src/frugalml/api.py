@@ -25,17 +25,26 @@ from frugalml.data import Dataset, read_table, stratified_split, to_dataset
 from frugalml.data.split import Splits, split_off_test, split_off_validation
 from frugalml.errors import ConfigError, OutputError, OutputExistsError
 from frugalml.ladder import tracking
+from frugalml.ladder.ownership import ownership_summary, parse_volume
 from frugalml.ladder.report import write_reports
 from frugalml.ladder.run import (
     Candidate,
     LadderResult,
     Progress,
+    candidate_option,
     ladder_metric,
     publish,
     run_ladder,
 )
 from frugalml.ladder.scale import release_followers
-from frugalml.ship.compress import STEPS, CompressResult, compress, compress_available
+from frugalml.ship.compress import (
+    STEPS,
+    CompressResult,
+    Step,
+    chain_options,
+    compress,
+    compress_available,
+)
 from frugalml.strategies import get_strategy
 
 RUN_MARKER = ".frugalml-run"
@@ -80,9 +89,10 @@ def fit(
     progress: Progress | None = None,
     resume: bool = False,
     mlflow: str | None = None,
-    ship: str = "int8",
+    ship: str | None = None,
     max_drop: float = 1.0,
     scale: Scale | None = None,
+    volume: float | str | None = None,
 ) -> FitResult:
     """Load and validate data, climb the ladder, publish the chosen bundle and the report.
 
@@ -96,7 +106,12 @@ def fit(
     lucky draw of a small validation set. `val` is validation data like what the model will
     see (then only a test set is split off `data`, or nothing when `test` is given too).
     `scale` trains torch rungs data-parallel under torchrun (processes, nodes, restarts).
+    `volume` (predictions to serve, e.g. 1e6 or "2.4M/month") makes the choice and the
+    shipping step minimise training + volume * serving cost; `ship` then defaults to "auto"
+    (the accepted compression step cheapest to own), else to "int8".
     """
+    volume = None if volume is None else parse_volume(volume)
+    ship = ship or ("auto" if volume is not None else "int8")
     given = {"budget": budget, "split": split, "prices": prices, "speed": speed, "scale": scale}
     settings = build_settings(
         data=None if isinstance(data, Dataset) else str(data),
@@ -113,6 +128,7 @@ def fit(
         options=options or {},
         ship=ship,
         max_drop=max_drop,
+        volume=volume,
         **{name: value for name, value in given.items() if value is not None},
     )
     return _fit(
@@ -146,8 +162,16 @@ def _fit(
         tracking.check(mlflow)  # a missing extra or a bad URI fails now, not after the ladder
     metric = ladder_metric(settings.metric).name  # unknown names fail now, with the closest one
     settings = settings.model_copy(update={"metric": metric})
-    if settings.ship not in ("none", *STEPS):
-        raise ConfigError(f"--ship must be one of none, {', '.join(STEPS)}; got '{settings.ship}'")
+    if settings.ship not in ("none", "auto", *STEPS):
+        raise ConfigError(
+            f"--ship must be one of none, auto, {', '.join(STEPS)}; got '{settings.ship}'"
+        )
+    if settings.ship == "auto" and settings.volume is None:
+        raise ConfigError(
+            "--ship auto chooses the format cheapest to own, which depends on how many "
+            "predictions it will serve",
+            ["give --volume N (e.g. --volume 1e6), or name a step: --ship int8"],
+        )
     for name in settings.strategies:
         get_strategy(name)  # unknown names fail before any work, with a suggestion
     notes: list[str] = []
@@ -169,10 +193,12 @@ def _fit(
             resume=resume,
             strict=settings.strict,
             scale=settings.scale,
+            volume=settings.volume,
         )
     finally:
         release_followers(settings.scale)  # other nodes stop waiting for torch rungs
     bundle_dir, compression = _ship(ladder.chosen, run_dir, splits, settings, notes, progress)
+    ownership = ownership_report(ladder, compression)
     header = {
         "data": str(data if not isinstance(data, Dataset) else data.name),
         "n_train": len(splits.train),
@@ -187,6 +213,7 @@ def _fit(
         "strategies": list(settings.strategies),
         "bundle": str(bundle_dir),
         "compression": compression,
+        "ownership": ownership,
         "notes": notes,
     }
     json_path, md_path, html_path = write_reports(
@@ -235,13 +262,41 @@ def _ship(
         splits.train,
         splits.val,
         run_dir / "bundle",
-        to=ship,
+        to="distilled" if ship == "auto" else ship,
         max_drop=settings.max_drop,
         speed=settings.speed,
         prices=settings.prices,
         progress=progress,
+        volume=settings.volume if ship == "auto" else None,
     )
     return result.bundle, result.to_dict()
+
+
+def ownership_report(ladder: LadderResult, compression: dict[str, Any] | None) -> dict[str, Any]:
+    """Cost of ownership for the report: every candidate as it was measured and every
+    measured format of the chosen one (training + compression, then serving per prediction),
+    at the table's volumes and the run's, with the break-even volumes."""
+    prices = ladder.prices
+    options = [candidate_option(c, prices) for c in ladder.candidates]
+    chosen = ladder.chosen
+    shipped, formats = chosen.strategy, [chosen.strategy]
+    if compression is not None:
+        steps = [Step.from_dict(s) for s in compression["steps"]]
+        chain = chain_options(steps, chosen.strategy, chosen.cost.usd, chosen.cost.cpu_s, prices)
+        exported = [o for s, o in chain if s.name != "source" and s.accepted]
+        options += exported
+        formats = [o.name for o in exported] or formats
+        shipped = next(o.name for s, o in chain if s.name == compression["shipped"])
+    # what could have shipped: the chosen rung's formats, and other rungs meeting the bar
+    target, metric = ladder.target, ladder.metric
+    meeting = [
+        c.strategy
+        for c in ladder.candidates
+        if c is not chosen
+        and target is not None
+        and c.val.meets(metric, target, strict=ladder.strict)
+    ]
+    return ownership_summary(options, ladder.volume, shipped, [*formats, *meeting])
 
 
 def compress_bundle(
@@ -254,9 +309,18 @@ def compress_bundle(
     to: str = "int8",
     max_drop: float = 1.0,
     progress: Progress | None = None,
+    volume: float | str | None = None,
 ) -> CompressResult:
     """Compress a bundle, gated on validation data: `data` split as `fit` splits it, or, by
-    default, the data of the run folder the bundle belongs to."""
+    default, the data of the run folder the bundle belongs to. `to="auto"` runs the whole
+    chain and ships the accepted step cheapest to own at `volume` predictions."""
+    predictions = None if volume is None else parse_volume(volume)
+    if to == "auto" and predictions is None:
+        raise ConfigError(
+            "--to auto chooses the format cheapest to own, which depends on how many "
+            "predictions it will serve",
+            ["give --volume N (e.g. --volume 1e6), or name a step: --to int8"],
+        )
     folder = Path(bundle)
     if (folder / "app.json").is_file():  # an application folder (serve/extensions.APP_FILE)
         raise ConfigError(
@@ -297,11 +361,12 @@ def compress_bundle(
         splits.train,
         splits.val,
         Path(out),
-        to=to,
+        to="distilled" if to == "auto" else to,
         max_drop=max_drop,
         speed=settings.speed,
         prices=settings.prices,
         progress=progress,
+        volume=predictions if to == "auto" else None,
     )
 
 

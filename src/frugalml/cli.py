@@ -65,10 +65,19 @@ Delimiter = Annotated[
     typer.Option("--delimiter", help="Field separator for .txt files such as 'sentence@label'."),
 ]
 Ship = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="Compress the chosen transformer model before shipping: none, onnx, int8 or "
-        "distilled (each step accuracy-gated by --max-drop)."
+        "distilled (each step accuracy-gated by --max-drop); auto: the accepted step cheapest "
+        "to own at --volume. Default: auto with --volume, else int8."
+    ),
+]
+Volume = Annotated[
+    str | None,
+    typer.Option(
+        help="Predictions the model will serve, e.g. 1e6, 2.4M or 1e6/month: choose the rung "
+        "and shipped format by training + volume x serving cost, and report the break-even "
+        "volumes."
     ),
 ]
 MaxDrop = Annotated[
@@ -169,8 +178,9 @@ def fit(
     ] = False,
     delimiter: Delimiter = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
-    ship: Ship = "int8",
+    ship: Ship = None,
     max_drop: MaxDrop = 1.0,
+    volume: Volume = None,
     mlflow: Mlflow = False,
     mlflow_uri: MlflowUri = None,
     nproc: Annotated[
@@ -248,6 +258,7 @@ def fit(
             strict=strict,
             ship=ship,
             max_drop=max_drop,
+            volume=volume,
             budget=parse_budget(budget) if budget else None,
             split=SplitConfig(seed=seed),
             drop_invalid=drop_invalid,
@@ -425,10 +436,15 @@ def _check_output(output: Path, force: bool) -> None:
 @app.command()
 def compress(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder (e.g. RUN_DIR/candidates/full).")],
-    to: Annotated[str, typer.Option(help="Last step of the chain: onnx, int8 or distilled.")] = (
-        "int8"
-    ),
+    to: Annotated[
+        str,
+        typer.Option(
+            help="Last step of the chain: onnx, int8 or distilled; auto: the accepted step "
+            "cheapest to own at --volume."
+        ),
+    ] = "int8",
     max_drop: MaxDrop = 1.0,
+    volume: Volume = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="New bundle folder (default: BUNDLE-TO).")
     ] = None,
@@ -454,6 +470,7 @@ def compress(
         label_col=label_col,
         to=to,
         max_drop=max_drop,
+        volume=volume,
         progress=lambda event, info: err.print(_compress_line(info["step"])),
     )
     for name, why in result.skipped.items():

@@ -131,7 +131,14 @@ class RunSettings(Frozen):
     )
     ship: str = Field(
         "int8",
-        description="Last compression step for the chosen model: none, onnx, int8 or distilled.",
+        description="Last compression step for the chosen model: none, onnx, int8 or "
+        "distilled; or auto: the accepted step cheapest to own at `volume`.",
+    )
+    volume: float | None = Field(
+        None,
+        ge=0,
+        description="Predictions the model will serve (e.g. a month's worth): the ladder and "
+        "the shipping step minimise training + volume × serving cost; null: training cost only.",
     )
     max_drop: float = Field(
         1.0, ge=0, description="Points of validation quality a compression step may lose."

@@ -676,6 +676,9 @@ class Speed:
     latency_p95_ms: float
     throughput_per_s: float
     throughput_batch: int
+    # process CPU per text at `throughput_batch` (all threads): what serving is priced on.
+    # None for figures recorded before it was measured.
+    cpu_ms_per_text: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -694,9 +697,15 @@ def measure_speed(
         model.predict_proba([pool[i % len(pool)]])
         latencies.append(time.perf_counter() - start)
     batch_texts = [pool[i % len(pool)] for i in range(config.throughput_texts)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(batch_texts), config.throughput_batch):
         model.predict_proba(batch_texts[i : i + config.throughput_batch])
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     p50, p95 = np.percentile(np.asarray(latencies) * 1000, [50, 95])
-    return Speed(float(p50), float(p95), len(batch_texts) / elapsed, config.throughput_batch)
+    return Speed(
+        float(p50),
+        float(p95),
+        len(batch_texts) / elapsed,
+        config.throughput_batch,
+        1000 * cpu / len(batch_texts),
+    )

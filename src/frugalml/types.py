@@ -103,6 +103,11 @@ class SpeedRecord(_Record):
     latency_p95_ms: float = Field(description="95th-percentile batch-1 latency in milliseconds.")
     throughput_per_s: float = Field(description="Inputs per second at `throughput_batch`.")
     throughput_batch: int = Field(description="Batch size throughput was measured at.")
+    cpu_ms_per_text: float | None = Field(
+        None,
+        description="Process CPU milliseconds per input at `throughput_batch` (all threads); "
+        "null in bundles measured before it was recorded.",
+    )
 
 
 class MetricsRecord(_Record):

@@ -74,3 +74,32 @@ def test_max_length_is_capped_at_what_the_backbone_reads(tiny_backbone: Path) ->
     assert encoder.max_length == 64
     assert len(encoder.tokenize(["card " * 500])[0]) == 64
     assert encoder.encode(["card " * 500, "hi"]).shape == (2, encoder.dim)
+
+
+def test_tight_batches_cut_where_padding_costs_more_than_a_call() -> None:
+    from frugalml.models.encoder import tight_batches
+
+    lengths = [5, 60, 6, 5, 58, 7]
+    batches = tight_batches(lengths, max_rows=32, call_tokens=16)
+    # two calls: the short texts (3 x 7 + 16) and the long ones (2 x 60 + 16), not one call
+    # padding all six to 60 (360 + 16)
+    assert [sorted(b.tolist()) for b in batches] == [[0, 2, 3, 5], [1, 4]]
+    # every text exactly once, each batch no wider than max_rows
+    assert sorted(np.concatenate(batches).tolist()) == list(range(6))
+    assert all(len(b) <= 2 for b in tight_batches(lengths, max_rows=2, call_tokens=16))
+    # a call dearer than any padding: one batch; a free call: one batch per distinct length
+    assert len(tight_batches(lengths, max_rows=32, call_tokens=10**6)) == 1
+    assert len(tight_batches(lengths, max_rows=32, call_tokens=0)) == 5
+    assert tight_batches([], max_rows=32, call_tokens=16) == []
+
+
+def test_tight_batches_never_compute_more_than_fixed_batches() -> None:
+    from frugalml.models.encoder import sorted_padded_tokens, tight_batches
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lengths = rng.integers(3, 80, size=int(rng.integers(1, 70))).tolist()
+        tight = tight_batches(lengths, max_rows=32, call_tokens=16)
+        cost = sum(16 + len(b) * max(lengths[i] for i in b) for b in tight)
+        fixed = sorted_padded_tokens(lengths, 32) + 16 * -(-len(lengths) // 32)
+        assert cost <= fixed

@@ -16,6 +16,7 @@ from typing import Any
 
 from frugalml.costs import CostCard
 from frugalml.ladder.frontier import Axis, FrontierSummary, frontier_summary, ms_per_text
+from frugalml.ladder.ownership import human
 from frugalml.ladder.run import Candidate, LadderResult
 
 _AXES: tuple[tuple[Axis, str], ...] = (("train", "training-cost"), ("inference", "inference-cost"))
@@ -129,6 +130,7 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
     for name, why in result.skipped.items():
         lines.append(f"| {name} | | skipped: {why} | | | | | | | |")
     lines += ["", *_next_rung_markdown(data["frontier"])]
+    lines += ownership_markdown(data.get("ownership"))
     lines += ["## Cost cards", ""]
     lines += [_cost_card(c) for c in result.candidates]
     return "\n".join(lines) + "\n"
@@ -169,6 +171,55 @@ def _cost_rows(card: CostCard) -> list[tuple[str, str]]:
 def _cost_card(c: Candidate) -> str:
     body = "\n".join(f"| {k} | {v} |" for k, v in _cost_rows(c.cost))
     return f"### {c.strategy}\n\n| | |\n|---|---|\n{body}\n"
+
+
+def ownership_markdown(ownership: dict[str, Any] | None) -> list[str]:
+    """Total cost (training + compression + serving) of every option at each volume, the
+    cheapest marked, and the break-even volumes."""
+    if not ownership or not ownership["options"]:
+        return []
+    head, rows = _ownership_cells(ownership)
+    lines = ["## Cost of ownership", "", _ownership_lead(ownership), ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "**Break-even volumes:**", ""]
+    lines += [f"- {b['sentence']}" for b in ownership["break_evens"]] or [
+        f"- none: {ownership['cheapest'][0]} is the cheapest at every volume"
+    ]
+    return [*lines, ""]
+
+
+def _ownership_lead(ownership: dict[str, Any]) -> str:
+    volume = ownership["volume"]
+    priced = (
+        f"The choice was priced for {human(volume)} predictions; "
+        if volume is not None
+        else "Without --volume the choice was priced on training alone; "
+    )
+    return (
+        f"{priced}shipped: `{ownership['chosen']}`. Totals in USD: building it once "
+        "(training, plus compression for a shipped format) + serving at the CPU each "
+        "prediction took at the throughput batch. ★ marks the cheapest eligible option at each "
+        "volume (the chosen rung's formats and other rungs meeting the bar; without --target "
+        "the best rung is chosen whatever it costs); other rungs are priced uncompressed."
+    )
+
+
+def _ownership_cells(ownership: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    volumes = ownership["volumes"]
+    head = ["option", "build $", "CPU-ms/prediction", *[f"{human(v)} predictions" for v in volumes]]
+    rows = []
+    for option in ownership["options"]:
+        name = option["name"] + (" ✔" if option["name"] == ownership["chosen"] else "")
+        name += "" if option.get("eligible", True) else " (not eligible)"
+        totals = [
+            f"{total:.4g}" + (" ★" if ownership["cheapest"][i] == option["name"] else "")
+            for i, total in enumerate(option["totals_usd"])
+        ]
+        rows.append(
+            [name, f"{option['fixed_usd']:.4g}", f"{option['cpu_ms_per_prediction']:.2f}", *totals]
+        )
+    return head, rows
 
 
 # -- HTML ----------------------------------------------------------------------------
@@ -232,6 +283,7 @@ def _html(data: dict[str, Any], result: LadderResult, metric: str, png: bytes | 
         "<h2>Cost and quality</h2>",
         _html_plot(png, metric),
         _html_next_rungs(data["frontier"]),
+        _html_ownership(data.get("ownership")),
         "<h2>Cost cards</h2>",
         '<div class="cards">',
         *[_html_cost_card(c) for c in result.candidates],
@@ -241,6 +293,22 @@ def _html(data: dict[str, Any], result: LadderResult, metric: str, png: bytes | 
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{e(title)}</title>\n<style>{_CSS}</style>\n<script>{_SCRIPT}</script>\n"
         "</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+
+
+def _html_ownership(ownership: dict[str, Any] | None) -> str:
+    if not ownership or not ownership["options"]:
+        return ""
+    e = html.escape
+    head, rows = _ownership_cells(ownership)
+    table = "<table>\n<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>\n"
+    table += "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    items = [b["sentence"] for b in ownership["break_evens"]] or [
+        f"none: {ownership['cheapest'][0]} is the cheapest at every volume"
+    ]
+    return (
+        f"<h2>Cost of ownership</h2>\n<p>{e(_ownership_lead(ownership))}</p>\n{table}\n</table>"
+        "\n<h3>Break-even volumes</h3>\n<ul>" + "".join(f"<li>{e(i)}</li>" for i in items) + "</ul>"
     )
 
 

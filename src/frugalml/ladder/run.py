@@ -30,6 +30,7 @@ from frugalml.ladder.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from frugalml.ladder.ownership import Option, human
 from frugalml.ladder.scale import fit_rung
 from frugalml.metrics import Metric, Quality, Speed, get_metric, measure_speed, score
 from frugalml.strategies import Predictor, Strategy, get_strategy
@@ -120,6 +121,11 @@ class LadderResult:
     skipped: dict[str, str] = field(default_factory=dict)
     forecast_cost: dict[str, float] = field(default_factory=dict)  # what forecasting itself cost
     shortfall: Shortfall | None = None  # the chosen rung missed the bar on test
+    volume: float | None = None  # predictions the choice was priced for (None: training only)
+    prices: Prices = field(default_factory=Prices)
+    metric: str = "macro_f1"  # the bar the choice was made against: metric, target, strictness
+    target: float | None = None
+    strict: bool = False
 
 
 class LadderClock:
@@ -181,13 +187,15 @@ def run_ladder(
     resume: bool = False,
     strict: bool = False,
     scale: Scale | None = None,
+    volume: float | None = None,
 ) -> LadderResult:
     """Climb cheapest first; stop at the first rung meeting `target`; never overrun `budget`.
 
     Before each rung its cost is forecast; a rung forecast to overrun what is left is skipped.
     With `strict`, a rung meets the target only when the low end of its validation score's
     95% interval does (the high end for a lower-is-better metric such as brier): fewer stops
-    on a lucky small validation set.
+    on a lucky small validation set. With `volume` (predictions to serve), the choice among
+    the rungs that meet the bar is the cheapest to own: training + volume * serving cost.
     With `resume`, finished rungs in `run_dir` are reused and an interrupted one continues
     from its last checkpoint.
     """
@@ -246,11 +254,14 @@ def run_ladder(
             met = last
     if not candidates:
         raise FrugalError("no strategy could run", [f"{k}: {v}" for k, v in skipped.items()])
-    chosen, reason = choose(candidates, metric, target, strict=strict)
+    chosen, reason = choose(candidates, metric, target, strict=strict, volume=volume, prices=prices)
     order = [name for name, _, _ in plans]
     above = {k: v for k, v in not_run.items() if order.index(k) > order.index(chosen.strategy)}
     shortfall = held_out_shortfall(candidates, chosen, metric, target, above)
-    return LadderResult(candidates, chosen, reason, skipped, forecast_cost, shortfall)
+    return LadderResult(
+        candidates, chosen, reason, skipped, forecast_cost, shortfall, volume, prices,
+        metric, target, strict,
+    )  # fmt: skip
 
 
 _Plan = tuple[str, Strategy | None, Candidate | None]
@@ -439,11 +450,29 @@ def _finished(folder: Path) -> Candidate | None:
     )
 
 
+def candidate_option(candidate: Candidate, prices: Prices) -> Option:
+    """A candidate as it was measured (uncompressed), as a cost-of-ownership line."""
+    return Option.of(
+        candidate.strategy, candidate.cost.usd, candidate.cost.cpu_s, candidate.speed, prices
+    )
+
+
 def choose(
-    candidates: list[Candidate], metric: str, target: float | None, *, strict: bool = False
+    candidates: list[Candidate],
+    metric: str,
+    target: float | None,
+    *,
+    strict: bool = False,
+    volume: float | None = None,
+    prices: Prices | None = None,
 ) -> tuple[Candidate, str]:
-    """Cheapest (training $) candidate meeting the bar on validation, else the best one
-    (highest score, or lowest for a lower-is-better metric)."""
+    """Cheapest candidate meeting the bar on validation, else the best one (highest score,
+    or lowest for a lower-is-better metric). Cheapest means training $, or with `volume` (and
+    a bar to meet) training $ + volume * serving $ per prediction: the cost of ownership.
+    Without a bar the best one is chosen whatever the volume; the volume then only decides
+    the shipped format."""
+    if volume is not None and target is not None:
+        return _choose_to_own(candidates, metric, target, strict, volume, prices or Prices())
     by_cost = sorted(candidates, key=lambda c: (c.cost.usd, c.cost.cpu_s))
     m = get_metric(metric)
     if target is not None:
@@ -469,6 +498,30 @@ def choose(
         lead = f"no candidate's 95% interval cleared {metric} {target:g}; "
     return best, (
         f"{lead}{best.strategy} has the best validation {metric} ({best.val.metric(metric):.3f})"
+    )
+
+
+def _choose_to_own(
+    candidates: list[Candidate],
+    metric: str,
+    target: float,
+    strict: bool,
+    volume: float,
+    prices: Prices,
+) -> tuple[Candidate, str]:
+    """Among the candidates meeting the bar, the cheapest to own at `volume`; none meeting
+    it: the best one, as without a volume."""
+    meeting = [c for c in candidates if c.val.meets(metric, target, strict=strict)]
+    if not meeting:
+        return choose(candidates, metric, target, strict=strict)
+    lines = {id(c): candidate_option(c, prices) for c in meeting}
+    pick = min(meeting, key=lambda c: (lines[id(c)].total_usd(volume), c.cost.usd))
+    line = lines[id(pick)]
+    among = f"with validation {metric} {get_metric(metric).symbol} {target:g}"
+    return pick, (
+        f"{pick.strategy} is the cheapest candidate {among} to own at {human(volume)} "
+        f"predictions (${line.fixed_usd:.4g} training + ${volume * line.usd_per_prediction:.4g} "
+        "serving, uncompressed)"
     )
 
 

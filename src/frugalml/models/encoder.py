@@ -71,6 +71,30 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def tight_batches(lengths: Sequence[int], max_rows: int, call_tokens: int) -> list[np.ndarray]:
+    """Length-sorted batches of at most `max_rows` that minimise the tokens computed (padding
+    included) plus `call_tokens` for each call: the cost of a call in tokens' worth of work.
+
+    Within one serving call of 32 short texts, fixed batches pad every text to the longest
+    (on Banking77, twice the CPU of batches of 8); one batch per text pays the per-call cost
+    32 times. Exact dynamic programming over the sorted lengths, O(len * max_rows).
+    """
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    width = [int(lengths[i]) for i in order]
+    best = [0.0] + [float("inf")] * len(order)
+    start_of = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):  # the batch ending at `end` is padded to width[end-1]
+        for start in range(max(0, end - max_rows), end):
+            cost = best[start] + call_tokens + (end - start) * width[end - 1]
+            if cost < best[end]:
+                best[end], start_of[end] = cost, start
+    batches, end = [], len(order)
+    while end > 0:
+        batches.append(order[start_of[end] : end])
+        end = start_of[end]
+    return batches[::-1]
+
+
 def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     """(input_ids, attention_mask) padded to the longest sequence in this batch only."""
     torch = _torch()

@@ -4,7 +4,7 @@ It stands in for `encoder.Encoder` inside any encoder-based predictor (the probe
 fine-tuned rungs): same `encode(texts)` → pooled vectors, so heads and n-gram features stay
 as they are and a serving install (`pip install 'frugalml[onnx]'`) needs no deep-learning
 stack. Texts are tokenized with the model's own `tokenizer.json`, sorted by length and padded
-per batch, as in training.
+per batch, as in training, with batches cut where padding would cost more than a call.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from typing import Any
 import numpy as np
 
 from frugalml.errors import BundleError, ConfigError, require_extra
-from frugalml.models.encoder import sorted_batches
+from frugalml.models.encoder import tight_batches
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 SETTINGS_FILE = "onnx.json"  # pad id, width, precision, fusions, parity
+# What one ONNX Runtime call costs beyond its tokens, in tokens' worth of work: batches are
+# split where padding would cost more than another call (`encoder.tight_batches`).
+CALL_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class OnnxEncoder:
         self.max_length, self.batch_size, self.normalize = max_length, batch_size, normalize
         self.settings = settings if settings is not None else _read_settings(folder)
         self.pad_id = int(self.settings["pad_id"])
+        self.call_tokens = CALL_TOKENS
         self.dim = int(self.settings["dim"])
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         self.tokenizer.no_padding()
@@ -91,7 +95,7 @@ class OnnxEncoder:
         """(len(texts), dim) float32 in the order of `texts`; normalized inside the graph."""
         ids = self.tokenize(texts)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        for idx in sorted_batches([len(x) for x in ids], self.batch_size):
+        for idx in tight_batches([len(x) for x in ids], self.batch_size, self.call_tokens):
             width = max(len(ids[i]) for i in idx)
             input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)

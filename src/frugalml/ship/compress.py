@@ -8,6 +8,10 @@ Speed and size are re-measured on the saved, reloaded bundle of every step. A TF
 chain is the ONNX step alone (n-grams counted and weighted in the graph, so serving needs no
 scikit-learn); hybrid exports its encoder and its n-grams. Each model exports itself (the
 `OnnxExportable` capability); this module runs the chain and gates it.
+
+With a `volume` (predictions to serve), the accepted step that ships is the one cheapest to
+own: what the chain spent to reach it plus `volume` * its serving cost per prediction; the
+distilled step runs only when it could pay back its least possible cost at that volume.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from frugalml.costs import CostMeter, Prices
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError, installed
 from frugalml.ladder.calibration import fit_temperature
+from frugalml.ladder.ownership import Option, human
 from frugalml.ladder.run import Progress
-from frugalml.metrics import Quality, measure_speed, score
+from frugalml.metrics import Quality, Speed, measure_speed, score
 from frugalml.models.onnx_encoder import is_onnx
 from frugalml.strategies.base import Embedder, OnnxExportable, Predictor
 
@@ -41,10 +46,11 @@ class Step:
     name: str  # "source", "onnx", "int8", "distilled"
     val: Quality
     size_mb: float
-    speed: dict[str, float]
+    speed: dict[str, Any]  # `Speed.to_dict()`
     accepted: bool
     reason: str
-    details: dict[str, Any] = field(default_factory=dict)  # fusions, parity, cost
+    details: dict[str, Any] = field(default_factory=dict)  # fusions, parity
+    cost: dict[str, Any] | None = None  # the step's own cost card (None for the source)
 
     def drop(self, source: Step) -> dict[str, float]:
         """Points lost against the uncompressed model (negative: it gained)."""
@@ -62,8 +68,29 @@ class Step:
             "speed": self.speed,
             "accepted": self.accepted,
             "reason": self.reason,
+            "cost": self.cost,
             **self.details,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        """A step as `to_dict` wrote it (the report reads the compression record back)."""
+        known = {"name", "val", "drop_points", "size_mb", "speed", "accepted", "reason", "cost"}
+        return cls(
+            data["name"],
+            Quality.from_dict(data["val"]),
+            data["size_mb"],
+            data["speed"],
+            data["accepted"],
+            data["reason"],
+            {k: v for k, v in data.items() if k not in known},
+            data.get("cost"),
+        )
+
+    def option(self, fixed_usd: float, fixed_cpu_s: float, strategy: str, prices: Prices) -> Option:
+        """This step as a cost-of-ownership line, built at `fixed_usd` (training + chain)."""
+        name = strategy if self.name == "source" else f"{strategy} · {self.name}"
+        return Option.of(name, fixed_usd, fixed_cpu_s, Speed(**self.speed), prices)
 
 
 @dataclass
@@ -72,6 +99,7 @@ class CompressResult:
     shipped: Step
     bundle: Path
     skipped: dict[str, str] = field(default_factory=dict)  # step → why it did not run
+    volume: float | None = None  # predictions the shipped step was chosen for
 
     def to_dict(self) -> dict[str, Any]:
         source = self.steps[0]
@@ -80,6 +108,7 @@ class CompressResult:
             "bundle": str(self.bundle),
             "steps": [s.to_dict(source) for s in self.steps],
             "skipped": self.skipped,
+            "volume": self.volume,
         }
 
 
@@ -95,8 +124,10 @@ def compress(
     prices: Prices | None = None,
     progress: Progress | None = None,
     keep_steps: Path | None = None,
+    volume: float | None = None,
 ) -> CompressResult:
-    """Run the chain up to `to` and write the last accepted step's bundle to `out`.
+    """Run the chain up to `to` and write the last accepted step's bundle to `out`; with
+    `volume`, the accepted ONNX step cheapest to own at that many predictions.
 
     `keep_steps` keeps every step's bundle there (one folder per step), e.g. for benchmarks.
     """
@@ -127,10 +158,11 @@ def compress(
         skipped: dict[str, str] = {}
         wanted = STEPS[: STEPS.index(to) + 1]
 
-        def gate(name: str, folder: Path, details: dict[str, Any]) -> Step:
+        def gate(name: str, folder: Path, details: dict[str, Any], meter: CostMeter) -> Step:
             nonlocal shipped
             bundle = load(folder)
             step = _measure(name, bundle, val, speed, False, "", details)
+            step.cost = meter.card.to_dict()
             lost = step.drop(steps[0])
             worst = max(lost.values())
             step.accepted = worst <= max_drop
@@ -150,7 +182,7 @@ def compress(
             fp32, details = _export(teacher, work / "fp32", "fp32", source.labels)
         parity = _parity(fp32, reference, texts)
         _save_onnx(work / "onnx", source, fp32, "fp32", {**details, "parity": parity}, meter)
-        gate("onnx", work / "onnx", {**details, "parity": parity})
+        gate("onnx", work / "onnx", {**details, "parity": parity}, meter)
         if "int8" in wanted and "int8" not in teacher.onnx_precisions:
             skipped["int8"] = (
                 "nothing to quantize: n-gram counting and a linear head are already small and "
@@ -160,8 +192,12 @@ def compress(
             with CostMeter(prices) as meter:  # quantizes the fp32 graph: no second export
                 int8, _ = _export(fp32, work / "int8-model", "int8", source.labels)
             _save_onnx(work / "int8", source, int8, "int8", details, meter)
-            gate("int8", work / "int8", details)
-        if "distilled" in wanted and isinstance(teacher, EncoderHeadPredictor):
+            gate("int8", work / "int8", details, meter)
+        payback = volume is not None and isinstance(teacher, EncoderHeadPredictor)
+        why_not = _distill_cannot_pay(steps, len(train), volume, prices) if payback else ""
+        if "distilled" in wanted and why_not:
+            skipped["distilled"] = why_not
+        elif "distilled" in wanted and isinstance(teacher, EncoderHeadPredictor):
             from frugalml.ship.distill import distill
 
             with CostMeter(prices) as meter:
@@ -169,7 +205,7 @@ def compress(
                 student.temperature = fit_temperature(student.logits(texts), val.y)
                 int8, details = _export(student, work / "student-int8", "int8", source.labels)
             _save_onnx(work / "distilled", source, int8, "int8", details, meter)
-            gate("distilled", work / "distilled", details)
+            gate("distilled", work / "distilled", details, meter)
         elif "distilled" in wanted:
             skipped["distilled"] = (
                 f"a '{strategy}' model is more than an encoder and a head; the student is "
@@ -177,16 +213,68 @@ def compress(
                 if isinstance(teacher, Embedder)
                 else f"a '{strategy}' model has no encoder to distill"
             )
+        if volume is not None:
+            shipped = cheapest_step(steps, volume, prices)
         chosen_dir = source_dir if shipped.name == "source" else work / shipped.name
         shutil.copytree(chosen_dir, out)
         if keep_steps is not None:
             for step in steps[1:]:
                 shutil.copytree(work / step.name, keep_steps / step.name)
-        result = CompressResult(steps, shipped, out, skipped)
+        result = CompressResult(steps, shipped, out, skipped, volume)
         update_manifest(out, compression=result.to_dict(), speed=shipped.speed)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def chain_options(
+    steps: list[Step], strategy: str, train_usd: float, train_cpu_s: float, prices: Prices
+) -> list[tuple[Step, Option]]:
+    """Every measured step as a cost-of-ownership line: training plus what the chain spent
+    up to it (the int8 step is quantized from the ONNX one; the student is distilled after
+    both ran, but needs neither, so it carries only its own cost)."""
+    lines = []
+    usd, cpu = train_usd, train_cpu_s
+    for step in steps:
+        own_usd = float((step.cost or {}).get("usd", 0.0))
+        own_cpu = float((step.cost or {}).get("cpu_s", 0.0))
+        if step.name == "distilled":
+            fixed = (train_usd + own_usd, train_cpu_s + own_cpu)
+        else:
+            usd, cpu = usd + own_usd, cpu + own_cpu
+            fixed = (usd, cpu)
+        lines.append((step, step.option(*fixed, strategy, prices)))
+    return lines
+
+
+def cheapest_step(steps: list[Step], volume: float, prices: Prices) -> Step:
+    """The accepted ONNX step cheapest to own at `volume` (the source only when no ONNX step
+    was accepted): training is the same for all, so only the chain and serving differ."""
+    accepted = [(s, o) for s, o in chain_options(steps, "", 0.0, 0.0, prices) if s.accepted]
+    exported = [(s, o) for s, o in accepted if s.name != "source"] or accepted
+    return min(exported, key=lambda pair: (pair[1].total_usd(volume), pair[1].fixed_usd))[0]
+
+
+def _distill_cannot_pay(
+    steps: list[Step], n_train: int, volume: float | None, prices: Prices
+) -> str:
+    """Why distilling cannot pay back at `volume`, or '' when it might. The student has half
+    the teacher's layers, so it saves at most half of the cheapest accepted step's serving
+    cost; and it costs at least one teacher pass over the training texts (their soft labels),
+    at the uncompressed model's measured CPU per text."""
+    assert volume is not None
+    exported = [o for s, o in chain_options(steps, "", 0.0, 0.0, prices) if s.accepted]
+    best = min(o.usd_per_prediction for o in exported)
+    source = steps[0].option(0.0, 0.0, "", prices)
+    least_cost = n_train * source.usd_per_prediction
+    most_saved = volume * best / 2
+    if most_saved >= least_cost:
+        return ""
+    return (
+        f"cannot pay back at {human(volume)} predictions: it would save at most "
+        f"${most_saved:.3g} (half the serving cost) and costs at least ${least_cost:.3g} "
+        f"(the teacher's pass over {n_train} training texts)"
+    )
 
 
 def _exportable(source: Bundle, folder: Path) -> OnnxExportable:
