@@ -13,7 +13,6 @@ from frugalml.apps import recommend
 from frugalml.apps.recommend.model import Recommender
 from frugalml.errors import ConfigError, DataError
 from frugalml.metrics import Outcomes, evaluate
-from tests.conftest import build_tiny_backbone
 
 
 def taste_events(n_users: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -126,12 +125,12 @@ def test_rank_metrics_by_hand() -> None:
     assert out["popularity_bias_at_2"][0] == pytest.approx(((0.5 + 0.4) / 2 + 0.15) / 2)
 
 
-def test_the_chosen_rung_is_refitted_on_train_and_validation(tmp_path: Path) -> None:
-    events, items = taste_events()
-    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
-    result = recommend.fit(parts, out=tmp_path / "run", strategies=("popularity", "ease"))
-    assert result.run_dir == tmp_path / "run" / "refit"
-    chosen = frugalml.load(tmp_path / "run" / "bundle").predictor
+def test_the_chosen_rung_is_refitted_on_train_and_validation(
+    ease_run: frugalml.FitResult, parts: recommend.RecSplits
+) -> None:
+    result = ease_run
+    assert result.run_dir.name == "refit"
+    chosen = frugalml.load(result.run_dir.parent / "bundle").predictor
     refitted = result.bundle.predictor
     assert isinstance(chosen, Recommender) and isinstance(refitted, Recommender)
     assert result.bundle.manifest.strategy == "ease"
@@ -155,23 +154,10 @@ def test_als_folds_users_in_and_beats_popularity(tmp_path: Path) -> None:
     assert "gram" in model.scorer.arrays  # a user is a ridge solve over the item factors
 
 
-@pytest.fixture(scope="module")
-def taste_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    words = ["space", "war", "love", "story", "robot", "kiss", *map(str, range(30))]
-    return build_tiny_backbone(tmp_path_factory.mktemp("taste-bert"), words)
-
-
-def test_a_content_bundle_embeds_and_ranks_items_added_after_training(
-    tmp_path: Path, taste_backbone: Path
-) -> None:
-    events, items = taste_events()
-    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
-    result = recommend.fit(
-        parts, out=tmp_path / "run", strategies=("content",),
-        options={"content": {"backbone": str(taste_backbone), "cache": False}},
-    )  # fmt: skip
-    assert (result.bundle.path / "model" / "encoder").is_dir()  # the bundle stands alone
-    model = frugalml.load(result.bundle.path).predictor
+def test_a_content_bundle_embeds_and_ranks_items_added_after_training(content_run: Path) -> None:
+    bundle = content_run / "refit" / "bundle"
+    assert (bundle / "model" / "encoder").is_dir()  # the bundle stands alone
+    model = frugalml.load(bundle).predictor
     assert isinstance(model, Recommender) and model.encoder is not None
     new = model.add_items(["n1", "n2"], ["space war robot", "love story kiss"])
     assert list(new) == [20, 21] and len(model.catalogue) == 22
