@@ -64,18 +64,27 @@ class Scorer:
     kind: str
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def score(self, rows: Sequence[np.ndarray], n_items: int) -> np.ndarray:
         out = np.zeros((len(rows), n_items), dtype=np.float32)
         if self.kind == "linear":
-            from scipy.sparse import csr_matrix
-
-            a = self.arrays
-            weights = csr_matrix((a["values"], a["indices"], a["indptr"]), (n_items, n_items))
-            out[:] = (history_matrix(rows, n_items) @ weights).toarray()
+            out[:] = (history_matrix(rows, n_items) @ self.weights(n_items)).toarray()
         elif self.kind == "vectors":
             out[:] = self.user_vectors(rows) @ self.arrays["vectors"].T
         return out
+
+    def weights(self, n_items: int) -> Any:
+        """A linear scorer's item-item matrix as CSR, built once (building it from its arrays
+        costs more than scoring a user with it)."""
+        cached = self._cache.get("weights")
+        if cached is None or cached.shape[0] != n_items:
+            from scipy.sparse import csr_matrix
+
+            a = self.arrays
+            cached = csr_matrix((a["values"], a["indices"], a["indptr"]), (n_items, n_items))
+            self._cache["weights"] = cached
+        return cached
 
     def user_vectors(self, rows: Sequence[np.ndarray]) -> np.ndarray:
         vectors = self.arrays["vectors"]
