@@ -212,6 +212,7 @@ BUILTIN = {
         ("popularity", "item_knn", "ease", "als", "content"),
         "frugalml.apps.recommend.rungs",
     ),
+    "lambdarank": "frugalml.apps.recommend.lambdarank",
 }
 
 

@@ -168,3 +168,40 @@ def test_a_content_bundle_embeds_and_ranks_items_added_after_training(content_ru
     assert all(i < 10 or i == 20 for i in top)
     with pytest.raises(ConfigError, match="already in the catalogue"):
         model.add_items(["i1"], ["space war"])
+
+
+def test_holdout_keeps_each_users_latest_share_apart() -> None:
+    from frugalml.apps.recommend.lambdarank import holdout
+
+    events, items = taste_events(4)
+    data = recommend.read_interactions(events, items, time_col="time")
+    data = data.select((data.users != 3) | (data.times == 0))  # u3: one event, nothing held
+    early, late = holdout(data, 0.4)
+    assert len(early) + len(late) == len(data)
+    for u in range(len(data.user_ids)):
+        n = int((data.users == u).sum())
+        assert (late.users == u).sum() == (max(1, int(0.4 * n)) if n >= 2 else 0)
+        if (late.users == u).any():
+            assert late.times[late.users == u].min() > early.times[early.users == u].max()
+
+
+def test_the_lambdarank_rung_reranks_the_cheaper_rungs_candidates(
+    tmp_path: Path, parts: recommend.RecSplits, taste_backbone: Path
+) -> None:
+    pytest.importorskip("lightgbm")
+    options = {"lambdarank": {"backbone": str(taste_backbone), "cache": False, "trees": 40,
+                              "min_child": 5, "candidates": 8}}  # fmt: skip
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("popularity", "lambdarank"), refit=False,
+        metric="recall@10", options=options,
+    )  # fmt: skip
+    scores = {c.strategy: c.test.metric("recall@10") for c in result.ladder.candidates if c.test}
+    assert scores["lambdarank"] > scores["popularity"] + 0.2
+    model = frugalml.load(tmp_path / "run" / "bundle").predictor  # verified, self-checked
+    assert isinstance(model, Recommender) and model.scorer.kind == "lambdarank"
+    assert {"ranker", "item_knn.values", "ease.values", "content.vectors"} <= set(
+        model.scorer.arrays
+    )
+    space = model.item_indices(["i1", "i2", "i3"])[0]
+    top, _ = model.recommend(space, 5, exclude=space)
+    assert all(i < 10 and i not in space for i in top)

@@ -12,7 +12,7 @@ from frugalml.apps.recommend.data import RecSplits, interactions_of
 from frugalml.apps.recommend.model import Recommender
 from frugalml.metrics import Quality
 
-RUNGS = ("popularity", "item_knn", "ease", "als", "content")
+RUNGS = ("popularity", "item_knn", "ease", "als", "content", "lambdarank")
 METRICS = ("ndcg@10", "recall@10", "mrr", "coverage@10", "popularity_bias@10")
 # rung → (its config's list of settings, the scorer setting validation chose from it)
 TUNED = {
