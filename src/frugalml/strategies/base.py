@@ -213,6 +213,7 @@ BUILTIN = {
         "frugalml.apps.recommend.rungs",
     ),
     "lambdarank": "frugalml.apps.recommend.lambdarank",
+    "two_tower": "frugalml.apps.recommend.two_tower",
 }
 
 

@@ -205,3 +205,36 @@ def test_the_lambdarank_rung_reranks_the_cheaper_rungs_candidates(
     space = model.item_indices(["i1", "i2", "i3"])[0]
     top, _ = model.recommend(space, 5, exclude=space)
     assert all(i < 10 and i not in space for i in top)
+
+
+def test_the_two_tower_rung_fine_tunes_the_encoder_on_what_users_pick_next(
+    tmp_path: Path, parts: recommend.RecSplits, taste_backbone: Path
+) -> None:
+    from frugalml.apps.recommend.two_tower import next_item_pairs
+
+    train = parts.train.records
+    assert isinstance(train, recommend.Interactions)
+    pairs = next_item_pairs(train, 2, 2)  # 4 events per user: 2 pairs each, front-padded
+    assert pairs.shape == (2 * len(np.unique(train.users)), 3) and (pairs[:, 1:] >= 0).all()
+    options = {"two_tower": {"backbone": str(taste_backbone), "temperature": 0.1,
+                             "train": {"epochs": 3, "lr": 1e-3, "batch_size": 16}}}  # fmt: skip
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("popularity", "two_tower"), refit=False,
+        metric="recall@10", options=options,
+    )  # fmt: skip
+    scores = {c.strategy: c.test.metric("recall@10") for c in result.ladder.candidates if c.test}
+    assert scores["two_tower"] > scores["popularity"] + 0.2
+    model = frugalml.load(tmp_path / "run" / "bundle").predictor
+    assert isinstance(model, Recommender) and model.encoder is not None
+    tuned = model.embed(["space war 1"])[0]
+    frozen = recommend_frozen_vector(taste_backbone, "space war 1")
+    assert not np.allclose(tuned, frozen, atol=1e-4)  # the shipped encoder is the tuned one
+    new = model.add_items(["n1"], ["space war robot"])
+    space = model.item_indices(["i1", "i2", "i3"])[0]
+    assert new[0] in model.recommend(space, 8, exclude=space)[0]
+
+
+def recommend_frozen_vector(backbone: Path, text: str) -> np.ndarray:
+    from frugalml.models import text_encoder
+
+    return text_encoder(str(backbone), max_length=32).encode([text])[0]
