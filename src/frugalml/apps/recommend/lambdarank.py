@@ -31,7 +31,9 @@ from frugalml.config import Budget
 from frugalml.strategies.base import StrategyConfig, register_strategy
 
 Source = Literal["item_knn", "ease"]
-FEATURES_PER_SOURCE = ("score", "rank")  # the score, and its rank among the candidates
+# per source: its score over the user's best candidate's, and its rank among the candidates
+FEATURES_PER_SOURCE = ("score", "rank")
+TIE_BREAK = 1e-4  # times the sources' mean rank: a small booster's scores have many ties
 
 
 class LambdarankConfig(StrategyConfig):
@@ -214,9 +216,10 @@ def candidates(
         pool = [_top(s[r], allowed, k) for s in found.values()]
         cand = np.unique(np.concatenate([*pool, _top(pop, allowed, max(1, k // 4))]))
         columns = []
-        for s in found.values():
+        for s in found.values():  # scale-free: base rungs fitted on more events score higher
             values = s[r, cand]
-            columns += [values, np.argsort(np.argsort(-values)) / max(1, len(cand))]
+            top = float(np.abs(values).max()) or 1.0
+            columns += [values / top, np.argsort(np.argsort(-values)) / max(1, len(cand))]
         columns += [np.log1p(1000 * pop[cand]), np.full(len(cand), np.log1p(len(row)))]
         out.append((cand, np.column_stack(columns).astype(np.float32)))
     return out
@@ -246,5 +249,6 @@ def rank(scorer: Scorer, rows: Sequence[np.ndarray], n_items: int) -> np.ndarray
         span = float(np.ptp(first[r])) or 1.0
         below = float(ranked.min()) - 2.0 if len(ranked) else 0.0
         out[r] = below + (first[r] - first[r].max()) / span  # in [below - 1, below]
-        out[r, cand] = ranked
+        ranks = x[:, 1 : 2 * len(found) : 2].mean(axis=1)
+        out[r, cand] = ranked - TIE_BREAK * ranks
     return out
