@@ -176,11 +176,14 @@ def test_holdout_keeps_each_users_latest_share_apart() -> None:
     events, items = taste_events(4)
     data = recommend.read_interactions(events, items, time_col="time")
     data = data.select((data.users != 3) | (data.times == 0))  # u3: one event, nothing held
-    early, late = holdout(data, 0.4)
+    early, late = holdout(data, 0.4, by="latest")
+    shuffled = holdout(data, 0.4, by="random")[1]
     assert len(early) + len(late) == len(data)
+    assert len(shuffled) == len(late) and not np.array_equal(shuffled.times, late.times)
     for u in range(len(data.user_ids)):
         n = int((data.users == u).sum())
         assert (late.users == u).sum() == (max(1, int(0.4 * n)) if n >= 2 else 0)
+        assert (shuffled.users == u).sum() == (late.users == u).sum()
         if (late.users == u).any():
             assert late.times[late.users == u].min() > early.times[early.users == u].max()
 

@@ -2,10 +2,11 @@
 learning how to combine collaborative scores (item-kNN, EASE), content similarity (frozen
 text embeddings) and popularity.
 
-It learns on the training events alone: each user's latest `holdout` share is what the ranker
-learns to find from the rest (the base rungs fitted on the rest), validation stops the boosting
-(ndcg@10), and the shipped base rungs are refitted on every training event. Everything ships
-as arrays (the booster as its own text format, in bytes): no pickles.
+It learns on the training events alone: a `holdout` share of each user's events (at random,
+or their latest, as the test split is made) is what the ranker learns to find from the rest
+(the base rungs fitted on the rest); validation stops the boosting (ndcg@10); the shipped
+base rungs are refitted on every training event. Everything ships as arrays (the booster as
+its own text format, in bytes): no pickles.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ class LambdarankConfig(StrategyConfig):
     half_life: float = Field(20.0, ge=0, description="Recency half-life of the content user.")
     candidates: int = Field(100, ge=5, description="Candidates per source per user.")
     holdout: float = Field(
-        0.2, gt=0, lt=1, description="Share of each user's latest events the ranker learns on."
+        0.2, gt=0, lt=1, description="Share of each user's events the ranker learns to find."
+    )
+    holdout_by: Literal["random", "latest"] = Field(
+        "random",
+        description="Which events are held out: at random (as a per-user random split tests) "
+        "or each user's latest (as leave-last-out and time splits test).",
     )
     trees: int = Field(300, ge=1, description="Boosting rounds at most (validation stops).")
     learning_rate: float = Field(0.05, gt=0)
@@ -84,7 +90,7 @@ class LambdarankStrategy:
 
         c, events = self.config, interactions_of(train)
         vectors = self._vectors(events, meter)
-        early, late = holdout(events, c.holdout)
+        early, late = holdout(events, c.holdout, by=c.holdout_by, seed=c.seed)
         learn = self._ranking_rows(self._scorer(early, vectors, budget, meter), early, late)
         shipped = self._scorer(events, vectors, budget, meter)
         checks = self._ranking_rows(shipped, events, interactions_of(val))
@@ -158,10 +164,14 @@ class LambdarankStrategy:
         return np.concatenate(xs), np.concatenate(ys), np.asarray(sizes)
 
 
-def holdout(events: Interactions, share: float) -> tuple[Interactions, Interactions]:
-    """(earlier, latest): each user's latest `share` of events (at least one, for users with
-    two or more), and the rest."""
-    order = np.lexsort((events.times, events.users))
+def holdout(
+    events: Interactions, share: float, *, by: str = "latest", seed: int = 0
+) -> tuple[Interactions, Interactions]:
+    """(kept, held out): `share` of each user's events (at least one, for users with two or
+    more), their latest or at random, held out; the rest kept."""
+    rng = np.random.default_rng(seed)
+    keys = events.times if by == "latest" else rng.random(len(events))
+    order = np.lexsort((keys, events.users))
     users = events.users[order]
     counts = np.bincount(users, minlength=len(events.user_ids))
     start = np.r_[0, np.cumsum(counts)][users]
