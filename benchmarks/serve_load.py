@@ -224,19 +224,23 @@ def load_main(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(records))
 
 
-async def _send(http: Any, url: str, text: str) -> tuple[float, float, int | str]:
+Body = str | dict[str, Any]  # a text for /v1/predict, or a whole JSON body for another route
+
+
+async def _send(http: Any, url: str, text: Body) -> tuple[float, float, int | str]:
     import httpx
 
+    body = text if isinstance(text, dict) else {"texts": [text]}
     sent, started = time.time(), time.perf_counter()
     try:
-        status: int | str = (await http.post(url, json={"texts": [text]})).status_code
+        status: int | str = (await http.post(url, json=body)).status_code
     except httpx.HTTPError as err:
         status = type(err).__name__
     return sent, time.perf_counter() - started, status
 
 
 async def closed_loop(
-    url: str, texts: list[str], concurrency: int, duration: float
+    url: str, texts: list[Body], concurrency: int, duration: float
 ) -> list[tuple[float, float, int | str]]:
     """`concurrency` clients, each sending its next request as soon as it has an answer.
 
@@ -262,7 +266,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    url: str, texts: list[str], rate: float, duration: float
+    url: str, texts: list[Body], rate: float, duration: float
 ) -> list[tuple[float, float, int | str]]:
     """Requests at a fixed rate whatever the answers, as independent users would send them
     (spread over small httpx clients, for the reason `closed_loop` gives)."""
@@ -302,9 +306,10 @@ def run_load(
     concurrency: int = 0,
     rate: float | None = None,
     start_at: float = 0.0,
+    path: str = "/v1/predict",
 ) -> Load:
     out = texts_file.with_name(f"load-{time.monotonic_ns()}.json")
-    command = [sys.executable, __file__, "load", "--url", url + "/v1/predict"]
+    command = [sys.executable, __file__, "load", "--url", url + path]
     command += ["--texts", str(texts_file), "--duration", str(duration), "--out", str(out)]
     command += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
     command += ["--start-at", str(start_at)]
@@ -371,15 +376,22 @@ def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[dict[
 
 
 def wrk_closed_loop(
-    url: str, texts_file: Path, concurrency: int, duration: float, warmup: float
+    url: str,
+    texts_file: Path,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    path: str = "/v1/predict",
 ) -> dict[str, Any]:
     """wrk (C, one thread) as the closed-loop generator: it needs a fraction of the CPU httpx
     needs per request, so on a 2-core machine more of it is left to the server measured."""
-    bodies = texts_file.with_name("bodies.jsonl")
+    bodies = texts_file.with_name(texts_file.stem + ".bodies.jsonl")
     if not bodies.exists():
         texts = json.loads(texts_file.read_text())
-        bodies.write_text("".join(json.dumps({"texts": [t]}) + "\n" for t in texts))
-    env = {**os.environ, "WRK_BODIES": str(bodies)}
+        bodies.write_text(
+            "".join(json.dumps(t if isinstance(t, dict) else {"texts": [t]}) + "\n" for t in texts)
+        )
+    env = {**os.environ, "WRK_BODIES": str(bodies), "WRK_PATH": path}
     out = ""
     for seconds in (warmup, duration):  # the warm-up run's numbers are dropped
         command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]

@@ -1,13 +1,15 @@
 -- wrk script for benchmarks/serve_load.py: one text per POST /v1/predict, cycling through a
--- file of JSON bodies (one per line, path in $WRK_BODIES); prints one JSON summary line.
+-- file of JSON bodies (one per line, path in $WRK_BODIES) to $WRK_PATH (default /v1/predict);
+-- prints one JSON summary line.
 local bodies = {}
 for line in io.lines(os.getenv("WRK_BODIES")) do bodies[#bodies + 1] = line end
 local i = 0
+local path = os.getenv("WRK_PATH") or "/v1/predict"
 local headers = {["Content-Type"] = "application/json"}
 
 request = function()
   i = i % #bodies + 1
-  return wrk.format("POST", "/v1/predict", headers, bodies[i])
+  return wrk.format("POST", path, headers, bodies[i])
 end
 
 done = function(summary, latency, requests)

@@ -131,7 +131,8 @@ def test_the_registry_imports_a_rung_on_first_use_only() -> None:
     first, names = in_fresh_python(code)["result"]  # type: ignore[misc]
     assert first == ["frugalml.strategies.base", "frugalml.strategies.tfidf"]
     text = ["tfidf", "frozen_probe", "hybrid", "top_layers", "setfit", "lora", "full"]
-    assert names == [*text, "popularity", "item_knn", "ease", "als", "content"]  # then interactions
+    rungs = ["popularity", "item_knn", "ease", "als", "content", "lambdarank", "two_tower"]
+    assert names == [*text, *rungs]  # then interactions
 
 
 def test_a_built_in_name_cannot_be_taken_before_its_rung_is_imported() -> None:

@@ -212,6 +212,8 @@ BUILTIN = {
         ("popularity", "item_knn", "ease", "als", "content"),
         "frugalml.apps.recommend.rungs",
     ),
+    "lambdarank": "frugalml.apps.recommend.lambdarank",
+    "two_tower": "frugalml.apps.recommend.two_tower",
 }
 
 

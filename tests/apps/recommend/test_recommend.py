@@ -13,7 +13,6 @@ from frugalml.apps import recommend
 from frugalml.apps.recommend.model import Recommender
 from frugalml.errors import ConfigError, DataError
 from frugalml.metrics import Outcomes, evaluate
-from tests.conftest import build_tiny_backbone
 
 
 def taste_events(n_users: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -126,12 +125,12 @@ def test_rank_metrics_by_hand() -> None:
     assert out["popularity_bias_at_2"][0] == pytest.approx(((0.5 + 0.4) / 2 + 0.15) / 2)
 
 
-def test_the_chosen_rung_is_refitted_on_train_and_validation(tmp_path: Path) -> None:
-    events, items = taste_events()
-    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
-    result = recommend.fit(parts, out=tmp_path / "run", strategies=("popularity", "ease"))
-    assert result.run_dir == tmp_path / "run" / "refit"
-    chosen = frugalml.load(tmp_path / "run" / "bundle").predictor
+def test_the_chosen_rung_is_refitted_on_train_and_validation(
+    ease_run: frugalml.FitResult, parts: recommend.RecSplits
+) -> None:
+    result = ease_run
+    assert result.run_dir.name == "refit"
+    chosen = frugalml.load(result.run_dir.parent / "bundle").predictor
     refitted = result.bundle.predictor
     assert isinstance(chosen, Recommender) and isinstance(refitted, Recommender)
     assert result.bundle.manifest.strategy == "ease"
@@ -155,23 +154,10 @@ def test_als_folds_users_in_and_beats_popularity(tmp_path: Path) -> None:
     assert "gram" in model.scorer.arrays  # a user is a ridge solve over the item factors
 
 
-@pytest.fixture(scope="module")
-def taste_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    words = ["space", "war", "love", "story", "robot", "kiss", *map(str, range(30))]
-    return build_tiny_backbone(tmp_path_factory.mktemp("taste-bert"), words)
-
-
-def test_a_content_bundle_embeds_and_ranks_items_added_after_training(
-    tmp_path: Path, taste_backbone: Path
-) -> None:
-    events, items = taste_events()
-    parts = recommend.split(recommend.read_interactions(events, items, time_col="time"))
-    result = recommend.fit(
-        parts, out=tmp_path / "run", strategies=("content",),
-        options={"content": {"backbone": str(taste_backbone), "cache": False}},
-    )  # fmt: skip
-    assert (result.bundle.path / "model" / "encoder").is_dir()  # the bundle stands alone
-    model = frugalml.load(result.bundle.path).predictor
+def test_a_content_bundle_embeds_and_ranks_items_added_after_training(content_run: Path) -> None:
+    bundle = content_run / "refit" / "bundle"
+    assert (bundle / "model" / "encoder").is_dir()  # the bundle stands alone
+    model = frugalml.load(bundle).predictor
     assert isinstance(model, Recommender) and model.encoder is not None
     new = model.add_items(["n1", "n2"], ["space war robot", "love story kiss"])
     assert list(new) == [20, 21] and len(model.catalogue) == 22
@@ -182,3 +168,76 @@ def test_a_content_bundle_embeds_and_ranks_items_added_after_training(
     assert all(i < 10 or i == 20 for i in top)
     with pytest.raises(ConfigError, match="already in the catalogue"):
         model.add_items(["i1"], ["space war"])
+
+
+def test_holdout_keeps_each_users_latest_share_apart() -> None:
+    from frugalml.apps.recommend.lambdarank import holdout
+
+    events, items = taste_events(4)
+    data = recommend.read_interactions(events, items, time_col="time")
+    data = data.select((data.users != 3) | (data.times == 0))  # u3: one event, nothing held
+    early, late = holdout(data, 0.4, by="latest")
+    shuffled = holdout(data, 0.4, by="random")[1]
+    assert len(early) + len(late) == len(data)
+    assert len(shuffled) == len(late) and not np.array_equal(shuffled.times, late.times)
+    for u in range(len(data.user_ids)):
+        n = int((data.users == u).sum())
+        assert (late.users == u).sum() == (max(1, int(0.4 * n)) if n >= 2 else 0)
+        assert (shuffled.users == u).sum() == (late.users == u).sum()
+        if (late.users == u).any():
+            assert late.times[late.users == u].min() > early.times[early.users == u].max()
+
+
+def test_the_lambdarank_rung_reranks_the_cheaper_rungs_candidates(
+    tmp_path: Path, parts: recommend.RecSplits, taste_backbone: Path
+) -> None:
+    pytest.importorskip("lightgbm")
+    options = {"lambdarank": {"backbone": str(taste_backbone), "cache": False, "trees": 40,
+                              "min_child": 5, "candidates": 8}}  # fmt: skip
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("popularity", "lambdarank"), refit=False,
+        metric="recall@10", options=options,
+    )  # fmt: skip
+    scores = {c.strategy: c.test.metric("recall@10") for c in result.ladder.candidates if c.test}
+    assert scores["lambdarank"] > scores["popularity"] + 0.2
+    model = frugalml.load(tmp_path / "run" / "bundle").predictor  # verified, self-checked
+    assert isinstance(model, Recommender) and model.scorer.kind == "lambdarank"
+    assert {"ranker", "item_knn.values", "ease.values", "content.vectors"} <= set(
+        model.scorer.arrays
+    )
+    space = model.item_indices(["i1", "i2", "i3"])[0]
+    top, _ = model.recommend(space, 5, exclude=space)
+    assert all(i < 10 and i not in space for i in top)
+
+
+def test_the_two_tower_rung_fine_tunes_the_encoder_on_what_users_pick_next(
+    tmp_path: Path, parts: recommend.RecSplits, taste_backbone: Path
+) -> None:
+    from frugalml.apps.recommend.two_tower import next_item_pairs
+
+    train = parts.train.records
+    assert isinstance(train, recommend.Interactions)
+    pairs = next_item_pairs(train, 2, 2)  # 4 events per user: 2 pairs each, front-padded
+    assert pairs.shape == (2 * len(np.unique(train.users)), 3) and (pairs[:, 1:] >= 0).all()
+    options = {"two_tower": {"backbone": str(taste_backbone), "temperature": 0.1,
+                             "train": {"epochs": 3, "lr": 1e-3, "batch_size": 16}}}  # fmt: skip
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("popularity", "two_tower"), refit=False,
+        metric="recall@10", options=options,
+    )  # fmt: skip
+    scores = {c.strategy: c.test.metric("recall@10") for c in result.ladder.candidates if c.test}
+    assert scores["two_tower"] > scores["popularity"] + 0.2
+    model = frugalml.load(tmp_path / "run" / "bundle").predictor
+    assert isinstance(model, Recommender) and model.encoder is not None
+    tuned = model.embed(["space war 1"])[0]
+    frozen = recommend_frozen_vector(taste_backbone, "space war 1")
+    assert not np.allclose(tuned, frozen, atol=1e-4)  # the shipped encoder is the tuned one
+    new = model.add_items(["n1"], ["space war robot"])
+    space = model.item_indices(["i1", "i2", "i3"])[0]
+    assert new[0] in model.recommend(space, 8, exclude=space)[0]
+
+
+def recommend_frozen_vector(backbone: Path, text: str) -> np.ndarray:
+    from frugalml.models import text_encoder
+
+    return text_encoder(str(backbone), max_length=32).encode([text])[0]

@@ -4,48 +4,33 @@ and histories, similar items by id and by text, items added without retraining, 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+import frugalml
 from frugalml.apps import recommend
 from frugalml.apps.recommend.index import ItemIndex
 from frugalml.serve.extensions import APP_FILE
-from tests.apps.recommend.test_recommend import taste_events
-from tests.conftest import build_tiny_backbone
 from tests.serve.harness import serving, wait_ready
 
 
 @pytest.fixture(scope="module")
-def parts() -> recommend.RecSplits:
-    events, items = taste_events()
-    return recommend.split(recommend.read_interactions(events, items, time_col="time"))
-
-
-@pytest.fixture(scope="module")
-def content_app(parts: recommend.RecSplits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def content_app(content_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An application folder around a content bundle, its index an HNSW graph (threshold 1)."""
-    root = tmp_path_factory.mktemp("recommend-app")
-    words = ["space", "war", "love", "story", "robot", "kiss", *map(str, range(30))]
-    backbone = build_tiny_backbone(root / "bert", words)
-    result = recommend.fit(
-        parts, out=root / "run", strategies=("content",),
-        options={"content": {"backbone": str(backbone), "cache": False}},
-    )  # fmt: skip
-    folder = root / "app"
-    folder.mkdir()
-    result.bundle.path.rename(folder / "model")
+    folder = tmp_path_factory.mktemp("recommend-app") / "app"
+    shutil.copytree(content_run / "refit" / "bundle", folder / "model")
     app = {"app": "recommend", "bundle": "model", "exact_below": 1}
     (folder / APP_FILE).write_text(json.dumps(app))
     return folder
 
 
 @pytest.fixture(scope="module")
-def ease_bundle(parts: recommend.RecSplits, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("recommend-ease")
-    return recommend.fit(parts, out=root / "run", strategies=("ease",)).bundle.path
+def ease_bundle(ease_run: frugalml.FitResult) -> Path:
+    return ease_run.bundle.path
 
 
 def test_a_content_app_recommends_finds_similar_items_and_adds_new_ones(

@@ -12,7 +12,8 @@ import typer
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Personalised recommendation: climb popularity → item-kNN → EASE → ALS → content.",
+    help="Personalised recommendation: climb popularity → item-kNN → EASE → ALS → content "
+    "(→ lambdarank → two_tower when named).",
 )
 
 Strategies = Annotated[
@@ -22,7 +23,7 @@ Split = Annotated[str, typer.Option(help="leave_last_out, random (per user) or t
 Out = Annotated[Path, typer.Option("--out", help="Run folder to create.")]
 Target = Annotated[float | None, typer.Option(help="Stop at the first rung with ndcg@10 ≥ it.")]
 ColdFrac = Annotated[float, typer.Option(help="Share of items held out as cold-start items.")]
-RUNGS_TEXT = "popularity,item_knn,ease,als,content"
+RUNGS_TEXT = "popularity,item_knn,ease,als,content"  # fit.RUNGS; lambdarank, two_tower: name them
 
 
 @app.command()

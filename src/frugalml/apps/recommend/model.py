@@ -58,24 +58,38 @@ def history_matrix(rows: Sequence[np.ndarray], n_items: int) -> Any:
 @dataclass
 class Scorer:
     """How a rung turns histories into item scores: `kind` is popularity, linear (an
-    item-item matrix W: scores = H·W) or vectors (users as a recency-weighted mean of their
-    items' vectors, or a ridge fold-in for factor models: scores = u·V)."""
+    item-item matrix W: scores = H·W), vectors (users as a recency-weighted mean of their
+    items' vectors, or a ridge fold-in for factor models: scores = u·V) or lambdarank (a
+    booster re-ranking the candidates of its base scorers, see `lambdarank.py`)."""
 
     kind: str
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # built once
 
     def score(self, rows: Sequence[np.ndarray], n_items: int) -> np.ndarray:
         out = np.zeros((len(rows), n_items), dtype=np.float32)
         if self.kind == "linear":
+            out[:] = (history_matrix(rows, n_items) @ self.weights(n_items)).toarray()
+        elif self.kind == "vectors":
+            out[:] = self.user_vectors(rows) @ self.arrays["vectors"].T
+        elif self.kind == "lambdarank":
+            from frugalml.apps.recommend.lambdarank import rank
+
+            out[:] = rank(self, rows, n_items)
+        return out
+
+    def weights(self, n_items: int) -> Any:
+        """A linear scorer's item-item matrix as CSR, built once (building it from its arrays
+        costs more than scoring a user with it)."""
+        cached = self.memo.get("weights")
+        if cached is None or cached.shape[0] != n_items:
             from scipy.sparse import csr_matrix
 
             a = self.arrays
-            weights = csr_matrix((a["values"], a["indices"], a["indptr"]), (n_items, n_items))
-            out[:] = (history_matrix(rows, n_items) @ weights).toarray()
-        elif self.kind == "vectors":
-            out[:] = self.user_vectors(rows) @ self.arrays["vectors"].T
-        return out
+            cached = csr_matrix((a["values"], a["indices"], a["indptr"]), (n_items, n_items))
+            self.memo["weights"] = cached
+        return cached
 
     def user_vectors(self, rows: Sequence[np.ndarray]) -> np.ndarray:
         vectors = self.arrays["vectors"]
