@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 from frugalml.config import Budget, Frozen, deep_merge
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset, InputKind
+from frugalml.data.tabular import TabularSchema
 from frugalml.errors import ConfigError, MissingExtraError, installed
 from frugalml.metrics import Outcomes
 
@@ -118,6 +119,25 @@ class OnnxExportable(Predictor, Protocol):
 
 
 @runtime_checkable
+class TabularPredictor(Predictor, Protocol):
+    """A predictor of records (`Dataset.kind == "tabular"`): its schema says which fields a
+    record must hold and of what type, what the server checks every request against."""
+
+    schema: TabularSchema
+
+
+@runtime_checkable
+class Explainer(Predictor, Protocol):
+    """A predictor that says why: for each input, the features that pushed its score most
+    towards the positive class (reason codes)."""
+
+    def explain(self, inputs: Sequence[Any], *, top: int = 3) -> list[list[dict[str, Any]]]:
+        """Per input, up to `top` dicts {"feature", "value", "impact", "unit"}, largest
+        push towards the positive class first."""
+        ...
+
+
+@runtime_checkable
 class FitReport(Predictor, Protocol):
     """What a predictor fresh from `Strategy.fit` tells the ladder about its fit; not saved
     (`load` leaves it empty)."""
@@ -212,6 +232,8 @@ BUILTIN = {
         ("popularity", "item_knn", "ease", "als", "content"),
         "frugalml.apps.recommend.rungs",
     ),
+    "scorecard": "frugalml.apps.credit.scorecard",
+    "lightgbm": "frugalml.apps.credit.boosting",
 }
 
 
