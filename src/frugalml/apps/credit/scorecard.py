@@ -74,7 +74,8 @@ class BinnedFeature:
             idx = np.searchsorted(np.asarray(self.splits), x, side="right")
             return np.where(np.isnan(x), -1, idx)
         where = {c: i for i, group in enumerate(self.groups) for c in group}
-        return np.array([-1 if v is None else where.get(str(v), -2) for v in values])
+        found = [-1 if v is None else where.get(str(v), -2) for v in values]
+        return np.array(found, dtype=np.int64)
 
     def woe_of(self, bins: np.ndarray) -> np.ndarray:
         table = np.asarray(self.woe)
@@ -118,12 +119,12 @@ def bin_feature(name: str, values: np.ndarray, y: np.ndarray, numeric: bool,
     )
     x = np.asarray(values, dtype=np.float64 if numeric else object)
     binning.fit(x, y)
-    table = binning.binning_table.build()
+    table = binning.binning_table.build(add_totals=False)  # totals: a pandas 4 warning
     n_bins = len(binning.splits) + 1 if numeric else len(binning.splits)
     woe = [float(v) for v in table["WoE"].iloc[:n_bins]]
-    missing = table.iloc[n_bins + 1]  # the rows are the bins, 'Special', 'Missing', totals
+    missing = table.iloc[n_bins + 1]  # the rows are the bins, 'Special', 'Missing'
     missing_woe = float(missing["WoE"]) if int(missing["Count"]) else 0.0
-    iv = float(table["IV"].iloc[-1])
+    iv = float(table["IV"].sum())
     if numeric:
         return BinnedFeature(name, True, tuple(map(float, binning.splits)), (), tuple(woe),
                              missing_woe, iv=iv)  # fmt: skip
