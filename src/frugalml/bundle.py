@@ -131,7 +131,7 @@ class Bundle:
         self.check_inputs(texts)
         proba = self.predict_proba(texts)
         labels = self.labels
-        answers = [
+        answers: list[dict[str, Any]] = [
             {
                 "label": labels[int(row.argmax())],
                 "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},

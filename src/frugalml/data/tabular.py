@@ -72,10 +72,7 @@ class TabularSchema:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TabularSchema:
         return cls(
-            tuple(
-                Column(c["name"], c["type"], tuple(c.get("levels", ())))
-                for c in data["columns"]
-            )
+            tuple(Column(c["name"], c["type"], tuple(c.get("levels", ()))) for c in data["columns"])
         )
 
     def example(self) -> dict[str, Any]:
@@ -85,7 +82,9 @@ class TabularSchema:
             "numeric": 0.0, "boolean": False, "date": "2000-01-01", "text": "example",
         }  # fmt: skip
         return {
-            c.name: (c.levels[0] if c.levels else "x") if c.type == "categorical" else values[c.type]
+            c.name: (c.levels[0] if c.levels else "x")
+            if c.type == "categorical"
+            else values[c.type]
             for c in self.columns
         }
 
@@ -224,7 +223,9 @@ def _typed(values: pd.Series, kind: ColumnType) -> Any:
         return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
     if kind == "boolean":
         text = values.astype(str).str.strip().str.lower()
-        return np.where(present & text.isin(TRUE), 1.0, np.where(present & text.isin(FALSE), 0.0, np.nan))
+        return np.where(
+            present & text.isin(TRUE), 1.0, np.where(present & text.isin(FALSE), 0.0, np.nan)
+        )
     if kind == "date":
         dates = pd.to_datetime(values.where(present), errors="coerce", format="mixed")
         days = (dates - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86400
@@ -355,10 +356,14 @@ def _target(
 ) -> tuple[np.ndarray | None, tuple[str, str], list[str]]:
     """Integer labels (1 = `positive`, the outcome predicted, e.g. 'bad') and the label map."""
     if target not in frame.columns:
-        return None, ("", ""), [
-            f"no target column '{target}' (columns: {', '.join(map(str, frame.columns))})"
-            + _closest(target, list(frame.columns))
-        ]
+        return (
+            None,
+            ("", ""),
+            [
+                f"no target column '{target}' (columns: {', '.join(map(str, frame.columns))})"
+                + _closest(target, list(frame.columns))
+            ],
+        )
     values = frame[target]
     present = ~_missing(values)
     as_text = values.astype(str).str.strip()
@@ -431,7 +436,7 @@ def _guess(shown: pd.Series, distinct: int, n: int) -> ColumnType:
     sample = text.iloc[: min(len(text), 500)]
     if _looks_like_dates(sample):
         return "date"
-    words = sample.str.split().str.len().mean()
+    words = float(sample.str.count(r"\S+").mean())
     if distinct > HIGH_CARDINALITY and (words >= 3 or (distinct / n > 0.1 and words > 1.2)):
         return "text"
     return "categorical"
@@ -521,7 +526,9 @@ def single_column_auc(score: np.ndarray, y: np.ndarray) -> float:
     group at the middle."""
     from scipy.stats import rankdata
 
-    filled = np.where(np.isnan(score), np.nanmedian(score) if np.isfinite(score).any() else 0, score)
+    filled = np.where(
+        np.isnan(score), np.nanmedian(score) if np.isfinite(score).any() else 0, score
+    )
     ranks = rankdata(filled)
     pos = y == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())

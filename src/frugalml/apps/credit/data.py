@@ -43,10 +43,12 @@ def synthetic_applicants(n: int = 600, seed: int = 0) -> pd.DataFrame:
     records = rng.random(n) < 0.2
     home = rng.choice(["owner", "rent", "parents", "other"], n, p=[0.45, 0.3, 0.2, 0.05])
     title_words = np.array(["nurse", "teacher", "driver", "clerk", "manager", "cook", "analyst"])
-    titles = [f"{rng.choice(title_words)} {rng.choice(['senior', 'junior', 'assistant'])}"
-              for _ in range(n)]  # fmt: skip
-    risky_title = np.array([t.startswith(("driver", "cook")) for t in titles])
-    logit = -1.2 - 1.1 * np.log(income / 120) + 0.01 * debt + 1.3 * records + 0.9 * risky_title
+    places = [f"{w} {kind}" for w in ("north", "city", "river", "lake", "hill", "park", "bay")
+              for kind in ("hospital", "school", "depot", "store", "office", "bank")]  # fmt: skip
+    titles = [f"{rng.choice(['senior', 'junior', 'assistant'])} {rng.choice(title_words)} at "
+              f"{rng.choice(places)}" for _ in range(n)]  # fmt: skip
+    risky_title = np.array([t.split()[1] in ("driver", "cook") for t in titles])
+    logit = -1.5 - 1.6 * np.log(income / 120) + 0.012 * debt + 1.8 * records + 1.4 * risky_title
     logit += np.where(home == "rent", 0.4, 0.0)
     bad = rng.random(n) < 1 / (1 + np.exp(-logit))
     income_shown = income.round(0)

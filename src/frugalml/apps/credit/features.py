@@ -37,9 +37,9 @@ class TextScore:
     intercept: float
 
     @classmethod
-    def fit(cls, texts: Sequence[str], y: np.ndarray, column: str, *, seed: int = 0) -> tuple[
-        TextScore, np.ndarray
-    ]:
+    def fit(
+        cls, texts: Sequence[str], y: np.ndarray, column: str, *, seed: int = 0
+    ) -> tuple[TextScore, np.ndarray]:
         """The scorer fitted on all `texts`, and each text's out-of-fold score."""
         from sklearn.model_selection import StratifiedKFold
 
@@ -120,9 +120,9 @@ def text_features(
 ) -> dict[str, np.ndarray]:
     """Each text column's score: `given` (out-of-fold, while training) or computed now."""
     return {
-        s.column: given[s.column] if given and s.column in given else s.score(
-            frame[s.column].tolist()
-        )
+        s.column: given[s.column]
+        if given and s.column in given
+        else s.score(frame[s.column].tolist())
         for s in scorers
     }
 

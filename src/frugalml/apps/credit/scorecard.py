@@ -157,7 +157,7 @@ class ScorecardPredictor:
         return frame, values
 
     def contributions(self, inputs: Sequence[Any]) -> np.ndarray:
-        """Per input and feature, coef × WoE: its share of the log-odds of default."""
+        """Per input and feature, coef * WoE: its share of the log-odds of default."""
         _, values = self._columns(inputs)
         out = np.zeros((len(inputs), len(self.features)))
         for j, f in enumerate(self.features):
@@ -188,7 +188,7 @@ class ScorecardPredictor:
         return share - self.factor * self.contributions(inputs)
 
     def score(self, inputs: Sequence[Any]) -> np.ndarray:
-        return self.points(inputs).sum(axis=1)
+        return np.asarray(self.points(inputs).sum(axis=1))
 
     def points_table(self) -> list[dict[str, Any]]:
         """Every bin of every feature with its WoE and points: the scorecard a reviewer reads."""
@@ -202,7 +202,7 @@ class ScorecardPredictor:
 
     def explain(self, inputs: Sequence[Any], *, top: int = 3) -> list[list[dict[str, Any]]]:
         """Reason codes: the features whose points fall furthest below their best bin."""
-        frame, values = self._columns(inputs)
+        _, values = self._columns(inputs)
         points = self.points(inputs)
         best = np.array([max(self._bin_points(f)) for f in self.features])
         names = [f.name for f in self.features]
@@ -226,7 +226,9 @@ class ScorecardPredictor:
         return {"temperature": self.temperature}
 
     @classmethod
-    def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> ScorecardPredictor:
+    def load(
+        cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]
+    ) -> ScorecardPredictor:
         model = json.loads((folder / MODEL_FILE).read_text())
         return cls(
             load_schema(folder),
