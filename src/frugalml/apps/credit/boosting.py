@@ -45,14 +45,14 @@ class LightgbmConfig(StrategyConfig):
         default_factory=dict,
         description="Column → 1 (risk rises with it), -1 (falls) or 0; e.g. {'Income': -1}.",
     )
-    learning_rate: float = Field(0.02, gt=0, le=1)
-    num_leaves: int = Field(8, ge=2)
-    min_child_samples: int = Field(40, ge=1)
+    learning_rate: float = Field(0.02, gt=0, le=1, description="Shrinkage per tree.")
+    num_leaves: int = Field(8, ge=2, description="Leaves per tree: small trees, less overfit.")
+    min_child_samples: int = Field(40, ge=1, description="Fewest applicants in a leaf.")
     max_rounds: int = Field(3000, ge=1, description="Most trees; early stopping picks fewer.")
-    feature_fraction: float = Field(0.7, gt=0, le=1)
-    bagging_fraction: float = Field(0.8, gt=0, le=1)
-    lambda_l2: float = Field(5.0, ge=0)
-    seed: int = 0
+    feature_fraction: float = Field(0.7, gt=0, le=1, description="Share of features per tree.")
+    bagging_fraction: float = Field(0.8, gt=0, le=1, description="Share of rows per tree.")
+    lambda_l2: float = Field(5.0, ge=0, description="L2 penalty on leaf values.")
+    seed: int = Field(0, description="Seeds bagging, the early-stopping split and text folds.")
 
 
 class LightgbmPredictor:

@@ -67,7 +67,7 @@ class TextScore:
                    float(head.intercept_[0]))  # fmt: skip
 
     def score(self, texts: Sequence[str | None]) -> np.ndarray:
-        if not self.vocabulary:
+        if not self.vocabulary or len(texts) == 0:
             return np.full(len(texts), self.intercept)
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -75,7 +75,7 @@ class TextScore:
             ngram_range=(1, 2), sublinear_tf=True, vocabulary=list(self.vocabulary)
         )
         vectorizer.idf_ = self.idf
-        X = vectorizer.transform([t or "" for t in texts])
+        X = vectorizer.transform([t if isinstance(t, str) else "" for t in texts])
         return np.asarray(X @ self.coef + self.intercept, dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:

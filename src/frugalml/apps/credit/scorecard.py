@@ -50,7 +50,7 @@ class ScorecardConfig(StrategyConfig):
     pdo: float = Field(20.0, gt=0, description="Points that double the odds of a good outcome.")
     base_score: float = Field(600.0, description="Score at `base_odds` (good:bad).")
     base_odds: float = Field(50.0, gt=0, description="Odds of good to bad at `base_score`.")
-    seed: int = 0
+    seed: int = Field(0, description="Seeds the text scores' cross-validation folds.")
 
 
 @dataclass(frozen=True)
