@@ -488,7 +488,9 @@ class _Run:
         missing, unseen categories, huge numbers, empty and long texts."""
         if self.train.records is None:
             return list(ODD_TEXTS)
-        return _odd_records(self.train.records.schema)
+        from frugalml.data.tabular import rows_of
+
+        return _odd_records(rows_of(self.train).schema)
 
     # -- the bundle ------------------------------------------------------------------
     def _roundtrip(self, folder: Path) -> str:

@@ -111,7 +111,9 @@ def _groups(data: Dataset) -> np.ndarray:
         return duplicate_groups(data.texts)
     import pandas as pd
 
-    return pd.factorize(data.records.row_hashes())[0].astype(np.int64)
+    from frugalml.data.tabular import rows_of
+
+    return pd.factorize(rows_of(data).row_hashes())[0].astype(np.int64)
 
 
 def duplicate_groups(texts: Sequence[str]) -> np.ndarray:

@@ -193,6 +193,13 @@ class Records(Sequence[dict[str, Any]]):
         return digest.hexdigest()
 
 
+def rows_of(data: Dataset) -> Records:
+    """The typed rows of a tabular dataset: what tabular rungs and checks read."""
+    if not isinstance(data.records, Records):
+        raise TypeError(f"{data.name} is {data.kind} data, not tabular records")
+    return data.records
+
+
 def _plain(value: Any) -> Any:
     """A frame cell as JSON would carry it: None for missing, Python numbers and strings."""
     if value is None or (isinstance(value, float) and np.isnan(value)):

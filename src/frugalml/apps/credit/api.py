@@ -20,7 +20,7 @@ import numpy as np
 from frugalml.api import FitResult, fit
 from frugalml.apps.credit import evaluate
 from frugalml.data.dataset import Dataset
-from frugalml.data.tabular import Overrides, TabularValidated, to_tabular
+from frugalml.data.tabular import Overrides, TabularValidated, rows_of, to_tabular
 from frugalml.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -123,7 +123,6 @@ def judge(
     decision = evaluate.cutoff(p_val, val.y, cost_fn=cost_fn, cost_fp=cost_fp)
     decision["test"] = evaluate.decision_summary(p_test, test.y, decision["threshold"],
                                                  cost_fn, cost_fp)  # fmt: skip
-    assert train.records is not None and test.records is not None
     types = {c.name: c.type for c in validated.schema.columns}
     sample = list(test.inputs[:SAMPLE_REASONS])
     report: dict[str, Any] = {
@@ -137,7 +136,9 @@ def judge(
         "warnings": validated.warnings,
         "test": evaluate.discrimination(test.y, p_test, bundle.labels),
         "reliability": evaluate.reliability(p_test, test.y),
-        "psi": evaluate.stability(train.records.frame, test.records.frame, types, p_train, p_test),
+        "psi": evaluate.stability(
+            rows_of(train).frame, rows_of(test).frame, types, p_train, p_test
+        ),
         "decision": decision,
         "reasons_sample": [
             {"record": r, "p_bad": float(p), "reasons": e["reasons"]}

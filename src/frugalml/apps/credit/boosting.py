@@ -27,7 +27,7 @@ from frugalml.apps.credit.features import (
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.data.tabular import TabularSchema
+from frugalml.data.tabular import TabularSchema, rows_of
 from frugalml.errors import ConfigError
 from frugalml.strategies import StrategyConfig, register_strategy
 
@@ -181,8 +181,8 @@ class LightgbmStrategy:
         import lightgbm as lgb
 
         c = self.config
-        assert train.records is not None, "lightgbm takes tabular data"
-        schema, frame = train.records.schema, train.records.frame
+        rows = rows_of(train)
+        schema, frame = rows.schema, rows.frame
         scorers: list[TextScore] = []
         oof: dict[str, np.ndarray] = {}
         if c.text and schema.of_type("text"):

@@ -29,7 +29,7 @@ from frugalml.apps.credit.features import (
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.data.tabular import TabularSchema
+from frugalml.data.tabular import TabularSchema, rows_of
 from frugalml.strategies import StrategyConfig, register_strategy
 
 if TYPE_CHECKING:
@@ -274,9 +274,8 @@ class ScorecardStrategy:
         from sklearn.linear_model import LogisticRegression
 
         c = self.config
-        assert train.records is not None, "the scorecard takes tabular data"
-        schema = train.records.schema
-        frame = train.records.frame
+        rows = rows_of(train)
+        schema, frame = rows.schema, rows.frame
         scorers: list[TextScore] = []
         values = {col.name: frame[col.name].to_numpy() for col in schema.columns
                   if col.type != "text"}  # fmt: skip
