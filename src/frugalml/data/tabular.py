@@ -34,8 +34,9 @@ HIGH_CARDINALITY = 50  # categorical levels above which a column is flagged
 LEAK_AUC = 0.95  # a column alone ranking the target this well is a leakage suspect
 # Names that say a value is known only after the outcome (payments, recoveries, status).
 AFTER_OUTCOME = re.compile(
-    r"(^|_)(paid|payment|pymnt|recover(y|ies)?|settle(ment)?|charge_?off|balance|loan_status|"
-    r"outcome|collection_recovery|last_pymnt|out_prncp|total_rec)(_|$)",
+    r"(^|_)(paid|payment|pymnt|recover(y|ies)?|settle(ment)?|charge_?off|loan_status|"
+    r"outcome|collection_recovery|last_pymnt|out_prncp|total_rec)(_|$)"
+    r"|^(balance|outstanding_balance|current_balance)$",  # a loan's balance, not 'carrying' one
     re.IGNORECASE,
 )
 ID_NAME = re.compile(r"(^|_)(id|uuid|key|index|rownames|row_?id|record_?id)$", re.IGNORECASE)

@@ -68,6 +68,8 @@ def test_leakage_suspects_are_dropped_with_a_warning_unless_kept() -> None:
     assert v.dropped["recovered"] == v.dropped["paid_total"] == "leakage suspect"
     assert any("AUC 1.000" in w and "'recovered'" in w for w in v.warnings)
     assert any("after the outcome" in w and "'paid_total'" in w for w in v.warnings)
+    frame["num_cc_carrying_balance"] = np.arange(400) % 5  # known at application time
+    assert "num_cc_carrying_balance" in to_tabular(frame, target="status").schema.names
     kept = to_tabular(frame, target="status", overrides=Overrides(keep=("recovered",)))
     assert "recovered" in kept.schema.names
 
