@@ -88,6 +88,16 @@ def demo_splits() -> Splits:
     return stratified_split(demo_dataset(), seed=0)
 
 
+@pytest.fixture(scope="session")
+def tabular_splits() -> Splits:
+    """Synthetic applicants (every column type, missing incomes, an ID, a job title)."""
+    from frugalml.apps.credit.data import synthetic_applicants
+    from frugalml.data.tabular import to_tabular
+
+    data = to_tabular(synthetic_applicants(), target="status", positive="bad").dataset
+    return stratified_split(data, seed=0)
+
+
 @pytest.fixture
 def small_csv(tmp_path: Path) -> Path:
     """A small labeled CSV drawn from the demo: 6 classes, 15 examples each."""

@@ -237,7 +237,7 @@ def test_names_parse_and_unknown_ones_suggest_the_closest() -> None:
     assert get_metric("recall@5").name == "recall_at_5" and get_metric("recall@5").k == 5
     assert get_metric("ndcg_at_3").k == 3 and get_metric("ndcg_at_k").name == "ndcg_at_10"
     assert get_metric("brier").direction == "lower" and get_metric("auc").direction == "higher"
-    assert {"accuracy", "macro_f1", "auc", "ks", "brier", "log_loss", "oos_recall",
+    assert {"accuracy", "macro_f1", "auc", "gini", "ks", "brier", "log_loss", "oos_recall",
             "oos_auroc", "recall@K", "ndcg@K", "mrr", "coverage@K",
             "popularity_bias@K"} == set(metric_names())  # fmt: skip
     assert all(m.description for m in registered_metrics())

@@ -462,6 +462,14 @@ def _held_out(
             f"the {what} set has classes the training data lacks: {unknown[:5]}",
             [f"remove them from the {what} set or add training examples"],
         )
+    if held_out.kind != "text":  # records keep their own label map; it must be the same
+        if held_out.labels != train.labels:
+            raise ConfigError(
+                f"the {what} set's labels {held_out.labels} are not the training data's "
+                f"{train.labels}",
+                ["build both from one table, or with the same target and positive label"],
+            )
+        return held_out
     return Dataset.from_lists(
         held_out.texts,
         [held_out.labels[i] for i in held_out.y],

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from frugalml.errors import BundleError, CapabilityError, ConfigError, FrugalError, plural
+from frugalml.errors import (
+    BundleError,
+    CapabilityError,
+    ConfigError,
+    DataError,
+    FrugalError,
+    plural,
+)
 from frugalml.models.onnx_encoder import is_onnx, require_onnxruntime
 from frugalml.signing import (
     KEY_ENV,
@@ -38,10 +45,12 @@ from frugalml.signing import (
 )
 from frugalml.strategies.base import (
     Embedder,
+    Explainer,
     JointEmbedder,
     Predictor,
     Registered,
     SelfChecking,
+    TabularPredictor,
     get_strategy,
 )
 from frugalml.types import MANIFEST_SCHEMA, Manifest, parse_manifest
@@ -116,17 +125,34 @@ class Bundle:
             )
         return self.predictor.embed(texts)
 
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """One {'label', 'probabilities'} record per text."""
+    def predict(self, texts: Sequence[Any]) -> list[dict[str, Any]]:
+        """One {'label', 'probabilities'} record per text (or record, for a tabular bundle:
+        checked against its schema first); with the reasons when the model gives them."""
+        self.check_inputs(texts)
         proba = self.predict_proba(texts)
         labels = self.labels
-        return [
+        answers: list[dict[str, Any]] = [
             {
                 "label": labels[int(row.argmax())],
                 "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},
             }
             for row in proba
         ]
+        if isinstance(self.predictor, Explainer):
+            for answer, reasons in zip(answers, self.predictor.explain(texts), strict=True):
+                answer["reasons"] = reasons
+        return answers
+
+    def check_inputs(self, inputs: Sequence[Any]) -> None:
+        """Records sent to a tabular bundle must fit its schema: every problem at once."""
+        if not isinstance(self.predictor, TabularPredictor):
+            return
+        problems = self.predictor.schema.problems(inputs)
+        if problems:
+            raise DataError(
+                f"{plural(len(problems), 'problem')} with the records for {self.path.name}:",
+                [p["message"] for p in problems[:20]],
+            )
 
 
 def save_bundle(
@@ -250,13 +276,14 @@ def sign_bundle(path: str | Path) -> Integrity:
 def _check_outputs(folder: Path, manifest: Manifest, predictor: Predictor) -> None:
     """One prediction proves the model has one output per label: a manifest whose labels do
     not fit its weights would otherwise load and fail (or mislabel) every request."""
-    if manifest.task.startswith("tabular"):
-        return  # no tabular predictor ships yet; it would need a record to try
+    probe: Any = "warm up"
+    if isinstance(predictor, TabularPredictor):
+        probe = predictor.schema.example()  # a record of the schema the model was trained on
     try:
         if isinstance(predictor, SelfChecking):  # not a text classifier: it checks itself
             predictor.check()
             return
-        proba = np.asarray(predictor.predict_proba(["warm up"]))
+        proba = np.asarray(predictor.predict_proba([probe]))
     except FrugalError:
         raise
     except Exception as err:

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from frugalml import api
 from frugalml import bundle as bundles
+from frugalml.apps.credit import cli as credit_cli
 from frugalml.apps.desk import cli as desk_cli
 from frugalml.apps.monitor import cli as monitor_cli
 from frugalml.apps.recommend import cli as recommend_cli
@@ -53,6 +54,7 @@ app = typer.Typer(
 app.add_typer(federate_app, name="federate")  # imports only typer: --help stays fast
 app.add_typer(monitor_cli.app, name="monitor")
 app.add_typer(desk_cli.app, name="desk")
+app.add_typer(credit_cli.app, name="credit")
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; leaderboards need more.
 out = Console(width=None if sys.stdout.isatty() else 150, markup=False)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150, markup=False)

@@ -332,6 +332,18 @@ def _auc(o: Outcomes, w: np.ndarray) -> np.ndarray:
 
 
 @register_metric(
+    "gini",
+    higher_is_better=True,
+    needs="probabilities",
+    description="Gini coefficient (accuracy ratio), 2·AUC − 1: how credit scores are usually "
+    "quoted.",
+    bounds=(-1.0, 1.0),
+)
+def _gini(o: Outcomes, w: np.ndarray) -> np.ndarray:
+    return 2 * _auc(o, w) - 1
+
+
+@register_metric(
     "ks",
     higher_is_better=True,
     needs="probabilities",

@@ -331,7 +331,7 @@ class _Run:
         return f"{wall:.1f} s on {len(self.train)} + {len(self.val)} examples"
 
     def _deterministic(self, workdir: Path) -> str:
-        texts = list(self.test.texts)
+        texts = list(self.test.inputs)
         again, _ = self._fit_once(workdir)
         first, second = self.predictor.predict_proba(texts), again.predict_proba(texts)
         diff = _max_diff(first, second)
@@ -376,13 +376,13 @@ class _Run:
         return ""
 
     def _predict_proba(self) -> str:
-        _check_proba(self.predictor.predict_proba(list(self.test.texts)), len(self.test), self.k)
+        _check_proba(self.predictor.predict_proba(list(self.test.inputs)), len(self.test), self.k)
         return ""
 
     def _logits(self) -> str:
         from frugalml.models.heads import softmax
 
-        texts = list(self.test.texts)
+        texts = list(self.test.inputs)
         logits = np.asarray(self.predictor.logits(texts))
         _check_shape("logits", logits, len(texts), self.k)
         if not np.isfinite(logits).all():
@@ -399,7 +399,10 @@ class _Run:
     def _learns(self) -> str:
         if len(self.test) == 0 or len(np.unique(self.test.y)) < 2:
             return "no labeled held-out texts to score"
-        pred = self.predictor.predict_proba(list(self.test.texts)).argmax(1)
+        proba = self.predictor.predict_proba(list(self.test.inputs))
+        if self.k == 2:  # twice chance is perfection: ask for a ranking better than chance
+            return _binary_learns(proba[:, 1], self.test.y)
+        pred = proba.argmax(1)
         accuracy = float((pred == self.test.y).mean())
         chance = 1 / self.k
         if accuracy <= 2 * chance:
@@ -415,7 +418,8 @@ class _Run:
         return ""
 
     def _odd_texts(self) -> str:
-        _check_proba(self.predictor.predict_proba(list(ODD_TEXTS)), len(ODD_TEXTS), self.k)
+        odd = self.odd_inputs()
+        _check_proba(self.predictor.predict_proba(odd), len(odd), self.k)
         return ""
 
     def _batch_invariance(self) -> str:
@@ -436,7 +440,7 @@ class _Run:
             raise _CheckError(
                 f"predictions depend on the batch: predicting {broken[0][1]} moves a "
                 f"probability by up to {broken[0][0]:.2g} (tolerance {self.tolerance:g}; "
-                f"e.g. text {row}: {texts[row][:40]!r}). The server micro-batches requests "
+                f"e.g. input {row}: {str(texts[row])[:40]!r}). The server micro-batches requests "
                 "from different clients; look for padding or batch statistics leaking into "
                 "the result"
             )
@@ -455,7 +459,7 @@ class _Run:
                 raise _CheckError(f"stopped is {p.stopped!r}, not '' or 'deadline'")
             if p.val_logits is not None:
                 found.append("val_logits")
-                diff = _max_diff(p.val_logits, p.logits(list(self.val.texts)))
+                diff = _max_diff(p.val_logits, p.logits(list(self.val.inputs)))
                 if diff > 1e-5:  # computed while fitting, in other batches: float rounding
                     raise _CheckError(
                         f"val_logits differ from logits(val texts) by {diff:.2g} (> 1e-5); "
@@ -472,8 +476,21 @@ class _Run:
 
     def invariance_texts(self) -> list[str]:
         """Held-out texts of varied length, a few odd ones among them (padding differs)."""
+        odd = self.odd_inputs()
+        if self.test.records is not None:
+            rows = list(self.test.inputs)[:40]
+            return [*rows[:20], *odd, *rows[20:]]
         texts = list(dict.fromkeys(self.test.texts))[:40]
-        return [*texts[:20], *ODD_TEXTS[:4], ODD_TEXTS[-1], *texts[20:]]
+        return [*texts[:20], *odd[:4], odd[-1], *texts[20:]]
+
+    def odd_inputs(self) -> list[Any]:
+        """ODD_TEXTS, or for tabular rungs records that have broken encoders: every field
+        missing, unseen categories, huge numbers, empty and long texts."""
+        if self.train.records is None:
+            return list(ODD_TEXTS)
+        from frugalml.data.tabular import rows_of
+
+        return _odd_records(rows_of(self.train).schema)
 
     # -- the bundle ------------------------------------------------------------------
     def _roundtrip(self, folder: Path) -> str:
@@ -489,7 +506,7 @@ class _Run:
             data_fingerprint=self.train.fingerprint(),
         )
         self.reloaded = load(folder)
-        texts = [*self.test.texts, *ODD_TEXTS]
+        texts = [*self.test.inputs, *self.odd_inputs()]
         before, after = self.predictor.predict_proba(texts), self.reloaded.predict_proba(texts)
         problems = []
         if self.reloaded.labels != self.predictor.labels:
@@ -531,12 +548,37 @@ class _Run:
 
     def _bundle_edge_inputs(self) -> str:
         _check_empty(self.reloaded.predictor, self.k)
-        _check_proba(self.reloaded.predict_proba(list(ODD_TEXTS)), len(ODD_TEXTS), self.k)
+        odd = self.odd_inputs()
+        _check_proba(self.reloaded.predict_proba(odd), len(odd), self.k)
         return ""
 
     @property
     def k(self) -> int:
         return len(self.train.labels)
+
+
+def _binary_learns(score: np.ndarray, y: np.ndarray) -> str:
+    from frugalml.data.tabular import single_column_auc
+
+    pos, neg = score[y == 1], score[y == 0]
+    auc = float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+    if auc < 0.6:
+        raise _CheckError(
+            f"held-out AUC {auc:.3f} is below 0.6 on {len(y)} examples (either direction: "
+            f"{single_column_auc(score, y):.3f}): the rung learned little or swapped the labels"
+        )
+    return f"held-out AUC {auc:.3f}"
+
+
+def _odd_records(schema: Any) -> list[dict[str, Any]]:
+    odd: dict[str, tuple[Any, ...]] = {
+        "numeric": (None, 1e12, -1e12, 0),
+        "boolean": (None, True, "no", 0),
+        "date": (None, "1900-01-01", "2100-12-31", "not a date"),
+        "categorical": (None, "never seen", "", 7),
+        "text": (None, "", ODD_TEXTS[4], ODD_TEXTS[-1]),
+    }
+    return [{c.name: odd[c.type][i] for c in schema.columns} for i in range(4)]
 
 
 def _check_shape(what: str, array: np.ndarray, n: int, k: int) -> None:

@@ -58,6 +58,18 @@ def test_strategy_passes_check_strategy(
     )
 
 
+@pytest.mark.parametrize("name", [r.name for r in registered() if "tabular" in r.inputs])
+def test_tabular_strategy_passes_check_strategy(name: str, tabular_splits: Splits) -> None:
+    """Tabular rungs pass the same contract on records: odd records (every field missing,
+    unseen categories, huge numbers) included."""
+    if not get_strategy(name).available():
+        pytest.skip(f"needs the '{get_strategy(name).extra}' extra")
+    s = tabular_splits
+    report = check_strategy(name, s.train, s.val, test=s.test)
+    assert report.batch_max_diff is not None and report.batch_max_diff <= 1e-6
+    assert report.check("learns").detail.startswith("held-out AUC")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REFIT_IS_SLOW))
 def test_training_rung_is_deterministic(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args, runtime_checkable
+from typing import Any, Literal, Protocol, cast, get_args, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +32,8 @@ class Dataset:
 
     `kind` says what the inputs are (the ladder skips rungs that cannot take them) and `task`
     what is predicted from them, so that tabular and ranking tasks can share the ladder.
+    A tabular dataset has no texts: its inputs are `records` (typed rows,
+    `data/tabular.Records`) with one label each; code that serves any kind reads `inputs`.
     """
 
     texts: tuple[str, ...]
@@ -45,10 +47,18 @@ class Dataset:
     def __post_init__(self) -> None:
         if self.kind not in get_args(InputKind):
             raise ValueError(f"kind must be one of {get_args(InputKind)}, not {self.kind!r}")
-        if len(self.texts) != len(self.y):
-            raise ValueError(f"{len(self.texts)} texts but {len(self.y)} labels")
         if (self.records is None) != (self.kind == "text"):
             raise ValueError(f"a {self.kind} dataset holds records exactly when it is not text")
+        if self.records is None and len(self.texts) != len(self.y):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.y)} labels")
+        if self.kind == "tabular" and len(self.inputs) != len(self.y):
+            raise ValueError(f"{len(self.inputs)} records but {len(self.y)} labels")
+
+    @property
+    def inputs(self) -> Sequence[Any]:
+        """What a model of this kind predicts from: the texts, or the records (a sequence of
+        rows for tabular data)."""
+        return self.texts if self.records is None else cast(Sequence[Any], self.records)
 
     @classmethod
     def of_records(
@@ -81,10 +91,15 @@ class Dataset:
         return len(self.texts) if self.records is None else len(self.records)
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> Dataset:
-        if self.records is not None:
+        if self.records is None:
+            texts = tuple(self.texts[i] for i in idx)
+            return Dataset(texts, self.y[idx], self.labels, name or self.name, self.task)
+        take = getattr(self.records, "take", None)  # tabular rows split like texts
+        if self.kind != "tabular" or take is None:
             raise ValueError(f"a {self.kind} dataset is split by the application that reads it")
-        texts = tuple(self.texts[i] for i in idx)
-        return Dataset(texts, self.y[idx], self.labels, name or self.name, self.task, self.kind)
+        return Dataset(
+            (), self.y[idx], self.labels, name or self.name, self.task, self.kind, take(idx)
+        )
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.y, minlength=len(self.labels))
@@ -92,10 +107,14 @@ class Dataset:
     def fingerprint(self) -> str:
         """sha256 over texts, labels and label map (or the records): names the exact data a
         model saw."""
-        if self.records is not None:
+        if self.records is not None and self.kind != "tabular":
             return self.records.fingerprint()
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.labels).encode())
+        if self.records is not None:  # tabular: the rows and their labels
+            digest.update(self.records.fingerprint().encode())
+            digest.update(self.y.astype(np.int64).tobytes())
+            return digest.hexdigest()
         for text, label in zip(self.texts, self.y, strict=True):
             digest.update(text.encode())
             digest.update(b"\x1e%d\x1d" % label)

@@ -31,7 +31,7 @@ def stratified_split(
     scikit-learn's `train_test_split` refuses small classes and tiny test sets; splitting
     per class with a seeded generator does not.
     """
-    groups = duplicate_groups(data.texts)
+    groups = _groups(data)
     if test_frac <= 0:
         train, val = _split_two(data, groups, val_frac, seed)
         return Splits(train, val, data.subset(np.array([], dtype=np.int64), f"{data.name}:test"))
@@ -54,7 +54,7 @@ def split_off_test(
     test set `stratified_split` would carve, copies of a text on one side)."""
     if test_frac <= 0:
         return data, data.subset(np.array([], dtype=np.int64), f"{data.name}:test")
-    (keep, _), (held, _) = _split_two_rows(data, duplicate_groups(data.texts), test_frac, seed)
+    (keep, _), (held, _) = _split_two_rows(data, _groups(data), test_frac, seed)
     return data.subset(keep, f"{data.name}:train"), data.subset(held, f"{data.name}:test")
 
 
@@ -103,6 +103,17 @@ def normalized(text: str) -> str:
     if low.isascii() and low.isprintable() and "  " not in low and low[:1] != " " != low[-1:]:
         return low
     return " ".join(low.split())
+
+
+def _groups(data: Dataset) -> np.ndarray:
+    """Duplicate groups of texts, or of whole records for tabular data."""
+    if data.records is None:
+        return duplicate_groups(data.texts)
+    import pandas as pd
+
+    from frugalml.data.tabular import rows_of
+
+    return pd.factorize(rows_of(data).row_hashes())[0].astype(np.int64)
 
 
 def duplicate_groups(texts: Sequence[str]) -> np.ndarray:

@@ -367,7 +367,7 @@ def _run_rung(
             prices=prices,
         )
         if not isinstance(predictor, Ranker):
-            val_logits = _validation_logits(predictor, splits.val.texts)
+            val_logits = _validation_logits(predictor, splits.val.inputs)
             predictor.temperature = fit_temperature(val_logits, splits.val.y)
     if isinstance(predictor, Ranker):  # rankings: scored as they are, nothing to calibrate
         val, ece = Quality.of(predictor.outcomes(splits.val), rank_metrics(metric)), None
@@ -395,9 +395,9 @@ def _run_rung(
         timing = measure_speed(reloaded, reloaded.predictor.queries(splits.val), speed)
     else:
         if len(splits.test):
-            proba = reloaded.predict_proba(splits.test.texts)
+            proba = reloaded.predict_proba(splits.test.inputs)
             test = score(splits.test.y, proba.argmax(1), labels, proba=proba, metrics=[metric])
-        timing = measure_speed(reloaded, splits.val.texts, speed)
+        timing = measure_speed(reloaded, splits.val.inputs, speed)
     stopped = predictor.stopped if isinstance(predictor, FitReport) else ""
     update_manifest(
         folder,

@@ -34,7 +34,7 @@ from frugalml.serve.extensions import ServeContext, find_extension
 from frugalml.serve.limits import ConcurrencyCap, read_body
 from frugalml.serve.live_model import Loader, ServedModel, load_model
 from frugalml.serve.metrics import CONTENT_TYPE, RequestMetrics, ServeMetrics
-from frugalml.serve.schemas import PredictResponse, parse_predict, parse_reload
+from frugalml.serve.schemas import PredictResponse, check_records, parse_predict, parse_reload
 from frugalml.serve.settings import ServeSettings
 
 log = logging.getLogger("frugalml.serve")
@@ -215,13 +215,18 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             state.accept()
             try:
                 inputs = parse_predict(body, settings, tabular=model.tabular)
+                check_records(model.record_problems(inputs))
                 try:
                     proba, served = await state.batcher.predict(inputs, deadline)
                 except RejectedError as r:
                     raise ApiError(
                         503, r.code, r.message, headers=retry_after_header(r.retry_after_s)
                     ) from None
-                return JSONResponse(state.answer(proba, served))
+                answer = state.answer(proba, served)
+                reasons = await asyncio.to_thread(served.explain, inputs)
+                for prediction, why in zip(answer["predictions"], reasons or (), strict=False):
+                    prediction["reasons"] = why
+                return JSONResponse(answer)
             finally:
                 state.answered += 1
 

