@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -288,15 +289,30 @@ def test_a_rung_forecast_to_overrun_the_budget_is_skipped(
     tmp_path: Path,
     tiny_backbone: Path,
 ) -> None:
+    """A day's budget that no load on the test machine spends, and a rung of 10^10 epochs
+    that no machine fits in it (two timed steps of even a 0.1 ms would forecast 10^6 s): the
+    outcome does not hang on how fast this machine is today."""
+    day = 24 * 3600.0
+    forecasts: dict[str, float] = {}
+
+    def progress(event: str, data: dict[str, Any]) -> None:
+        if event == "forecast":
+            forecasts[data["strategy"]] = data["forecast"]["wall_s"]
+        assert (event, data.get("strategy")) != ("start", "full"), "the budget let it run"
+
     result = frugalml.fit(
         small_csv,
         out=tmp_path / "run",
         strategies=["tfidf", "full"],
-        budget=Budget(max_wall_s=3.0),
-        options={"full": {"backbone": str(tiny_backbone), "train": {"epochs": 5000}}},
+        budget=Budget(max_wall_s=day),
+        options={"full": {"backbone": str(tiny_backbone), "train": {"epochs": 10**10}}},
+        progress=progress,
     )
     assert [c.strategy for c in result.ladder.candidates] == ["tfidf"]
-    assert "left of the budget" in result.ladder.skipped["full"]
+    assert forecasts["full"] > day
+    assert re.fullmatch(
+        r"forecast \d+ s > \d+ s left of the budget", result.ladder.skipped["full"]
+    ), result.ladder.skipped["full"]
 
 
 def test_sigkill_mid_rung_then_resume_finishes_without_redoing_work(
