@@ -1,0 +1,311 @@
+"""The monitor's detectors on Financial PhraseBank texts replayed as a stream.
+
+Texts are the held-out 20% of PhraseBank 50%-agreement (the split of monitor_model.py), scored
+once by the int8 sentiment bundle. A trial draws a topic's stream from them: each text is truly
+negative with probability p (base 0.20, then a step to 0.35, 2x and 3x), and what the detectors
+see is the model's prediction, errors included. 200 trials per setting:
+
+- in control (p = 0.20 throughout): false alarms per 10,000 texts;
+- after a step: the delay, in texts after the step, to the first alarm (detectors carry their
+  state from a 1,000-text in-control prefix; an alarm in the prefix counts as a false alarm).
+
+Detectors: the monitor's `TopicDetectors` (Bernoulli CUSUM and EWMA, thresholds from the target
+rate; base rate known, or estimated from the first 200 texts as the monitor does by default), a
+naive "negative share of the last hour above a fixed threshold" rule (threshold: the lowest
+that keeps the target rate in control, at `--per-hour` texts an hour), and river's ADWIN with its
+defaults as the peer. Also the bound: no detector with in-control run length ARL0 can have a
+worst-case mean delay below log(ARL0) / KL(q1 || q0) (Lorden 1971; CUSUM attains it).
+
+    nice -n 10 python benchmarks/monitor_detect.py [--model RUN_OR_BUNDLE] [--trials 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import SHARED_DATA, write_result
+
+BASE = 0.20
+STEPS = {"0.35": 0.35, "2x": 0.40, "3x": 0.60}
+PREFIX = 1000
+CAP = 10_000  # texts after the step before a trial counts as undetected
+
+Detector = Callable[[int], list[str]]  # the names of the detectors that signalled
+
+
+def predictions(model: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(truly negative, predicted negative) for each held-out text, scored once and cached."""
+    import frugalml
+    from frugalml.apps.monitor.config import resolve_bundle
+    from frugalml.apps.monitor.scoring import negative_index
+    from frugalml.data import stratified_split
+
+    bundle_dir = resolve_bundle(model)
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved["bundle"] == str(bundle_dir):
+            return np.array(saved["truth"]), np.array(saved["predicted"]), saved["model"]
+    path = SHARED_DATA / "financial_phrasebank" / "Sentences_50Agree.txt"
+    data = frugalml.load_dataset(path, drop_invalid=True)
+    held_out = stratified_split(data, val_frac=0.2, test_frac=0.0, seed=0).val
+    bundle = frugalml.load(bundle_dir)
+    neg = negative_index(bundle.labels)
+    started = time.perf_counter()
+    proba = np.asarray(bundle.predict_proba(list(held_out.texts)))
+    seconds = time.perf_counter() - started
+    truth = np.array([held_out.labels[i] for i in held_out.y]) == bundle.labels[neg]
+    predicted = proba.argmax(1) == neg
+    info = {
+        "bundle": str(bundle_dir),
+        "strategy": bundle.manifest.strategy,
+        "precision": bundle.manifest.predictor.get("precision"),
+        "held_out_texts": len(truth),
+        "accuracy": float(np.mean(proba.argmax(1) == np.asarray(held_out.y))),
+        "scoring_s": seconds,
+    }
+    cache.write_text(
+        json.dumps(
+            {
+                "bundle": str(bundle_dir),
+                "truth": truth.tolist(),
+                "predicted": predicted.tolist(),
+                "model": info,
+            }
+        )
+    )
+    return truth, predicted, info
+
+
+class Texts:
+    """Draws predicted-negative flags of texts whose true negative share is p."""
+
+    def __init__(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        self.neg, self.other = predicted[truth].astype(int), predicted[~truth].astype(int)
+        self.tpr, self.fpr = float(self.neg.mean()), float(self.other.mean())
+
+    def stream(self, rng: np.random.Generator, p: float, n: int) -> np.ndarray:
+        negative = rng.random(n) < p
+        picks_neg = self.neg[rng.integers(0, len(self.neg), n)]
+        picks_other = self.other[rng.integers(0, len(self.other), n)]
+        return np.where(negative, picks_neg, picks_other)
+
+    def observed(self, p: float) -> float:
+        """The predicted-negative share when the true share is p."""
+        return p * self.tpr + (1 - p) * self.fpr
+
+
+# --- the detectors -------------------------------------------------------------------------
+
+
+def monitor_detectors(rate: float, shift: float, base: float | None) -> Detector:
+    """The monitor's CUSUM and EWMA, through `TopicDetectors` as the pipeline runs them."""
+    from frugalml.apps.monitor.detect import DetectorSettings, TopicDetectors
+
+    detectors = TopicDetectors(DetectorSettings(rate_per_10k=rate, shift=shift, base_rate=base))
+    return lambda x: detectors.update(bool(x))
+
+
+class Naive:
+    """Alarm when the last `window` texts hold at least `k` negatives; then start afresh."""
+
+    def __init__(self, window: int, k: int) -> None:
+        self.window, self.k = window, k
+        self.buffer = np.zeros(window, dtype=int)
+        self.i = self.total = 0
+
+    def __call__(self, x: int) -> list[str]:
+        slot = self.i % self.window
+        self.total += x - self.buffer[slot]
+        self.buffer[slot] = x
+        self.i += 1
+        if self.i >= self.window and self.total >= self.k:
+            self.buffer[:] = 0
+            self.i = self.total = 0
+            return ["naive"]
+        return []
+
+
+def naive_alarms(x: np.ndarray, window: int, k: int) -> int:
+    """What `Naive(window, k)` signals on `x`, vectorised (for choosing k)."""
+    c = np.concatenate(([0], np.cumsum(x)))
+    sums = c[window:] - c[:-window]  # sums[j]: texts j .. j+window-1
+    alarms, free = 0, 0  # `free`: the first window start allowed after the last alarm
+    for j in np.flatnonzero(sums >= k):
+        if j >= free:
+            alarms, free = alarms + 1, j + window
+    return alarms
+
+
+def naive_threshold(texts: Texts, window: int, rate: float, rng: np.random.Generator) -> int:
+    """The lowest count threshold whose in-control rate (2M texts) is at most `rate`."""
+    x = texts.stream(rng, BASE, 2_000_000)
+    for k in range(1, window + 1):
+        if naive_alarms(x, window, k) / len(x) * 10_000 <= rate:
+            return k
+    return window
+
+
+class Adwin:
+    def __init__(self) -> None:
+        from river.drift import ADWIN
+
+        self.adwin = ADWIN()
+
+    def __call__(self, x: int) -> list[str]:
+        self.adwin.update(x)
+        return ["adwin"] if self.adwin.drift_detected else []
+
+
+# --- trials --------------------------------------------------------------------------------
+
+
+def false_alarms(
+    make: Callable[[], Detector], texts: Texts, trials: int, n: int, seed: int
+) -> dict[str, float]:
+    """Alarms per 10,000 in-control texts, per detector name."""
+    rng = np.random.default_rng(seed)
+    alarms: Counter[str] = Counter()
+    for _ in range(trials):
+        detect = make()
+        for x in texts.stream(rng, BASE, n).tolist():
+            alarms.update(detect(x))
+    return {name: count / (trials * n) * 10_000 for name, count in alarms.items()}
+
+
+def delays(
+    make: Callable[[], Detector], names: list[str], texts: Texts, p: float, trials: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Texts after a step to p until each detector's first alarm."""
+    rng = np.random.default_rng(seed)
+    found: dict[str, list[int]] = {name: [] for name in names}
+    early: Counter[str] = Counter()
+    for _ in range(trials):
+        detect = make()
+        for x in texts.stream(rng, BASE, PREFIX).tolist():
+            early.update(detect(x))
+        first: dict[str, int] = {}
+        for i, x in enumerate(texts.stream(rng, p, CAP).tolist()):
+            for name in detect(x):
+                first.setdefault(name, i + 1)
+            if len(first) == len(names):
+                break
+        for name in names:
+            found[name].append(first.get(name, CAP + 1))
+    out = {}
+    for name, values in found.items():
+        d = np.array(values)
+        out[name] = {
+            "median": float(np.median(d)),
+            "mean": float(d.mean()),
+            "p90": float(np.percentile(d, 90)),
+            "undetected": int((d > CAP).sum()),
+            "prefix_false_alarms": early[name],
+        }
+    return out
+
+
+def lorden_bound(q0: float, q1: float, rate: float) -> float:
+    """log(ARL0) / KL(Bernoulli(q1) || Bernoulli(q0)): the least worst-case mean delay."""
+    kl = q1 * math.log(q1 / q0) + (1 - q1) * math.log((1 - q1) / (1 - q0))
+    return math.log(10_000 / rate) / kl
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, default=Path("/tmp/frugalml-monitor-model"))
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--per-hour", type=int, default=200, help="texts a topic gets an hour")
+    parser.add_argument("--rates", default="1,0.1", help="target false alarms per 10,000")
+    args = parser.parse_args()
+    model = args.model
+    cache = (model if (model / "manifest.json").is_file() else model / "bundle").parent
+    truth, predicted, info = predictions(model, cache / "monitor_detect_predictions.json")
+    texts = Texts(truth, predicted)
+    q0 = texts.observed(BASE)
+    print(info, f"tpr {texts.tpr:.3f} fpr {texts.fpr:.3f} q0 {q0:.3f}")
+    rates = [float(r) for r in args.rates.split(",")]
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def measure(
+        make: Callable[[], Detector], names: list[str], rate: float | None, **extra: Any
+    ) -> None:
+        n = int(min(50_000, max(5_000, 2_000 / (rate or 1.0))))
+        t = time.perf_counter()
+        alarms = false_alarms(make, texts, args.trials, n, 1)
+        delay = {
+            step: delays(make, names, texts, p, args.trials, 2 + i)
+            for i, (step, p) in enumerate(STEPS.items())
+        }
+        for name in names:
+            row = {"detector": name, "target_per_10k": rate, **extra}
+            row["false_alarms_per_10k"] = alarms.get(name, 0.0)
+            row["in_control_texts"] = args.trials * n
+            row["delay"] = {step: d[name] for step, d in delay.items()}
+            row["seconds_all_detectors"] = time.perf_counter() - t
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    matched = round(texts.observed(0.35) / q0, 3)  # the observed share's rise on the 0.35 step
+    both = ["cusum", "ewma"]
+    for rate in rates:
+        known = [(1.5, q0, "known"), (matched, q0, "known"), (1.5, None, "first 200 texts")]
+        for shift, base, how in known:
+            names = both if shift == 1.5 else ["cusum"]
+            measure(
+                lambda r=rate, s=shift, b=base: monitor_detectors(r, s, b),
+                names,
+                rate,
+                base=how,
+                shift=shift,
+            )
+        k = naive_threshold(texts, args.per_hour, rate, np.random.default_rng(9))
+        measure(
+            lambda k=k: Naive(args.per_hour, k),
+            ["naive"],
+            rate,
+            window=args.per_hour,
+            threshold=k / args.per_hour,
+        )
+    measure(Adwin, ["adwin"], None, peer="river.drift.ADWIN()")
+    bound = {
+        step: {
+            "observed_q0": q0,
+            "observed_q1": texts.observed(p),
+            **{
+                f"lorden_mean_delay_at_{rate}_per_10k": lorden_bound(q0, texts.observed(p), rate)
+                for rate in rates
+            },
+            "perfect_classifier_at_0.1_per_10k": lorden_bound(BASE, p, 0.1),
+        }
+        for step, p in STEPS.items()
+    }
+    result = {
+        "data": "Sentences_50Agree.txt held-out 20% (stratified, seed 0), sampled per trial",
+        "model": info,
+        "tpr_negative": texts.tpr,
+        "fpr_negative": texts.fpr,
+        "base_true_share": BASE,
+        "steps_true_share": STEPS,
+        "trials": args.trials,
+        "prefix_texts": PREFIX,
+        "cap_texts": CAP,
+        "per_hour": args.per_hour,
+        "bound": bound,
+        "rows": rows,
+        "wall_s": time.perf_counter() - started,
+    }
+    write_result("monitor_detect", result)
+
+
+if __name__ == "__main__":
+    main()
