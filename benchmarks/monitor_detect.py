@@ -195,7 +195,8 @@ def delays(
         first: dict[str, int] = {}
         for i, x in enumerate(texts.stream(rng, p, CAP).tolist()):
             for name in detect(x):
-                first.setdefault(name, i + 1)
+                if name in found:
+                    first.setdefault(name, i + 1)
             if len(first) == len(names):
                 break
         for name in names:
