@@ -1,6 +1,7 @@
 """End-to-end throughput of the monitor against its model alone, on the same cores.
 
-Financial PhraseBank 50%-agreement texts (all 4,846, `--repeat` times with new ids) become
+Financial PhraseBank 50%-agreement texts (all 4,842, or the first `--limit`; `--repeat`
+times with new ids) become
 events two seconds apart, each naming one of 10 entities (two topics per event with the '*'
 topic). The pipeline reads them from a JSONL file, scores them with the sentiment bundle
 (micro-batches of 64), writes events, window counts, detector state and alerts to SQLite
@@ -84,14 +85,15 @@ def pipeline(bundle: Any, path: Path, store_url: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=Path("/tmp/frugalml-monitor-model"))
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None, help="use the first N texts")
     parser.add_argument("--postgres", action="store_true", help="also PostgreSQL on 127.0.0.1")
     args = parser.parse_args()
     import frugalml
     from frugalml.apps.monitor.config import resolve_bundle
 
     path = SHARED_DATA / "financial_phrasebank" / "Sentences_50Agree.txt"
-    texts = list(frugalml.load_dataset(path, drop_invalid=True).texts)
+    texts = list(frugalml.load_dataset(path, drop_invalid=True).texts)[: args.limit]
     bundle_dir = resolve_bundle(args.model)
     bundle = frugalml.load(bundle_dir)
     rows = events(texts, args.repeat)
