@@ -12,6 +12,8 @@ from frugalml.apps.monitor.detect import (
     DetectorSettings,
     TopicDetectors,
     VolumeSurge,
+    cusum_steps,
+    lattice_run_length,
     negative_share,
     rates_from_confusion,
 )
@@ -32,6 +34,26 @@ def test_the_measured_false_alarm_rate_is_the_target(make: object) -> None:
     stream = np.random.default_rng(0).random(400_000) < 0.2
     per_10k = _alarms(make(), stream) / len(stream) * 10_000  # type: ignore[operator]
     assert 20.0 / 1.5 <= per_10k <= 20.0 * 1.5
+
+
+def test_the_cusum_run_length_is_exact_where_the_cell_chain_was_off() -> None:
+    """At p0 = 0.1 the old cell-based chain gave 0.39 false alarms for a target of 1."""
+    cusum = BernoulliCusum.tuned(0.1, 1.5, 50.0)  # in-control run length 200
+    unit, up, down = cusum_steps(cusum.p0, cusum.p1)
+    levels = round(cusum.h / unit)  # the threshold on the lattice: the least that reaches 200
+    assert (
+        lattice_run_length(up, down, levels, 0.1)
+        >= 200
+        > lattice_run_length(up, down, levels - 1, 0.1)
+    )
+    rng = np.random.default_rng(4)
+    lengths = []
+    for _ in range(1500):
+        steps = 1
+        while not cusum.update(int(rng.random() < 0.1)):
+            steps += 1
+        lengths.append(steps)
+    assert np.mean(lengths) == pytest.approx(lattice_run_length(up, down, levels, 0.1), rel=0.1)
 
 
 def test_cusum_finds_a_doubled_share_within_a_few_hundred_texts() -> None:

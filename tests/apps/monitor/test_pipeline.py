@@ -18,8 +18,12 @@ from frugalml.apps.monitor.pipeline import Monitor, MonitorSettings, run
 from frugalml.apps.monitor.scoring import Scorer, TopicRules, Watchlist
 from tests.apps.monitor.conftest import write_events
 
+N = 1200  # events of a demo replay: ~200 per company, the shock from event 840
+WARMUP = DetectorSettings(warmup=100)  # texts that estimate a topic's base rate (default 200)
+
 
 def _monitor(bundle: Path, db: Path, **settings: Any) -> tuple[Monitor, list[dict[str, Any]]]:
+    settings.setdefault("detectors", WARMUP)
     alerts: list[dict[str, Any]] = []
     monitor = Monitor(
         store.open_store(str(db)),
@@ -41,24 +45,24 @@ def _window_total(monitor: Monitor, topic: str = "*") -> int:
 def test_a_replay_counts_each_event_once_and_alerts_on_the_shock_with_evidence(
     sentiment_bundle: Path, tmp_path: Path
 ) -> None:
-    events = write_events(tmp_path / "events.jsonl", demo.stream(2500))
+    events = write_events(tmp_path / "events.jsonl", demo.stream(N))
     monitor, alerts = _monitor(sentiment_bundle, tmp_path / "m.db")
     total = run(monitor, FileSource(events))
-    assert (total.new, total.duplicates) == (2500, 0)
-    assert _window_total(monitor) == 2500
+    assert (total.new, total.duplicates) == (N, 0)
+    assert _window_total(monitor) == N
     kestrel = [a for a in alerts if a["topic"] == "Kestrel Oyj"]
     assert kestrel and {a["kind"] for a in kestrel} <= {"negative_cusum", "negative_ewma"}
-    shock = 1_735_689_600 + 0.7 * 2500 * 6
+    shock = 1_735_689_600 + 0.7 * N * 6
     assert all(a["time"] >= shock for a in kestrel)  # none before the shock
     evidence = kestrel[0]["evidence"]
     assert evidence["window"]["n"] >= evidence["window"]["negatives"] > 0
     assert evidence["texts"] and all(t["negative"] > 0.5 for t in evidence["texts"])
     # a second replay of the same file, and a copy of it, add nothing
     assert run(monitor, FileSource(events)).new == 0
-    copy = write_events(tmp_path / "copy.jsonl", demo.stream(2500))
+    copy = write_events(tmp_path / "copy.jsonl", demo.stream(N))
     again = run(monitor, FileSource(copy))
-    assert (again.new, again.duplicates) == (0, 2500)
-    assert _window_total(monitor) == 2500
+    assert (again.new, again.duplicates) == (0, N)
+    assert _window_total(monitor) == N
 
 
 def test_bad_records_are_reported_and_the_stream_goes_on(
@@ -105,7 +109,7 @@ def test_no_store_text_keeps_only_ids_times_labels_and_scores(
     sentiment_bundle: Path, tmp_path: Path
 ) -> None:
     monitor, alerts = _monitor(sentiment_bundle, tmp_path / "m.db", store_text=False)
-    run(monitor, FileSource(write_events(tmp_path / "e.jsonl", demo.stream(2500))))
+    run(monitor, FileSource(write_events(tmp_path / "e.jsonl", demo.stream(N))))
     with monitor.engine.connect() as c:
         texts = set(c.scalars(select(store.events.c.text)))
         assert texts == {None}
@@ -115,13 +119,13 @@ def test_no_store_text_keeps_only_ids_times_labels_and_scores(
 def test_retention_drops_old_events_but_keeps_aggregates(
     sentiment_bundle: Path, tmp_path: Path
 ) -> None:
-    monitor, _ = _monitor(sentiment_bundle, tmp_path / "m.db", retention_s=3600)
-    run(monitor, FileSource(write_events(tmp_path / "e.jsonl", demo.stream(2000))))
+    monitor, _ = _monitor(sentiment_bundle, tmp_path / "m.db", retention_s=1800)
+    run(monitor, FileSource(write_events(tmp_path / "e.jsonl", demo.stream(600))))  # an hour
     with monitor.engine.connect() as c:
         oldest = c.scalar(select(func.min(store.events.c.time)))
         kept = c.scalar(select(func.count()).select_from(store.events))
-    assert oldest >= monitor.latest - 3600 and kept < 2000  # type: ignore[operator]
-    assert _window_total(monitor) == 2000
+    assert oldest >= monitor.latest - 1800 and kept < 600  # type: ignore[operator]
+    assert _window_total(monitor) == 600
 
 
 def test_a_stream_unlike_the_training_data_raises_model_may_be_stale(
@@ -156,7 +160,7 @@ def test_report_is_written_with_the_charts_inline(sentiment_bundle: Path, tmp_pa
     from frugalml.apps.monitor.report import write_report
 
     monitor, _ = _monitor(sentiment_bundle, tmp_path / "m.db")
-    run(monitor, FileSource(write_events(tmp_path / "e.jsonl", demo.stream(2500))))
+    run(monitor, FileSource(write_events(tmp_path / "e.jsonl", demo.stream(N))))
     page = write_report(monitor.engine, tmp_path / "r.html", 300).read_text()
     assert "Kestrel Oyj" in page and "negative_cusum" in page
     assert "cdn" not in page.split("<script>")[0].lower() and len(page) > 1_000_000

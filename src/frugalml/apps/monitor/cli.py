@@ -34,6 +34,10 @@ def run(
     cooldown: str = typer.Option("1h", help="Quiet time after an alert, per topic and kind."),
     false_alarms: float = typer.Option(1.0, help="Target false alarms per 10,000 texts."),
     shift: float = typer.Option(1.5, help="Rise of the negative share to detect fastest (×)."),
+    warmup: int = typer.Option(200, help="Texts per topic that estimate its base rate."),
+    base_rate: float = typer.Option(
+        None, help="The negative share in control, when known: no warm-up, exact false alarms."
+    ),
     store_text: bool = typer.Option(True, help="--no-store-text keeps ids, times, scores."),
     retention: str = typer.Option(None, help="Keep events this long (e.g. 30d)."),
     reference: str = typer.Option(None, help="The model's training data (model monitoring)."),
@@ -57,6 +61,8 @@ def run(
         cooldown_s=seconds(cooldown, "--cooldown"),
         rate_per_10k=false_alarms,
         shift=shift,
+        warmup=warmup,
+        base_rate=base_rate,
         store_text=store_text,
         retention_s=seconds(retention, "--retention") if retention else None,
         reference=reference,

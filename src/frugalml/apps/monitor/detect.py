@@ -70,14 +70,52 @@ def arl0_for(rate_per_10k: float) -> float:
     return PER_TEXTS / rate_per_10k
 
 
+_UNITS = 20  # lattice units in the smaller of the CUSUM's two steps
+
+
+def cusum_steps(p0: float, p1: float) -> tuple[float, int, int]:
+    """(unit, up, down): the log-likelihood-ratio steps rounded to a lattice of `unit`, so the
+    statistic lives on integers and its run length is exact (Reynolds & Stoumbos 1999). The
+    rounding changes a step by at most 1/(2·_UNITS) of the smaller one."""
+    up, down = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+    unit = min(up, -down) / _UNITS
+    return unit, round(up / unit), round(down / unit)
+
+
+def lattice_run_length(up: int, down: int, threshold: int, p: float) -> float:
+    """Expected observations until the integer CUSUM max(0, s + up | down) reaches
+    `threshold` from 0, each observation 1 with probability p (exact: states 0..threshold-1)."""
+    from scipy.sparse import coo_matrix, identity
+    from scipy.sparse.linalg import spsolve
+
+    states = np.arange(threshold)
+    rows, cols, probs = [], [], []
+    for step, prob in ((up, p), (down, 1.0 - p)):
+        nxt = np.maximum(0, states + step)
+        inside = nxt < threshold
+        rows.append(states[inside])
+        cols.append(nxt[inside])
+        probs.append(np.full(int(inside.sum()), prob))
+    Q = coo_matrix(
+        (np.concatenate(probs), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(threshold, threshold),
+    )
+    system = (identity(threshold, format="csc") - Q.tocsc()).tocsc()
+    return float(spsolve(system, np.ones(threshold))[0])
+
+
 @lru_cache(maxsize=256)
 def cusum_threshold(p0: float, p1: float, arl0: float) -> float:
-    up, down = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
-
-    def step(s: np.ndarray, x: int) -> np.ndarray:
-        return np.maximum(0.0, s + (up if x else down))
-
-    return calibrate(step, p0, arl0, 0.0, 5.0, 0.0)
+    """The least threshold (a multiple of the lattice unit) whose in-control run length is at
+    least `arl0` (bisection over integers; the run length grows with the threshold)."""
+    unit, up, down = cusum_steps(p0, p1)
+    lo, hi = 1, 2 * up
+    while lattice_run_length(up, down, hi, p0) < arl0:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if lattice_run_length(up, down, mid, p0) < arl0 else (lo, mid)
+    return hi * unit
 
 
 @lru_cache(maxsize=256)
@@ -90,25 +128,30 @@ def ewma_limit(p0: float, lam: float, arl0: float) -> float:
 
 @dataclass
 class BernoulliCusum:
-    """Signals when the share of 1s has risen from p0 towards p1; resets after a signal."""
+    """Signals when the share of 1s has risen from p0 towards p1; resets after a signal. The
+    statistic moves on the lattice of `cusum_steps`, the one its threshold was computed on."""
 
     p0: float
     p1: float
     h: float
     s: float = 0.0
 
+    def __post_init__(self) -> None:
+        self._unit, self._up, self._down = cusum_steps(self.p0, self.p1)
+        self._h = round(self.h / self._unit)
+
     @classmethod
     def tuned(cls, p0: float, shift: float, rate_per_10k: float) -> BernoulliCusum:
-        p0 = _clip(p0)
-        p1 = _clip(min(shift * p0, (1 + p0) / 2))
-        return cls(p0, p1, cusum_threshold(round(p0, 4), round(p1, 4), arl0_for(rate_per_10k)))
+        p0 = round(_clip(p0), 4)
+        p1 = round(_clip(min(shift * p0, (1 + p0) / 2)), 4)
+        return cls(p0, p1, cusum_threshold(p0, p1, arl0_for(rate_per_10k)))
 
     def update(self, x: int) -> bool:
-        up, down = math.log(self.p1 / self.p0), math.log((1 - self.p1) / (1 - self.p0))
-        self.s = max(0.0, self.s + (up if x else down))
-        if self.s >= self.h:
+        n = max(0, round(self.s / self._unit) + (self._up if x else self._down))
+        if n >= self._h:
             self.s = 0.0
             return True
+        self.s = n * self._unit
         return False
 
 

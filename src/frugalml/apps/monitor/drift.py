@@ -90,12 +90,12 @@ class ModelWatch:
         confidence = b["confidence"] / n
         label_shares = shares(b["labels"])
         unknown = b.get("unknown", 0) / b["tokens"] if b.get("tokens") and "unknown" in b else None
-        if self.labels is None or self.vocabulary is None or self.confidence is None:
-            self.labels = self.labels or label_shares
-            self.vocabulary = self.vocabulary if self.vocabulary is not None else set(b["words"])
-            self.confidence = confidence
-            self.unknown = self.unknown if self.unknown is not None else 0.0
+        if self.labels is None or self.vocabulary is None:  # no reference yet: this block
+            self.labels, self.vocabulary = label_shares, set(b["words"])
+            self.confidence, self.unknown = confidence, 0.0
             return None
+        if self.confidence is None:  # training data has labels and words, not confidences
+            self.confidence = confidence
         figures = {
             "texts": n,
             "psi": psi(self.labels, label_shares),

@@ -110,7 +110,6 @@ class Monitor:
             self.watch.restore(
                 store.get_state(c, "model_reference"), store.get_state(c, "model_block")
             )
-            self._has_reference = store.get_state(c, "model_reference") is not None
 
     # --- the pipeline -------------------------------------------------------------------
 
@@ -376,10 +375,10 @@ class Monitor:
 
     def _close_block(self, c: Connection, report: BatchReport) -> None:
         if self.watch.full():
+            incomplete = self.watch.labels is None or self.watch.confidence is None
             figures = self.watch.close()
-            if not self._has_reference and self.watch.labels is not None:
+            if incomplete and self.watch.confidence is not None:  # the reference is now whole
                 store.put_state(c, "model_reference", self.watch.to_dict())
-                self._has_reference = True
             if figures and figures["stale"]:
                 moment = self.latest or time.time()
                 detectors = self._detector(c, "*model*")
@@ -419,7 +418,6 @@ class Monitor:
         with self.engine.begin() as c:
             store.put_state(c, "model_reference", watch.to_dict())
         self.watch.restore(watch.to_dict(), self.watch.block)
-        self._has_reference = True
 
     def position(self, source: str) -> str | None:
         with self.engine.connect() as c:

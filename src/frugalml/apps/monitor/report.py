@@ -32,9 +32,21 @@ def plotly_js() -> str:
 
 
 def dashboard_data(engine: Engine, size_s: int, top: int = 6) -> dict[str, Any]:
-    """Per-topic series (window start, n, negative share) and the latest alerts, as JSON."""
+    """Per-topic series (window start, n, negative share) and the latest alerts, as JSON.
+    Charted: the topics alerted on most recently, then the busiest, `top` in all."""
     w, a = store.windows, store.alerts
     with engine.connect() as c:
+        alerted = (
+            c.execute(
+                select(a.c.topic)
+                .where(a.c.topic != "*model*")
+                .group_by(a.c.topic)
+                .order_by(func.max(a.c.time).desc(), a.c.topic)
+                .limit(top)
+            )
+            .scalars()
+            .all()
+        )
         busiest = (
             c.execute(
                 select(w.c.topic)
@@ -46,8 +58,9 @@ def dashboard_data(engine: Engine, size_s: int, top: int = 6) -> dict[str, Any]:
             .scalars()
             .all()
         )
+        charted = list(dict.fromkeys([*alerted, *busiest]))[:top]
         series = {}
-        for topic in busiest:
+        for topic in charted:
             rows = c.execute(
                 select(w.c.start, w.c.n, w.c.negatives)
                 .where(w.c.topic == topic, w.c.size_s == size_s)

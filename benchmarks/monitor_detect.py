@@ -1,0 +1,415 @@
+"""The monitor's detectors on Financial PhraseBank texts replayed as a stream.
+
+Texts are the held-out 20% of PhraseBank 50%-agreement (the split of monitor_model.py), scored
+once by the int8 sentiment bundle. A trial draws a topic's stream from them: each text is truly
+negative with probability p (base 0.20, then a step to 0.35, 2x and 3x), and what the detectors
+see is the model's prediction, errors included. 200 trials per setting:
+
+- in control (p = 0.20 throughout): false alarms per 10,000 texts;
+- after a step: the delay, in texts after the step, to the first alarm (detectors carry their
+  state from a 1,000-text in-control prefix; an alarm in the prefix counts as a false alarm).
+
+Detectors: the monitor's `TopicDetectors` (Bernoulli CUSUM and EWMA, thresholds from the target
+rate; base rate known, or estimated from the first 200 texts as the monitor does by default), a
+naive "negative share of the last hour above a fixed threshold" rule (threshold: the lowest
+that keeps the target rate in control, at `--per-hour` texts an hour), and river's ADWIN with its
+defaults as the peer. Also the bound: the CUSUM tuned to exactly the step has the least
+worst-case mean delay of all detectors with its in-control run length (Moustakides 1986); its
+delay from s = 0 is computed exactly on the lattice, for the model's observed shares and for
+a perfect classifier.
+
+    nice -n 10 python benchmarks/monitor_detect.py [--model RUN_OR_BUNDLE] [--trials 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import SHARED_DATA, write_result
+
+BASE = 0.20
+STEPS = {"0.35": 0.35, "2x": 0.40, "3x": 0.60}
+PREFIX = 1000
+CAP = 10_000  # texts after the step before a trial counts as undetected
+
+Detector = Callable[[int], list[str]]  # the names of the detectors that signalled
+
+
+def predictions(model: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(truly negative, predicted negative) for each held-out text, scored once and cached."""
+    import frugalml
+    from frugalml.apps.monitor.config import resolve_bundle
+    from frugalml.apps.monitor.scoring import negative_index
+    from frugalml.data import stratified_split
+
+    bundle_dir = resolve_bundle(model)
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved["bundle"] == str(bundle_dir):
+            return np.array(saved["truth"]), np.array(saved["predicted"]), saved["model"]
+    path = SHARED_DATA / "financial_phrasebank" / "Sentences_50Agree.txt"
+    data = frugalml.load_dataset(path, drop_invalid=True)
+    held_out = stratified_split(data, val_frac=0.2, test_frac=0.0, seed=0).val
+    bundle = frugalml.load(bundle_dir)
+    neg = negative_index(bundle.labels)
+    started = time.perf_counter()
+    proba = np.asarray(bundle.predict_proba(list(held_out.texts)))
+    seconds = time.perf_counter() - started
+    truth = np.array([held_out.labels[i] for i in held_out.y]) == bundle.labels[neg]
+    predicted = proba.argmax(1) == neg
+    info = {
+        "bundle": str(bundle_dir),
+        "strategy": bundle.manifest.strategy,
+        "precision": bundle.manifest.predictor.get("precision"),
+        "held_out_texts": len(truth),
+        "accuracy": float(np.mean(proba.argmax(1) == np.asarray(held_out.y))),
+        "scoring_s": seconds,
+    }
+    cache.write_text(
+        json.dumps(
+            {
+                "bundle": str(bundle_dir),
+                "truth": truth.tolist(),
+                "predicted": predicted.tolist(),
+                "model": info,
+            }
+        )
+    )
+    return truth, predicted, info
+
+
+class Texts:
+    """Draws predicted-negative flags of texts whose true negative share is p."""
+
+    def __init__(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        self.neg, self.other = predicted[truth].astype(int), predicted[~truth].astype(int)
+        self.tpr, self.fpr = float(self.neg.mean()), float(self.other.mean())
+
+    def stream(self, rng: np.random.Generator, p: float, n: int) -> np.ndarray:
+        negative = rng.random(n) < p
+        picks_neg = self.neg[rng.integers(0, len(self.neg), n)]
+        picks_other = self.other[rng.integers(0, len(self.other), n)]
+        return np.where(negative, picks_neg, picks_other)
+
+    def observed(self, p: float) -> float:
+        """The predicted-negative share when the true share is p."""
+        return p * self.tpr + (1 - p) * self.fpr
+
+
+# --- the detectors -------------------------------------------------------------------------
+
+
+def monitor_detectors(rate: float, shift: float, base: float | None, warmup: int) -> Detector:
+    """The monitor's CUSUM and EWMA, through `TopicDetectors` as the pipeline runs them."""
+    from frugalml.apps.monitor.detect import DetectorSettings, TopicDetectors
+
+    settings = DetectorSettings(rate_per_10k=rate, shift=shift, base_rate=base, warmup=warmup)
+    detectors = TopicDetectors(settings)
+    return lambda x: detectors.update(bool(x))
+
+
+class Naive:
+    """Alarm when the last `window` texts hold at least `k` negatives; then start afresh."""
+
+    def __init__(self, window: int, k: int) -> None:
+        self.window, self.k = window, k
+        self.buffer = np.zeros(window, dtype=int)
+        self.i = self.total = 0
+
+    def __call__(self, x: int) -> list[str]:
+        slot = self.i % self.window
+        self.total += x - self.buffer[slot]
+        self.buffer[slot] = x
+        self.i += 1
+        if self.i >= self.window and self.total >= self.k:
+            self.buffer[:] = 0
+            self.i = self.total = 0
+            return ["naive"]
+        return []
+
+
+def naive_alarms(x: np.ndarray, window: int, k: int) -> int:
+    """What `Naive(window, k)` signals on `x`, vectorised (for choosing k)."""
+    c = np.concatenate(([0], np.cumsum(x)))
+    sums = c[window:] - c[:-window]  # sums[j]: texts j .. j+window-1
+    alarms, free = 0, 0  # `free`: the first window start allowed after the last alarm
+    for j in np.flatnonzero(sums >= k):
+        if j >= free:
+            alarms, free = alarms + 1, j + window
+    return alarms
+
+
+def naive_threshold(texts: Texts, window: int, rate: float, rng: np.random.Generator) -> int:
+    """The lowest count threshold whose in-control rate (2M texts) is at most `rate`."""
+    x = texts.stream(rng, BASE, 2_000_000)
+    for k in range(1, window + 1):
+        if naive_alarms(x, window, k) / len(x) * 10_000 <= rate:
+            return k
+    return window
+
+
+class Adwin:
+    def __init__(self) -> None:
+        from river.drift import ADWIN
+
+        self.adwin = ADWIN()
+
+    def __call__(self, x: int) -> list[str]:
+        self.adwin.update(x)
+        return ["adwin"] if self.adwin.drift_detected else []
+
+
+# --- the same detectors over all trials at once ----------------------------------------------
+# The monitor's detectors are per text in Python (~10 us a text); 200 trials of 20,000 texts
+# run them as numpy over the trials instead, with the parameters of the real tuned objects and
+# the same arithmetic, and `check` asserts that both give the same alarms on a few trials.
+
+Alarms = dict[str, np.ndarray]  # detector name -> (trials, texts) bool: signalled at that text
+
+
+def loop_alarms(
+    make: Callable[[], Detector], names: list[str], X: np.ndarray, stop: int | None = None
+) -> Alarms:
+    """The real detector objects, text by text, trial by trial (a trial ends at its first
+    alarm from text `stop` on, when given: all a delay needs)."""
+    out = {name: np.zeros(X.shape, dtype=bool) for name in names}
+    for trial, row in enumerate(X):
+        detect = make()
+        for t, x in enumerate(row.tolist()):
+            fired = [name for name in detect(x) if name in out]
+            for name in fired:
+                out[name][trial, t] = True
+            if fired and stop is not None and t >= stop:
+                break
+    return out
+
+
+def monitor_alarms(
+    rate: float, shift: float, base: float | None, warmup: int, X: np.ndarray
+) -> Alarms:
+    """`TopicDetectors`' CUSUM and EWMA, vectorised over trials (a warm-up per trial when the
+    base rate is not given: detection starts after text `warmup`, as in `TopicDetectors`)."""
+    from frugalml.apps.monitor.detect import BernoulliCusum, BernoulliEwma, DetectorSettings
+
+    settings = DetectorSettings(rate_per_10k=rate, shift=shift, base_rate=base, warmup=warmup)
+    skip = 0 if base is not None else settings.warmup
+    p0s = np.full(len(X), base) if base is not None else X[:, :skip].mean(1)
+    cusums = [BernoulliCusum.tuned(p, shift, rate) for p in p0s]
+    ewmas = [BernoulliEwma.tuned(p, settings.lam, rate) for p in p0s]
+    up = np.array([c._up for c in cusums])
+    down = np.array([c._down for c in cusums])
+    h = np.array([c._h for c in cusums])
+    z0 = np.array([e.p0 for e in ewmas])
+    lam, limit = settings.lam, np.array([e.limit for e in ewmas])
+    n, z = np.zeros(len(X), dtype=np.int64), z0.copy()
+    out = {"cusum": np.zeros(X.shape, dtype=bool), "ewma": np.zeros(X.shape, dtype=bool)}
+    for t in range(skip, X.shape[1]):
+        x = X[:, t]
+        n = np.maximum(0, n + np.where(x == 1, up, down))
+        z = np.maximum(z0, (1 - lam) * z + lam * x)
+        out["cusum"][:, t], out["ewma"][:, t] = n >= h, z >= limit
+        n[n >= h] = 0
+        z = np.where(z >= limit, z0, z)
+    return out
+
+
+def naive_matrix(window: int, k: int, X: np.ndarray) -> Alarms:
+    out = np.zeros(X.shape, dtype=bool)
+    for trial, x in enumerate(X):
+        c = np.concatenate(([0], np.cumsum(x)))
+        sums = c[window:] - c[:-window]
+        free = 0
+        for j in np.flatnonzero(sums >= k):
+            if j >= free:
+                out[trial, j + window - 1], free = True, j + window
+    return {"naive": out}
+
+
+def check(fast: Alarms, make: Callable[[], Detector], X: np.ndarray) -> None:
+    slow = loop_alarms(make, list(fast), X)
+    for name, alarms in fast.items():
+        same = np.array_equal(alarms[: X.shape[0], : X.shape[1]], slow[name])  # causal: a prefix
+        assert same, f"{name}: vectorised != real"
+
+
+# --- trials --------------------------------------------------------------------------------
+
+
+def false_alarms(alarms: Alarms, texts: int) -> dict[str, float]:
+    return {name: a.sum() / texts * 10_000 for name, a in alarms.items()}
+
+
+def delays(alarms: Alarms) -> dict[str, dict[str, Any]]:
+    """Texts after the step (at PREFIX) to each detector's first alarm; CAP + 1 if none."""
+    out = {}
+    for name, a in alarms.items():
+        after = a[:, PREFIX:]
+        d = np.where(after.any(1), after.argmax(1) + 1, CAP + 1)
+        out[name] = {
+            "median": float(np.median(d)),
+            "mean": float(d.mean()),
+            "p90": float(np.percentile(d, 90)),
+            "undetected": int((d > CAP).sum()),
+            "prefix_false_alarms": int(a[:, :PREFIX].sum()),
+        }
+    return out
+
+
+def optimal(q0: float, q1: float, rate: float) -> dict[str, float]:
+    """The CUSUM tuned to exactly this step, on the monitor's lattice: its exact in-control
+    run length, and its delay distribution from s = 0 (the worst case). Among all detectors
+    with that in-control run length, none has a smaller worst-case mean delay (Moustakides
+    1986), so `worst_case_mean_delay` bounds what any detector can promise."""
+    from scipy.sparse import coo_matrix
+
+    from frugalml.apps.monitor.detect import (
+        arl0_for,
+        cusum_steps,
+        cusum_threshold,
+        lattice_run_length,
+    )
+
+    q0, q1 = round(q0, 4), round(q1, 4)
+    unit, up, down = cusum_steps(q0, q1)
+    h = round(cusum_threshold(q0, q1, arl0_for(rate)) / unit)
+    states = np.arange(h)
+    rows, cols, probs = [], [], []
+    for step, prob in ((up, q1), (down, 1 - q1)):
+        nxt = np.maximum(0, states + step)
+        inside = nxt < h
+        rows += [states[inside]]
+        cols += [nxt[inside]]
+        probs += [np.full(int(inside.sum()), prob)]
+    Q = coo_matrix((np.concatenate(probs), (np.concatenate(rows), np.concatenate(cols))), (h, h))
+    Q = Q.tocsr()
+    alive, t = np.eye(1, h).ravel(), 0  # P(no alarm yet, state) after t texts
+    while alive.sum() > 0.5:
+        alive, t = Q.T @ alive, t + 1
+    return {
+        "arl0": lattice_run_length(up, down, h, q0),
+        "worst_case_mean_delay": lattice_run_length(up, down, h, q1),
+        "worst_case_median_delay": t,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, default=Path("/tmp/frugalml-monitor-model"))
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--per-hour", type=int, default=200, help="texts a topic gets an hour")
+    parser.add_argument("--rates", default="1,0.1", help="target false alarms per 10,000")
+    args = parser.parse_args()
+    model = args.model
+    cache = (model if (model / "manifest.json").is_file() else model / "bundle").parent
+    truth, predicted, info = predictions(model, cache / "monitor_detect_predictions.json")
+    texts = Texts(truth, predicted)
+    q0 = texts.observed(BASE)
+    print(info, f"tpr {texts.tpr:.3f} fpr {texts.fpr:.3f} q0 {q0:.3f}")
+    rates = [float(r) for r in args.rates.split(",")]
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def measure(
+        run: Callable[[np.ndarray, int | None], Alarms],
+        make: Callable[[], Detector] | None,
+        rate: float | None,
+        skip: int = 0,
+        **extra: Any,
+    ) -> None:
+        """`skip`: texts of warm-up per trial, not counted as monitored in the false-alarm rate."""
+        n = int(min(50_000, max(5_000, 2_000 / (rate or 1.0)))) + skip
+        t = time.perf_counter()
+        rng = np.random.default_rng(1)
+        in_control = texts.stream(rng, BASE, args.trials * n).reshape(args.trials, n)
+        alarms = run(in_control, None)
+        if make is not None:
+            check(alarms, make, in_control[:3, :6000])
+        monitored = args.trials * (n - skip)
+        rates_found = false_alarms(alarms, monitored)
+        delay = {}
+        for i, (step, p) in enumerate(STEPS.items()):
+            rng = np.random.default_rng(2 + i)
+            X = np.hstack(
+                [
+                    texts.stream(rng, BASE, args.trials * PREFIX).reshape(args.trials, PREFIX),
+                    texts.stream(rng, p, args.trials * CAP).reshape(args.trials, CAP),
+                ]
+            )
+            delay[step] = delays(run(X, PREFIX))
+        for name in alarms:
+            row = {"detector": name, "target_per_10k": rate, **extra}
+            row["false_alarms_per_10k"] = rates_found[name]
+            row["in_control_texts"] = monitored
+            row["delay"] = {step: d[name] for step, d in delay.items()}
+            row["seconds_all_detectors"] = time.perf_counter() - t
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    matched = round(texts.observed(0.35) / q0, 3)  # the observed share's rise on the 0.35 step
+    for rate in rates:
+        known = [
+            (1.5, q0, 200, "known"),
+            (matched, q0, 200, "known"),
+            (1.5, None, 200, "first 200 texts"),
+            (1.5, None, 1000, "first 1000 texts"),
+        ]
+        for shift, base, warmup, how in known:
+            names = ("cusum", "ewma") if shift == 1.5 else ("cusum",)  # EWMA has no shift
+            measure(
+                lambda X, _, r=rate, s=shift, b=base, w=warmup, k=names: {
+                    name: a for name, a in monitor_alarms(r, s, b, w, X).items() if name in k
+                },
+                lambda r=rate, s=shift, b=base, w=warmup: monitor_detectors(r, s, b, w),
+                rate,
+                0 if base is not None else warmup,
+                base=how,
+                shift=shift,
+            )
+        k = naive_threshold(texts, args.per_hour, rate, np.random.default_rng(9))
+        measure(
+            lambda X, _, k=k: naive_matrix(args.per_hour, k, X),
+            lambda k=k: Naive(args.per_hour, k),
+            rate,
+            window=args.per_hour,
+            threshold=k / args.per_hour,
+        )
+    measure(lambda X, stop: loop_alarms(Adwin, ["adwin"], X, stop), None, None, peer="ADWIN()")
+    bound = {
+        step: {
+            "observed_q0": q0,
+            "observed_q1": texts.observed(p),
+            **{
+                f"optimal_cusum_at_{rate}_per_10k": optimal(q0, texts.observed(p), rate)
+                for rate in rates
+            },
+            "perfect_classifier_at_0.1_per_10k": optimal(BASE, p, 0.1),
+        }
+        for step, p in STEPS.items()
+    }
+    result = {
+        "data": "Sentences_50Agree.txt held-out 20% (stratified, seed 0), sampled per trial",
+        "model": info,
+        "tpr_negative": texts.tpr,
+        "fpr_negative": texts.fpr,
+        "base_true_share": BASE,
+        "steps_true_share": STEPS,
+        "trials": args.trials,
+        "prefix_texts": PREFIX,
+        "cap_texts": CAP,
+        "per_hour": args.per_hour,
+        "bound": bound,
+        "rows": rows,
+        "wall_s": time.perf_counter() - started,
+    }
+    write_result("monitor_detect", result)
+
+
+if __name__ == "__main__":
+    main()
