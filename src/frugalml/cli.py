@@ -353,12 +353,26 @@ def predict(
         int, typer.Option(help="Texts per chunk when streaming --input to --output.", min=1)
     ] = 10_000,
     force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Score the streamed chunks on a Ray cluster (needs --input and --output): "
+            "'local' starts one here, 'auto' joins the one `ray start` runs on this machine, "
+            "or HOST:PORT / ray://HOST:PORT. Each actor loads the bundle from its path.",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option(help="Ray actors (one CPU each) scoring chunks with --ray.", min=1)
+    ] = 2,
 ) -> None:
     """Predict labels and probabilities: one JSON object per input."""
     if input_file is not None and output is not None and not texts:
         _check_output(output, force)
-        _stream(bundles.load(bundle), input_file, output, text_col, chunk_rows, force)
+        _stream(bundle, input_file, output, text_col, chunk_rows, force, ray, ray_actors)
         return
+    if ray is not None:
+        raise ConfigError("--ray scores a file", ["pass --input FILE and --output FILE with it"])
     inputs = _prediction_inputs(texts or [], input_file, text_col)
     if output is not None:
         _check_output(output, force)
@@ -387,20 +401,30 @@ def predict(
 
 
 def _stream(
-    model: bundles.Bundle,
+    bundle: Path,
     source: Path,
     output: Path,
     text_col: str | None,
     chunk_rows: int,
     force: bool,
+    ray: str | None,
+    ray_actors: int,
 ) -> None:
-    """Score a file chunk by chunk, with a progress bar on a terminal."""
+    """Score a file chunk by chunk (here, or on Ray actors), with a progress bar on a
+    terminal."""
+    from contextlib import nullcontext
+
     from rich.progress import BarColumn, MofNCompleteColumn
 
-    from frugalml.stream import predict_file
+    from frugalml.stream import predict_file, ray_scoring
 
+    model = bundles.load(bundle)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with RichProgress(*columns, console=err, disable=not err.is_terminal) as bar:
+    elsewhere = nullcontext() if ray is None else ray_scoring(bundle, ray, ray_actors)
+    with (
+        elsewhere as scoring,
+        RichProgress(*columns, console=err, disable=not err.is_terminal) as bar,
+    ):
         task = bar.add_task("scoring", total=None)
         result = predict_file(
             model,
@@ -410,6 +434,7 @@ def _stream(
             chunk_rows=chunk_rows,
             force=force,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            scoring=scoring,
         )
     reused = f" ({result.reused} chunks reused from a killed run)" if result.reused else ""
     err.print(f"wrote {result.rows} predictions to {output}{reused}", soft_wrap=True)
