@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -218,6 +219,8 @@ def fit(
     """Climb the ladder on DATA, print the leaderboard, write the report and the chosen bundle."""
     uri = mlflow_uri or (tracking.default_uri() if mlflow else None)
     scale = _scale(nproc, nnodes, rdzv_endpoint, node_rank, max_restarts)
+    if _under_torchrun(scale) > 0:
+        return  # a rank other than 0 trained each torch rung with rank 0, which climbed
     if scale.node_rank > 0:
         if data is not None or resume is not None:
             raise ConfigError(f"node {node_rank} takes no DATA: node 0 sends each job")
@@ -273,6 +276,24 @@ def fit(
         ),
         uri,
     )
+
+
+def _under_torchrun(scale: Scale) -> int:
+    """Under `torchrun -m frugalml fit ...`: join the group; a rank other than 0 trains each
+    torch rung rank 0 sends it, until rank 0's ladder is done. This rank (0 elsewhere)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return 0
+    if scale.parallel:
+        raise ConfigError(
+            "under torchrun, fit takes no --nproc, --nnodes or --max-restarts",
+            ["give them to torchrun, or run `frugalml fit --nproc N` without torchrun"],
+        )
+    from frugalml.ladder.scale import join_torchrun, serve_rank0
+
+    rank = join_torchrun()
+    if rank > 0:
+        serve_rank0()
+    return rank
 
 
 def _scale(

@@ -172,3 +172,35 @@ def test_two_nodes_on_loopback_train_a_rung_together_through_c10d(
     cards = {c.strategy: c.cost for c in result.ladder.candidates}
     assert cards["tfidf"].processes == 1  # run once, on node 0
     assert cards["full"].processes == 2 and cards["full"].extra["nodes"] == 2
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_cli_rank_0_climbs_and_the_other_rank_trains_each_torch_rung(
+    tiny_backbone: Path, small_csv: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.training.test_distributed import free_port
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
+    launch += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}"]
+    fit = ["-m", "frugalml", "fit", str(small_csv), "--strategies", "tfidf,full"]
+    fit += ["--backbone", str(tiny_backbone), "--set", "full.train.epochs=1"]
+    fit += ["--ship", "none", "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [*launch, *fit],
+        cwd=tmp_path,
+        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    cards = {row["strategy"]: row["cost"] for row in report["candidates"]}
+    assert cards["tfidf"]["processes"] == 1  # run once, by rank 0
+    assert cards["full"]["processes"] == 2 and cards["full"]["extra"]["nodes"] == 1
+    # Rank 0 trained its shard in its own process; the other rank's CPU is added to it.
+    assert cards["full"]["cpu_s"] >= cards["full"]["extra"]["ranks_cpu_s"] > 0

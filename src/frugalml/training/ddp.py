@@ -107,17 +107,18 @@ def launch(command: Sequence[str], env: dict[str, str], log_path: Path) -> int:
 
 
 # -- inside a rank ---------------------------------------------------------------------------
-def init_process_group() -> Any:
+def init_process_group(timeout: Any = None) -> Any:
     """Join the group torchrun describes in the environment: collectives on CPU tensors go
-    through gloo, on CUDA tensors through NCCL (each rank on its local GPU)."""
+    through gloo, on CUDA tensors through NCCL (each rank on its local GPU). `timeout`
+    (a timedelta) bounds each collective [default: torch's]."""
     import torch
     import torch.distributed as dist
 
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("cpu:gloo,cuda:nccl")
+        dist.init_process_group("cpu:gloo,cuda:nccl", timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     return dist
 
 
