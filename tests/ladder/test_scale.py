@@ -111,9 +111,9 @@ def test_a_rank_killed_mid_epoch_is_restarted_and_resumes_from_the_last_epoch(
             budget=Budget(),
             meter=meter,
             workdir=tmp_path / "work",
-            # gloo on a loaded machine has failed to reconnect a restarted group once (a
-            # refused connection at init): allow another restart, count them below
-            scale=Scale(nproc=2, max_restarts=3),
+            # one restart is enough: a restarted rank never reads the killed attempt's gloo
+            # addresses (ddp._attempt_store; before it, a late rank failed its init at times)
+            scale=Scale(nproc=2, max_restarts=1),
             prices=Prices(),
         )
     folder = tmp_path / "work" / "ddp"
@@ -123,10 +123,9 @@ def test_a_rank_killed_mid_epoch_is_restarted_and_resumes_from_the_last_epoch(
     assert "resuming from epoch 1" in log  # the second attempt did not redo epoch 0
     assert predictor.predict_proba(["card lost"]).shape == (1, len(data.train.labels))
     attempts = {p.stem: json.loads(p.read_text()) for p in (folder / "attempts").glob("*.json")}
+    assert sorted(attempts) == ["0-0", "0-1", "1-0", "1-1"]
     card = meter.card
-    last = int(card.extra["restarts"])
-    assert last >= 1 and card.processes == 2
-    assert {"0-0", "0-1", f"{last}-0", f"{last}-1"} <= attempts.keys()
+    assert card.extra["restarts"] == 1 and card.processes == 2
     # The card holds the killed attempt's work too: more CPU than the finished ranks spent,
     # by at least what the first attempt's ranks had spent before they trained.
     wasted = attempts["0-0"]["cpu_s"] + attempts["0-1"]["cpu_s"]
