@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 import frugalml
 from frugalml.bundle import Bundle
 from frugalml.errors import OutputExistsError
-from frugalml.stream import csv_header, csv_rows, predict_file
+from frugalml.stream import Scoring, csv_header, csv_rows, predict_file, ray_scoring
 from tests.conftest import demo_dataset
 
 
@@ -140,3 +142,80 @@ def test_the_cli_streams_and_reports_an_empty_row_by_its_number(
     assert done.returncode == 2 and "data row 71 is empty" in done.stderr
     # The first chunk was finished before the bad row: fixing the file is another job.
     assert (tmp_path / "o.csv.parts" / "part-000000.csv").exists()
+
+
+class Deferred:
+    """A `Scoring` whose handles are resolved only when asked for, as a remote pool's are:
+    records which chunk went where and how many were in flight at once."""
+
+    def __init__(self, model: Bundle, actors: int) -> None:
+        self.model, self.actors = model, actors
+        self.sent: list[tuple[int, int]] = []  # (chunk, actor)
+        self.in_flight = self.most_in_flight = 0
+
+    def scoring(self) -> Scoring:
+        def submit(index: int, texts: list[str]) -> tuple[int, list[str]]:
+            self.sent.append((index, index % self.actors))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            return index, texts
+
+        def result(handle: tuple[int, list[str]]) -> np.ndarray:
+            self.in_flight -= 1
+            return self.model.predict_proba(handle[1])
+
+        return Scoring(submit, result, window=2 * self.actors)
+
+
+def test_chunks_go_round_robin_a_bounded_few_in_flight_written_in_order(
+    model: Bundle, texts: list[str], tmp_path: Path
+) -> None:
+    source, output = write_csv(tmp_path / "in.csv", texts), tmp_path / "out.csv"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(Counting(model, stop=1), source, output, chunk_rows=32)  # type: ignore[arg-type]
+    pool = Deferred(model, actors=2)
+    seen: list[int] = []
+    result = predict_file(
+        model,
+        source,
+        output,
+        chunk_rows=32,
+        scoring=pool.scoring(),
+        progress=lambda done, _: seen.append(done),
+    )
+    assert (result.reused, result.chunks) == (1, 7)  # the killed run's chunk is not sent
+    assert pool.sent == [(i, i % 2) for i in range(1, 8)]
+    assert pool.most_in_flight == 4 and pool.in_flight == 0
+    assert seen == [32 * i for i in range(1, 8)] + [250]
+    expected = csv_header(model.labels) + csv_rows(texts, model.predict_proba(texts), model.labels)
+    assert output.read_bytes().decode("utf-8") == expected
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A Ray cluster of 2 CPUs started here, on loopback."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'frugalml[ray]')")
+    # Ray warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES unless told.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+# Ray's start-up and shutdown leave its services' /dev/null handles and Popen objects to the
+# collector (ResourceWarnings raised in __del__, which pytest reports as "unraisable").
+@pytest.mark.filterwarnings("ignore:unclosed file <_io.*/dev/null:ResourceWarning")
+@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ray_actors_write_what_the_streamed_path_writes(
+    model: Bundle, texts: list[str], tmp_path: Path, local_ray: None
+) -> None:
+    source = write_csv(tmp_path / "in.csv", texts)
+    predict_file(model, source, tmp_path / "here.parquet", chunk_rows=64)
+    with ray_scoring(model.path, actors=2) as scoring:
+        result = predict_file(
+            model, source, tmp_path / "ray.parquet", chunk_rows=64, scoring=scoring
+        )
+    assert (result.rows, result.chunks) == (len(texts), 4)
+    assert (tmp_path / "ray.parquet").read_bytes() == (tmp_path / "here.parquet").read_bytes()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -218,6 +219,8 @@ def fit(
     """Climb the ladder on DATA, print the leaderboard, write the report and the chosen bundle."""
     uri = mlflow_uri or (tracking.default_uri() if mlflow else None)
     scale = _scale(nproc, nnodes, rdzv_endpoint, node_rank, max_restarts)
+    if _under_torchrun(scale) > 0:
+        return  # a rank other than 0 trained each torch rung with rank 0, which climbed
     if scale.node_rank > 0:
         if data is not None or resume is not None:
             raise ConfigError(f"node {node_rank} takes no DATA: node 0 sends each job")
@@ -273,6 +276,24 @@ def fit(
         ),
         uri,
     )
+
+
+def _under_torchrun(scale: Scale) -> int:
+    """Under `torchrun -m frugalml fit ...`: join the group; a rank other than 0 trains each
+    torch rung rank 0 sends it, until rank 0's ladder is done. This rank (0 elsewhere)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return 0
+    if scale.parallel:
+        raise ConfigError(
+            "under torchrun, fit takes no --nproc, --nnodes or --max-restarts",
+            ["give them to torchrun, or run `frugalml fit --nproc N` without torchrun"],
+        )
+    from frugalml.ladder.scale import join_torchrun, serve_rank0
+
+    rank = join_torchrun()
+    if rank > 0:
+        serve_rank0()
+    return rank
 
 
 def _scale(
@@ -353,12 +374,26 @@ def predict(
         int, typer.Option(help="Texts per chunk when streaming --input to --output.", min=1)
     ] = 10_000,
     force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Score the streamed chunks on a Ray cluster (needs --input and --output): "
+            "'local' starts one here, 'auto' joins the one `ray start` runs on this machine, "
+            "or HOST:PORT / ray://HOST:PORT. Each actor loads the bundle from its path.",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option(help="Ray actors (one CPU each) scoring chunks with --ray.", min=1)
+    ] = 2,
 ) -> None:
     """Predict labels and probabilities: one JSON object per input."""
     if input_file is not None and output is not None and not texts:
         _check_output(output, force)
-        _stream(bundles.load(bundle), input_file, output, text_col, chunk_rows, force)
+        _stream(bundle, input_file, output, text_col, chunk_rows, force, ray, ray_actors)
         return
+    if ray is not None:
+        raise ConfigError("--ray scores a file", ["pass --input FILE and --output FILE with it"])
     inputs = _prediction_inputs(texts or [], input_file, text_col)
     if output is not None:
         _check_output(output, force)
@@ -387,20 +422,30 @@ def predict(
 
 
 def _stream(
-    model: bundles.Bundle,
+    bundle: Path,
     source: Path,
     output: Path,
     text_col: str | None,
     chunk_rows: int,
     force: bool,
+    ray: str | None,
+    ray_actors: int,
 ) -> None:
-    """Score a file chunk by chunk, with a progress bar on a terminal."""
+    """Score a file chunk by chunk (here, or on Ray actors), with a progress bar on a
+    terminal."""
+    from contextlib import nullcontext
+
     from rich.progress import BarColumn, MofNCompleteColumn
 
-    from frugalml.stream import predict_file
+    from frugalml.stream import predict_file, ray_scoring
 
+    model = bundles.load(bundle)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with RichProgress(*columns, console=err, disable=not err.is_terminal) as bar:
+    elsewhere = nullcontext() if ray is None else ray_scoring(bundle, ray, ray_actors)
+    with (
+        elsewhere as scoring,
+        RichProgress(*columns, console=err, disable=not err.is_terminal) as bar,
+    ):
         task = bar.add_task("scoring", total=None)
         result = predict_file(
             model,
@@ -410,6 +455,7 @@ def _stream(
             chunk_rows=chunk_rows,
             force=force,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            scoring=scoring,
         )
     reused = f" ({result.reused} chunks reused from a killed run)" if result.reused else ""
     err.print(f"wrote {result.rows} predictions to {output}{reused}", soft_wrap=True)

@@ -4,8 +4,12 @@ The input is read in chunks of `chunk_rows` texts (CSV/TSV, JSON lines, Parquet 
 per line), each chunk scored and written as its own part file beside the output
 (`OUT.parts/part-000012.csv`, written aside and renamed, so a kill never leaves half a
 part). When every chunk is done the parts are joined into OUT and removed. Memory holds
-one chunk at a time, whatever the file's size. A killed run started again with the same
-command skips the chunks whose parts exist: they are read, not scored again.
+one chunk at a time (a few with Ray), whatever the file's size. A killed run started again
+with the same command skips the chunks whose parts exist: they are read, not scored again.
+
+With `--ray`, the chunks are read and written here as above, and scored on a Ray cluster by
+a pool of actors, each of which loads the bundle from its path (no model is pickled): the
+same parts, in the same order, so the same output and the same resume.
 """
 
 from __future__ import annotations
@@ -14,17 +18,26 @@ import csv
 import io
 import json
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from frugalml.bundle import Bundle
+from frugalml.bundle import Bundle, load
 from frugalml.data.load import Table, require_regular_file, sniff_encoding
 from frugalml.data.validate import prediction_column
-from frugalml.errors import DataError, OutputError, OutputExistsError
+from frugalml.errors import (
+    BundleError,
+    DataError,
+    FrugalError,
+    OutputError,
+    OutputExistsError,
+    require_extra,
+)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 CHUNK_ROWS = 10_000
@@ -36,6 +49,17 @@ class StreamResult:
     rows: int  # texts in the output
     chunks: int  # chunks scored by this run
     reused: int  # chunks a killed run had finished, not scored again
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How chunks are scored: `submit(index, texts)` answers at once with a handle,
+    `result(handle)` waits for its probabilities; at most `window` chunks are in flight
+    (their texts held here until written)."""
+
+    submit: Callable[[int, list[str]], Any]
+    result: Callable[[Any], np.ndarray]
+    window: int = 1
 
 
 def output_format(output: Path) -> str:
@@ -52,8 +76,10 @@ def predict_file(
     chunk_rows: int = CHUNK_ROWS,
     force: bool = False,
     progress: Progress | None = None,
+    scoring: Scoring | None = None,
 ) -> StreamResult:
-    """Score every text of `source` into `output`, a chunk at a time; resume a killed run."""
+    """Score every text of `source` into `output`, a chunk at a time; resume a killed run.
+    `scoring` scores elsewhere (`ray_scoring`); by default `model` scores here."""
     fmt = output_format(output)
     if output.exists() and not force:
         raise OutputExistsError(f"{output} already exists", ["choose another --output or --force"])
@@ -70,16 +96,30 @@ def predict_file(
     }
     _open_parts(parts, job, force)
     done = _finished_parts(parts, fmt)
+    scoring = scoring or Scoring(lambda _, texts: model.predict_proba(texts), lambda p: p)
     notify = progress or (lambda rows, total: None)
-    rows = chunks = scored = 0
+    in_flight: deque[tuple[int, list[str], Any]] = deque()
+    rows = chunks = 0
+
+    def write(limit: int) -> None:
+        nonlocal rows
+        while len(in_flight) > limit:
+            index, texts, handle = in_flight.popleft()
+            proba = scoring.result(handle)
+            _write_part(parts / _part_name(index, fmt), fmt, texts, proba, model.labels)
+            rows += len(texts)
+            notify(rows, reader.total)
+
     for texts in reader:
-        if chunks >= done:
-            proba = model.predict_proba(texts)
-            _write_part(parts / _part_name(chunks, fmt), fmt, texts, proba, model.labels)
-            scored += 1
+        if chunks < done:
+            rows += len(texts)
+            notify(rows, reader.total)
+        else:
+            in_flight.append((chunks, texts, scoring.submit(chunks, texts)))
+            write(scoring.window - 1)
         chunks += 1
-        rows += len(texts)
-        notify(rows, reader.total)
+    write(0)
+    scored = chunks - done
     _join(parts, output, fmt, model.labels, chunks)
     shutil.rmtree(parts)
     return StreamResult(rows, scored, done)
@@ -161,6 +201,57 @@ def _join(parts: Path, output: Path, fmt: str, labels: tuple[str, ...], n: int) 
                 with (parts / _part_name(index, fmt)).open("rb") as part:
                     shutil.copyfileobj(part, out, 1 << 20)
     tmp.replace(output)
+
+
+# -- scoring on Ray -------------------------------------------------------------------------
+class _Scorer:
+    """A Ray actor: loads the bundle from its path once, then scores the chunks it is sent."""
+
+    def __init__(self, bundle: str) -> None:
+        self.model = load(bundle)
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        return self.model.predict_proba(texts)
+
+
+@contextmanager
+def ray_scoring(bundle: Path, address: str | None = None, actors: int = 2) -> Iterator[Scoring]:
+    """`Scoring` by `actors` Ray actors (one CPU each) on the cluster at `address` (None:
+    `RAY_ADDRESS`, else a local cluster started here and stopped after). Chunk i goes to
+    actor i mod n: chunks are the same size, so the actors stay evenly loaded, and two
+    chunks per actor in flight keep each busy while the last result is written."""
+    require_extra("scoring on Ray", "ray", "ray")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            raise FrugalError(
+                f"cannot reach a Ray cluster at {address}: {error}",
+                ["start one with `ray start --head`, or pass `--ray local` to start one here"],
+            ) from None
+    path = str(Path(bundle).resolve())
+    remote: Any = ray.remote(num_cpus=1)(_Scorer)  # typed as the class, used as a handle
+    pool: list[Any] = [remote.remote(path) for _ in range(actors)]
+
+    def result(handle: Any) -> np.ndarray:
+        try:
+            return np.asarray(ray.get(handle))
+        except ray.exceptions.RayActorError as error:
+            raise BundleError(
+                f"a Ray actor could not load the bundle at {path}: {error}",
+                ["every Ray node must reach the bundle at this path (a shared folder)"],
+            ) from None
+
+    try:
+        yield Scoring(lambda i, texts: pool[i % actors].score.remote(texts), result, 2 * actors)
+    finally:
+        for actor in pool:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
 
 
 # -- reading ---------------------------------------------------------------------------------

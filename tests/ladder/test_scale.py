@@ -111,9 +111,9 @@ def test_a_rank_killed_mid_epoch_is_restarted_and_resumes_from_the_last_epoch(
             budget=Budget(),
             meter=meter,
             workdir=tmp_path / "work",
-            # gloo on a loaded machine has failed to reconnect a restarted group once (a
-            # refused connection at init): allow another restart, count them below
-            scale=Scale(nproc=2, max_restarts=3),
+            # one restart is enough: a restarted rank never reads the killed attempt's gloo
+            # addresses (ddp._attempt_store; before it, a late rank failed its init at times)
+            scale=Scale(nproc=2, max_restarts=1),
             prices=Prices(),
         )
     folder = tmp_path / "work" / "ddp"
@@ -123,10 +123,9 @@ def test_a_rank_killed_mid_epoch_is_restarted_and_resumes_from_the_last_epoch(
     assert "resuming from epoch 1" in log  # the second attempt did not redo epoch 0
     assert predictor.predict_proba(["card lost"]).shape == (1, len(data.train.labels))
     attempts = {p.stem: json.loads(p.read_text()) for p in (folder / "attempts").glob("*.json")}
+    assert sorted(attempts) == ["0-0", "0-1", "1-0", "1-1"]
     card = meter.card
-    last = int(card.extra["restarts"])
-    assert last >= 1 and card.processes == 2
-    assert {"0-0", "0-1", f"{last}-0", f"{last}-1"} <= attempts.keys()
+    assert card.extra["restarts"] == 1 and card.processes == 2
     # The card holds the killed attempt's work too: more CPU than the finished ranks spent,
     # by at least what the first attempt's ranks had spent before they trained.
     wasted = attempts["0-0"]["cpu_s"] + attempts["0-1"]["cpu_s"]
@@ -172,3 +171,35 @@ def test_two_nodes_on_loopback_train_a_rung_together_through_c10d(
     cards = {c.strategy: c.cost for c in result.ladder.candidates}
     assert cards["tfidf"].processes == 1  # run once, on node 0
     assert cards["full"].processes == 2 and cards["full"].extra["nodes"] == 2
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_cli_rank_0_climbs_and_the_other_rank_trains_each_torch_rung(
+    tiny_backbone: Path, small_csv: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.training.test_distributed import free_port
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
+    launch += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}"]
+    fit = ["-m", "frugalml", "fit", str(small_csv), "--strategies", "tfidf,full"]
+    fit += ["--backbone", str(tiny_backbone), "--set", "full.train.epochs=1"]
+    fit += ["--ship", "none", "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [*launch, *fit],
+        cwd=tmp_path,
+        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    cards = {row["strategy"]: row["cost"] for row in report["candidates"]}
+    assert cards["tfidf"]["processes"] == 1  # run once, by rank 0
+    assert cards["full"]["processes"] == 2 and cards["full"]["extra"]["nodes"] == 1
+    # Rank 0 trained its shard in its own process; the other rank's CPU is added to it.
+    assert cards["full"]["cpu_s"] >= cards["full"]["extra"]["ranks_cpu_s"] > 0

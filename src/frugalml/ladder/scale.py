@@ -10,6 +10,10 @@ it cannot see: the ranks' summed peak memory and other nodes' CPU.
 
 Run as `python -m frugalml.ladder.scale JOB_DIR` by torchrun (each rank), or with
 `--follow STATUS_DIR` on a node other than 0, where ranks receive each job from rank 0.
+
+Under `torchrun -m frugalml fit ...` the group exists before the ladder does: rank 0 climbs,
+and for each torch rung sends the job to the other ranks (waiting in `serve_rank0`) and trains
+its own shard in its own process; the others' cards are added to its meter.
 """
 
 from __future__ import annotations
@@ -60,24 +64,16 @@ def fit_rung(
 ) -> Predictor:
     """`strategy.fit`, data-parallel under torchrun when `scale` asks for it and the rung
     has a torch `fine_tuning` job."""
-    if not scale.parallel or not hasattr(strategy, "fine_tuning"):
+    torch_rung = hasattr(strategy, "fine_tuning")
+    group = torchrun_group()
+    if group is not None and torch_rung:
+        return _fit_in_group(name, strategy, train, val, budget, meter, workdir, prices)
+    if not scale.parallel or not torch_rung:
         return strategy.fit(train, val, budget=budget, meter=meter, workdir=workdir)
     from frugalml.training import ddp
 
     folder = (workdir / "ddp").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RESULT).unlink(missing_ok=True)
-    deadline = None if budget.max_wall_s is None else time.time() + budget.max_wall_s
-    job = {
-        "strategy": name,
-        "module": type(strategy).__module__,
-        "config": strategy.config.model_dump(mode="json"),
-        "train": _dataset_json(train),
-        "val": _dataset_json(val),
-        "deadline": deadline,
-        "prices": prices.to_dict(),
-        "workdir": str(workdir.resolve()),
-    }
+    job = _job(name, strategy, train, val, budget, workdir, prices)
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
     command = ddp.torchrun_command(
         scale, ["-m", "frugalml.ladder.scale", str(folder)], rdzv_id=_round_id(scale)
@@ -90,6 +86,117 @@ def fit_rung(
             [f"the ranks' output is in {folder / LOG}", _tail(folder / LOG)],
         )
     return _collect(name, folder, train.labels, meter, scale)
+
+
+def _job(
+    name: str,
+    strategy: Strategy,
+    train: Dataset,
+    val: Dataset,
+    budget: Budget,
+    workdir: Path,
+    prices: Prices,
+) -> dict[str, Any]:
+    """What every rank needs to train the rung, as JSON; `workdir/ddp` made and emptied of
+    an earlier result."""
+    folder = (workdir / "ddp").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULT).unlink(missing_ok=True)
+    return {
+        "strategy": name,
+        "module": type(strategy).__module__,
+        "config": strategy.config.model_dump(mode="json"),
+        "train": _dataset_json(train),
+        "val": _dataset_json(val),
+        "deadline": None if budget.max_wall_s is None else time.time() + budget.max_wall_s,
+        "prices": prices.to_dict(),
+        "workdir": str(workdir.resolve()),
+    }
+
+
+# -- under `torchrun -m frugalml fit` ---------------------------------------------------------
+def torchrun_group() -> Any:
+    """`torch.distributed` when this process is a rank of a group of more than one (as under
+    `torchrun -m frugalml fit`), else None. Torch is not imported for this."""
+    if "torch.distributed" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def join_torchrun() -> int:
+    """Join the group torchrun started this process in; this rank. Collectives may wait as
+    long as a node waits at a rendezvous: rank 0 climbs cheaper rungs meanwhile."""
+    from datetime import timedelta
+
+    from frugalml.training import ddp
+
+    dist = ddp.init_process_group(timeout=timedelta(seconds=ddp.JOIN_TIMEOUT_S))
+    return int(dist.get_rank())
+
+
+def serve_rank0() -> int:
+    """A rank other than 0: train each torch rung rank 0 sends, until its ladder is done.
+    Returns how many rungs it trained."""
+    from frugalml.training import ddp
+
+    dist = torchrun_group()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    logging.basicConfig(level=logging.INFO, format=f"rank {rank}: %(message)s")
+    rungs = 0
+    while not (job := json.loads(ddp.broadcast_bytes(None, src=0))).get("stop"):
+        _train(job, rank, world, ddp)
+        dist.barrier()  # rank 0 has saved the outcome
+        rungs += 1
+    dist.destroy_process_group()
+    return rungs
+
+
+def _fit_in_group(
+    name: str,
+    strategy: Strategy,
+    train: Dataset,
+    val: Dataset,
+    budget: Budget,
+    meter: CostMeter,
+    workdir: Path,
+    prices: Prices,
+) -> Predictor:
+    """Rank 0 of a torchrun group: send the job, train its own shard here, keep the outcome."""
+    from frugalml.training import ddp
+
+    dist = torchrun_group()
+    job = _job(name, strategy, train, val, budget, workdir, prices)
+    ddp.broadcast_bytes(json.dumps(job).encode("utf-8"), src=0)
+    trained, state, cards, restarts = _train(job, 0, dist.get_world_size(), ddp)
+    predictor: Predictor = trained
+    folder = workdir.resolve() / "ddp"
+    _save_outcome(folder, predictor, state, cards, restarts)
+    dist.barrier()
+    # This process trained rank 0's shard: its CPU and memory are on `meter` already.
+    here, others = cards[0][0], cards[1:]
+    meter.add_parallel(
+        CostCard(
+            wall_s=0.0,
+            cpu_s=sum(c.cpu_s for _, c in others),
+            peak_rss_mb=sum(c.peak_rss_mb for _, c in others),
+            energy_kwh=sum(c.energy_kwh for _, c in others),
+            energy_source="",
+            usd=_per_node_usd(cards, here),
+            price_basis="",
+            processes=len(cards),
+            extra={
+                "nodes": float(len({node for node, _ in cards})),
+                "restarts": float(restarts),
+                "ranks_cpu_s": sum(c.cpu_s for _, c in cards),
+            },
+        )
+    )
+    meter.add_flops(sum(c.flops or 0.0 for _, c in others))
+    if hasattr(predictor, "stopped"):
+        predictor.stopped = state.stopped if state.stopped == "deadline" else ""
+    return predictor
 
 
 _ROUNDS = count()  # rendezvous ids: node 0 and the nodes following it count rounds alike
@@ -144,6 +251,11 @@ def _per_node_usd(cards: list[tuple[int, CostCard]], here: int) -> float:
 def release_followers(scale: Scale) -> None:
     """Tell the other nodes (waiting in `follow`) that node 0's ladder is done."""
     global _ROUNDS
+    if torchrun_group() is not None:  # under `torchrun -m frugalml fit`: ranks in serve_rank0
+        from frugalml.training import ddp
+
+        ddp.broadcast_bytes(json.dumps({"stop": True}).encode("utf-8"), src=0)
+        return
     if scale.max_nodes == 1 or scale.node_rank != 0:
         return
     from frugalml.training import ddp

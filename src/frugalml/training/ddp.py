@@ -107,18 +107,45 @@ def launch(command: Sequence[str], env: dict[str, str], log_path: Path) -> int:
 
 
 # -- inside a rank ---------------------------------------------------------------------------
-def init_process_group() -> Any:
+def init_process_group(timeout: Any = None) -> Any:
     """Join the group torchrun describes in the environment: collectives on CPU tensors go
-    through gloo, on CUDA tensors through NCCL (each rank on its local GPU)."""
+    through gloo, on CUDA tensors through NCCL (each rank on its local GPU). `timeout`
+    (a timedelta) bounds each collective [default: torch's]."""
     import torch
     import torch.distributed as dist
 
+    backend = "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("cpu:gloo,cuda:nccl")
+        backend = "cpu:gloo,cuda:nccl"
+    store = _attempt_store(dist, timeout)
+    if store is None:
+        dist.init_process_group(backend, timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return dist
+
+
+def _attempt_store(dist: Any, timeout: Any) -> Any:
+    """torchrun's store (its agent's, shared by every attempt), under a prefix per attempt.
+
+    torch reuses the agent's store when it restarts a group, and gloo's keys carry no attempt
+    number: a restarted rank that reads a peer's address before the peer has written its new
+    one gets the killed attempt's address and fails at init ("Connection refused"), as a
+    late rank on a loaded machine does. None where torchrun gives each attempt its own store.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from datetime import timedelta
+
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=timeout or timedelta(minutes=30),
+    )
+    return dist.PrefixStore(f"attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def wrap(model: Any) -> Any:
