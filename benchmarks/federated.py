@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--robust", action="store_true", help="1 Byzantine client (frozen_probe)")
     parser.add_argument("--dp", action="store_true", help="epsilon 8 and 1 (frozen_probe)")
     parser.add_argument("--skip-central", action="store_true")
+    parser.add_argument("--central-only", action="store_true", help="no federated run")
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -119,6 +120,10 @@ def main() -> None:
         if not args.skip_central:
             row["central"] = central(rung, splits)
             print(rung, "central", row["central"], flush=True)
+        if args.central_only:
+            result["rungs"][rung] = row
+            write_result(name, result)
+            continue
         row["federated"] = federated(rung, splits, work / rung, args)
         print(rung, "federated", row["federated"], flush=True)
         if args.also_iid:
