@@ -181,15 +181,20 @@ def client(
     ca: Annotated[Path, typer.Option(help="The CA certificate that signed the server's.")],
     key: Annotated[Path, typer.Option(help="This party's private key (its .pub is listed).")],
     port: Annotated[int, typer.Option(help="Local port of the SuperNode's runtime API.")] = 9094,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the server to listen and admit this key.")
+    ] = 600,
 ) -> None:
     """Join a federation as a SuperNode: trains on --data locally, sends only model updates,
-    runs until stopped. Becomes the `flower-supernode` process."""
-    import os
-
-    from frugalml.federated.deployment import flower_env, supernode_command
+    runs until stopped. Exits non-zero if the server still refuses this key after --wait."""
+    from frugalml.federated.deployment import run_client, supernode_command, wait_until_listening
 
     cmd = supernode_command(data, superlink=superlink, ca=ca, key=key, port=port)
-    os.execve(cmd[0], cmd, flower_env())
+    wait_until_listening(superlink, wait)
+    code = run_client(cmd, wait=wait)
+    if code != 0:
+        typer.echo(f"the SuperNode exited with code {code}", err=True)
+        raise typer.Exit(code)
 
 
 def _rung_options(overrides: list[str] | None, rung: str) -> dict[str, object]:

@@ -15,6 +15,7 @@ import datetime
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -343,6 +344,32 @@ def supernode_command(
     return cmd
 
 
+def run_client(cmd: list[str], *, wait: float) -> int:
+    """Run a SuperNode until it ends; its exit code. A party often starts before the server
+    has listed its key, and Flower's SuperNode then exits at once as refused (code 1, with
+    "Exit Code: 305" in its log): within `wait` seconds of starting, a SuperNode that fails
+    is started again (every 2 s)."""
+    deadline = time.monotonic() + wait
+    env = flower_env()
+    while True:
+        code = _supervise(subprocess.Popen(cmd, env=env))
+        if code == 0 or time.monotonic() > deadline:
+            return code
+        threading.Event().wait(2.0)
+
+
+def _supervise(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for `proc`, passing on a SIGTERM or Ctrl-C sent to this process."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def flower_env(home: Path | None = None) -> dict[str, str]:
     """The environment Flower's processes need: this interpreter's scripts first on PATH
     (the SuperLink and SuperNodes start `flower-superexec` and the apps by name)."""
@@ -370,6 +397,14 @@ def wait_for(
         if time.monotonic() > deadline:
             raise DeploymentError(f"gave up waiting {timeout:.0f} s for {what}")
         pause.wait(interval)
+
+
+def wait_until_listening(address: str, timeout: float) -> None:
+    """Wait for `HOST:PORT` to accept connections (a SuperLink started after its clients)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--superlink must be HOST:PORT; got '{address}'")
+    wait_for(lambda: _listening(host.strip("[]"), int(port)), timeout, f"a server at {address}")
 
 
 def _listening(host: str, port: int) -> bool:
