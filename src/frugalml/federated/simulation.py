@@ -41,7 +41,6 @@ def simulate(
     """Split `data` (train/val/test as `fit` does, unless given as `Splits`; the train part
     among `clients` by `partition_by`), run `rounds` of Flower's `strategy`; returns the
     run's report."""
-    _require_flower()
     from frugalml.federated.task import rung_config
 
     rung_config(rung, options or {})  # a bad rung or option fails before any work
@@ -54,6 +53,7 @@ def simulate(
         splits = stratified_split(dataset, seed=seed)
         column = _column(data, partition_by, splits.train, text_col)
     parts = partition(splits.train, partition_by, clients, seed=seed, column=column)
+    _require_flower()  # after the arguments are checked: those errors need no Ray
     run_dir = _fresh_run_dir(Path(out), force=force)
     (run_dir / "clients").mkdir()
     (run_dir / "central").mkdir()
