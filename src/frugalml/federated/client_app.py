@@ -66,6 +66,7 @@ def local_round(
     card = meter.card
     metrics: dict[str, int | float | list[int] | list[float]] = {
         "num-examples": n,
+        "unit-weight": 1,  # DP: Flower's accounted aggregation needs equal client weights
         "client": party,
         "local-val-f1": score,
         "cpu-s": card.cpu_s,

@@ -347,25 +347,32 @@ def supernode_command(
 def run_client(cmd: list[str], *, wait: float) -> int:
     """Run a SuperNode until it ends; its exit code. A party often starts before the server
     has listed its key, and Flower's SuperNode then exits at once as refused (code 1, with
-    "Exit Code: 305" in its log): within `wait` seconds of starting, a SuperNode that fails
-    is started again (every 2 s)."""
+    "Exit Code: 305" in its log): within `wait` seconds of starting, a SuperNode that exits
+    with code 1 is started again (every 2 s); one stopped by a signal is not."""
     deadline = time.monotonic() + wait
     env = flower_env()
     while True:
-        code = _supervise(subprocess.Popen(cmd, env=env))
-        if code == 0 or time.monotonic() > deadline:
+        code, stopped = _supervise(subprocess.Popen(cmd, env=env))
+        if stopped or code != 1 or time.monotonic() > deadline:
             return code
         threading.Event().wait(2.0)
 
 
-def _supervise(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for `proc`, passing on a SIGTERM or Ctrl-C sent to this process."""
-    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+def _supervise(proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
+    """Wait for `proc`, passing on a SIGTERM or Ctrl-C sent to this process; its exit code
+    and whether this process was told to stop."""
+    stopped = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopped.set()
+        proc.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return proc.wait()
+        return proc.wait(), stopped.is_set()
     except KeyboardInterrupt:
         proc.terminate()
-        return proc.wait()
+        return proc.wait(), True
     finally:
         signal.signal(signal.SIGTERM, previous)
 

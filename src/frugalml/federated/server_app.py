@@ -138,6 +138,8 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
             proximal_mu=settings.proximal_mu,
             trim_beta=settings.trim_beta,
             malicious=settings.malicious,
+            # client-level DP counts each client once: an unweighted mean (Flower requires it)
+            weighted_by_key="num-examples" if settings.privacy is None else "unit-weight",
         )
         wrapped = strategy
         if settings.privacy is not None:
