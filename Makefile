@@ -5,6 +5,16 @@ BIN     := $(VENV)/bin
 # The CPU build of torch lies on disk here; any other version would pull a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
+# Flower pins exact minors of fastapi, starlette, typer, rich, ... older than the ones frugalml's
+# other extras install, and runs with the newer ones (tests/federated); so it goes in with
+# --no-deps, then its missing dependencies under constraints frozen from the venv: nothing
+# already installed moves. `make test` needs it (tests/federated/test_deploy.py); `test-all`
+# and `bench` also need Ray (Flower's simulation runtime).
+FLWR    ?= flwr==1.42.0
+RAY     ?= ray==2.55.1
+FED     := $(VENV)/.federated
+SIM     := $(VENV)/.simulation
+PINS    := $(VENV)/constraints.txt
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-all bench quality lint format typecheck layers clean
@@ -21,16 +31,27 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+$(FED): $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -v ' @ ' > $(PINS)
+	$(BIN)/pip install --quiet --no-deps "$(FLWR)"
+	$(BIN)/pip install --quiet -c $(PINS) "dp-accounting>=0.6,<0.7" \
+		$$($(BIN)/pip show flwr | sed -n 's/^Requires: //p' | tr -d ',')
+	@touch $(FED)
+
+$(SIM): $(FED)
+	$(BIN)/pip install --quiet -c $(PINS) "$(RAY)"
+	@touch $(SIM)
+
 demo: $(STAMP)  ## Create .venv, install, and run the ladder on the embedded demo
 	$(BIN)/frugalml demo
 
-test: $(STAMP)  ## Install what tests need and run the fast suite
+test: $(FED)  ## Install what tests need (Flower included) and run the fast suite
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)  ## Run every test, including slow ones with the real MiniLM
+test-all: $(SIM)  ## Run every test, including slow ones with the real MiniLM
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-bench: $(STAMP)  ## Run the benchmarks (results in benchmarks/results/)
+bench: $(SIM)  ## Run the benchmarks (results in benchmarks/results/)
 	$(BIN)/python benchmarks/first_rungs.py
 	$(BIN)/python benchmarks/meter_overhead.py
 	$(BIN)/python benchmarks/load_memory.py

@@ -91,9 +91,18 @@ def main() -> None:
     parser.add_argument("--also-iid", action="store_true", help="each rung with iid too")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--local-epochs", type=int, default=1)
-    parser.add_argument("--robust", action="store_true", help="1 Byzantine client (frozen_probe)")
-    parser.add_argument("--dp", action="store_true", help="epsilon 8 and 1 (frozen_probe)")
+    parser.add_argument(
+        "--robust",
+        nargs="?",
+        const="clean,fedavg,fedmedian,fedtrimmedavg,krum",
+        default="",
+        help="1 Byzantine client (frozen_probe) under these strategies; 'clean': no attack",
+    )
+    parser.add_argument(
+        "--dp", nargs="?", const="8,1", default="", help="frozen_probe at these epsilons"
+    )
     parser.add_argument("--skip-central", action="store_true")
+    parser.add_argument("--central-only", action="store_true", help="no federated run")
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -114,11 +123,15 @@ def main() -> None:
     }
     work = Path(tempfile.mkdtemp(prefix="fed-bench-"))
     name = f"federated_{args.data}{args.tag}"
-    for rung in args.rungs.split(","):
+    for rung in filter(None, args.rungs.split(",")):
         row: dict[str, Any] = {}
         if not args.skip_central:
             row["central"] = central(rung, splits)
             print(rung, "central", row["central"], flush=True)
+        if args.central_only:
+            result["rungs"][rung] = row
+            write_result(name, result)
+            continue
         row["federated"] = federated(rung, splits, work / rung, args)
         print(rung, "federated", row["federated"], flush=True)
         if args.also_iid:
@@ -147,7 +160,7 @@ def main() -> None:
                 args,
                 privacy=Privacy(epsilon=eps, delta=1e-5, clip=1.0),
             )
-            for eps in (8.0, 1.0)
+            for eps in map(float, args.dp.split(","))
         }
         write_result(name, result)
     print(write_result(name, result))
@@ -156,8 +169,10 @@ def main() -> None:
 def robustness(splits: Splits, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Client 0 of 5 sends its update reversed and amplified tenfold, each strategy in turn."""
     out: dict[str, Any] = {"attack": "scale", "byzantine": 1}
-    out["clean_fedavg"] = federated("frozen_probe", splits, work / "clean", args)
-    for name in ("fedavg", "fedmedian", "fedtrimmedavg", "krum"):
+    names = args.robust.split(",")
+    if "clean" in names:
+        out["clean_fedavg"] = federated("frozen_probe", splits, work / "clean", args)
+    for name in (n for n in names if n != "clean"):
         out[name] = federated(
             "frozen_probe", splits, work / f"byz-{name}", args, strategy=name, attacks={0: "scale"}
         )

@@ -50,15 +50,11 @@ def simulate(
 ) -> None:
     """Split DATA into clients and federate them with Flower's simulation runtime; the run
     folder holds per-round metrics, bytes, cost cards, a report and the global bundle."""
-    from frugalml.config import parse_overrides
     from frugalml.errors import ConfigError
     from frugalml.federated.settings import Privacy
     from frugalml.federated.simulation import simulate as run
 
-    options = parse_overrides(overrides or [])
-    unknown = sorted(set(options) - {rung})
-    if unknown:
-        raise ConfigError(f"--set names {unknown[0]}, but --rung is {rung}")
+    options = _rung_options(overrides, rung)
     if attack not in ("flip", "scale"):
         raise ConfigError(f"--attack must be flip or scale; got '{attack}'")
     privacy = (
@@ -73,7 +69,7 @@ def simulate(
         rounds=rounds,
         strategy=strategy,
         local_epochs=local_epochs,
-        options=options.get(rung, {}),
+        options=options,
         min_clients=min_clients,
         privacy=privacy,
         attacks=dict.fromkeys(range(byzantine), attack),
@@ -87,3 +83,126 @@ def simulate(
     )
     typer.echo(f"bundle: {report['bundle']}")
     typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def certs(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the files into.")],
+    clients: Annotated[int, typer.Option(min=0, help="Client key pairs to make.")] = 0,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Server name or IP the certificate covers.")
+    ] = None,
+) -> None:
+    """For trials and tests: a CA, a server certificate (ca.crt, server.pem, server.key) and
+    client key pairs (client-N, client-N.pub). A real federation uses its parties' own."""
+    from frugalml.federated.deployment import make_certificates, make_client_key
+
+    made = make_certificates(folder, hosts=host or ["localhost", "127.0.0.1"])
+    for i in range(clients):
+        make_client_key(folder, f"client-{i}")
+    typer.echo(f"CA {made.ca}; server certificate {made.cert}; {clients} client key pair(s)")
+
+
+@app.command()
+def server(
+    out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
+    allow: Annotated[
+        list[Path], typer.Option("--allow", help="A client's public key; repeat per party.")
+    ],
+    tls: Annotated[
+        Path, typer.Option("--certs", help="Folder with ca.crt, server.pem, server.key.")
+    ],
+    val: Annotated[
+        Path | None, typer.Option(help="The server's labelled validation file (per-round score).")
+    ] = None,
+    test: Annotated[Path | None, typer.Option(help="The server's labelled test file.")] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Class names, comma-separated (default: --val's).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the SuperLink listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The SuperLink's port (Fleet and Control).")] = 9093,
+    rung: Annotated[str, typer.Option(help="frozen_probe (head only), lora or full.")] = "lora",
+    rounds: Annotated[int, typer.Option(min=1)] = 5,
+    strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedmedian, ...")] = "fedavg",
+    local_epochs: Annotated[int, typer.Option(min=1)] = 1,
+    min_clients: Annotated[
+        int | None, typer.Option(help="Answers a round needs (default: every listed client).")
+    ] = None,
+    round_timeout: Annotated[float, typer.Option(help="Seconds a round waits.")] = 3600,
+    wait_clients: Annotated[float, typer.Option(help="Seconds to wait for clients.")] = 600,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Rung settings, e.g. lora.r=16.")
+    ] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(help="Client-level DP epsilon.")] = None,
+    dp_delta: Annotated[float, typer.Option()] = 1e-5,
+    dp_clip: Annotated[float, typer.Option()] = 1.0,
+    force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+) -> None:
+    """Run a federation on Flower's deployment runtime: a SuperLink with TLS that admits only
+    the --allow keys, installs nothing at run time, and runs once enough clients connect."""
+    from frugalml.federated.deployment import Certificates, serve
+    from frugalml.federated.settings import FederationSettings, Privacy
+    from frugalml.federated.simulation import prepare_central
+
+    options = _rung_options(overrides, rung)
+    run_dir, names = prepare_central(out, val=val, test=test, labels=labels, force=force)
+    settings = FederationSettings(
+        rung=rung,
+        options=options,
+        labels=names,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        strategy=strategy,
+        clients=len(allow),
+        min_clients=min_clients or len(allow),
+        privacy=None
+        if dp_epsilon is None
+        else Privacy(epsilon=dp_epsilon, delta=dp_delta, clip=dp_clip),
+        round_timeout_s=round_timeout,
+    )
+    report = serve(
+        settings,
+        run_dir,
+        certs=Certificates.in_folder(tls),
+        allowed=allow,
+        host=host,
+        port=port,
+        wait_clients_s=wait_clients,
+    )
+    accuracy = report.get("test_accuracy")
+    typer.echo(f"test accuracy {accuracy}, {report['bytes_total'] / 1e6:.2f} MB moved")
+    typer.echo(f"bundle: {report['bundle']}")
+
+
+@app.command()
+def client(
+    data: Annotated[Path, typer.Option("--data", help="This party's labelled file.")],
+    superlink: Annotated[str, typer.Option(help="The server's HOST:PORT.")],
+    ca: Annotated[Path, typer.Option(help="The CA certificate that signed the server's.")],
+    key: Annotated[Path, typer.Option(help="This party's private key (its .pub is listed).")],
+    port: Annotated[int, typer.Option(help="Local port of the SuperNode's runtime API.")] = 9094,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the server to listen and admit this key.")
+    ] = 600,
+) -> None:
+    """Join a federation as a SuperNode: trains on --data locally, sends only model updates,
+    runs until stopped. Exits non-zero if the server still refuses this key after --wait."""
+    from frugalml.federated.deployment import run_client, supernode_command, wait_until_listening
+
+    cmd = supernode_command(data, superlink=superlink, ca=ca, key=key, port=port)
+    wait_until_listening(superlink, wait)
+    code = run_client(cmd, wait=wait)
+    if code != 0:
+        typer.echo(f"the SuperNode exited with code {code}", err=True)
+        raise typer.Exit(code)
+
+
+def _rung_options(overrides: list[str] | None, rung: str) -> dict[str, object]:
+    from frugalml.config import parse_overrides
+    from frugalml.errors import ConfigError
+
+    options = parse_overrides(overrides or [])
+    unknown = sorted(set(options) - {rung})
+    if unknown:
+        raise ConfigError(f"--set names {unknown[0]}, but --rung is {rung}")
+    return dict(options.get(rung, {}))

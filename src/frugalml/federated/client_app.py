@@ -45,7 +45,8 @@ def local_round(
     msg: Message, context: Context, partitions: Path | None, attacks: dict[int, str]
 ) -> Message:
     config: ConfigRecord = msg.content["config"]  # type: ignore[assignment]
-    party = int(context.node_config.get("partition-id", context.node_id))
+    # a simulated party's index; a deployed one's SuperNode id, folded into a metric's int64
+    party = int(context.node_config.get("partition-id", context.node_id % 2**31))
     attack = attacks.get(party) or str(context.node_config.get("attack", ""))
     rnd = int(config["server-round"])  # type: ignore[arg-type]
     arrays: ArrayRecord = msg.content["arrays"]  # type: ignore[assignment]
@@ -55,7 +56,7 @@ def local_round(
         job.load(start)
         score = job.train_round(
             int(config["local-epochs"]),  # type: ignore[arg-type]
-            int(config["seed"]) + 1000 * rnd + party,  # type: ignore[arg-type]
+            (int(config["seed"]) + 1000 * rnd + party) % 2**32,  # type: ignore[arg-type]
             meter,
             float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
         )
@@ -65,6 +66,7 @@ def local_round(
     card = meter.card
     metrics: dict[str, int | float | list[int] | list[float]] = {
         "num-examples": n,
+        "unit-weight": 1,  # DP: Flower's accounted aggregation needs equal client weights
         "client": party,
         "local-val-f1": score,
         "cpu-s": card.cpu_s,

@@ -138,6 +138,8 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
             proximal_mu=settings.proximal_mu,
             trim_beta=settings.trim_beta,
             malicious=settings.malicious,
+            # client-level DP counts each client once: an unweighted mean (Flower requires it)
+            weighted_by_key="num-examples" if settings.privacy is None else "unit-weight",
         )
         wrapped = strategy
         if settings.privacy is not None:
@@ -193,3 +195,19 @@ def central_data(run_dir: Path, labels: tuple[str, ...]) -> tuple[Dataset | None
 def _stub(settings: FederationSettings) -> Dataset:
     """A server without data still builds the model (to finish it): one text per label."""
     return Dataset.from_lists(settings.labels, settings.labels, label_names=settings.labels)
+
+
+def _deployed() -> ServerApp:
+    """The ServerApp `flwr run` starts on a SuperLink: the settings and run folder come in
+    the run config that `deployment.write_app` wrote."""
+    deployed = ServerApp()
+
+    @deployed.main()
+    def main(grid: Grid, context: Context) -> None:
+        settings = FederationSettings.model_validate_json(str(context.run_config["settings"]))
+        federate(grid, settings, Path(str(context.run_config["run-dir"])))
+
+    return deployed
+
+
+app = _deployed()  # for `flwr run` on a SuperLink (see federated/deployment.py)

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from frugalml.data.dataset import Dataset
 from frugalml.data.split import Splits, stratified_split
 from frugalml.errors import ConfigError, MissingExtraError, OutputExistsError, installed
 from frugalml.federated.partition import partition, write_client
@@ -40,7 +41,6 @@ def simulate(
     """Split `data` (train/val/test as `fit` does, unless given as `Splits`; the train part
     among `clients` by `partition_by`), run `rounds` of Flower's `strategy`; returns the
     run's report."""
-    _require_flower()
     from frugalml.federated.task import rung_config
 
     rung_config(rung, options or {})  # a bad rung or option fails before any work
@@ -53,6 +53,7 @@ def simulate(
         splits = stratified_split(dataset, seed=seed)
         column = _column(data, partition_by, splits.train, text_col)
     parts = partition(splits.train, partition_by, clients, seed=seed, column=column)
+    _require_flower()  # after the arguments are checked: those errors need no Ray
     run_dir = _fresh_run_dir(Path(out), force=force)
     (run_dir / "clients").mkdir()
     (run_dir / "central").mkdir()
@@ -108,6 +109,40 @@ def run(settings: FederationSettings, run_dir: Path, *, workers: int | None = No
             "the federated run ended without writing its report",
             ["see the log above for the ServerApp's error"],
         )
+
+
+def prepare_central(
+    out: Path,
+    *,
+    val: Path | None,
+    test: Path | None,
+    labels: str | None,
+    force: bool = False,
+) -> tuple[Path, tuple[str, ...]]:
+    """A deployed server's run folder holding its own validation and test sets (optional),
+    and the class names: `labels` (comma-separated) or the validation file's."""
+    from frugalml.data import read_table, to_dataset
+
+    if labels is None and val is None:
+        raise ConfigError("the server needs the class names", ["pass --labels or --val"])
+    given = {
+        name: to_dataset(read_table(path), min_per_class=1).dataset
+        for name, path in (("val", val), ("test", test))
+        if path is not None
+    }
+    names = tuple(x.strip() for x in labels.split(",")) if labels else given["val"].labels
+    run_dir = _fresh_run_dir(out, force=force)
+    (run_dir / "central").mkdir()
+    for name, data in given.items():
+        names_of = [data.labels[i] for i in data.y]
+        unknown = sorted(set(names_of) - set(names))
+        if unknown:
+            raise ConfigError(f"--{name} has classes not in --labels: {', '.join(unknown[:5])}")
+        write_client(
+            run_dir / "central" / f"{name}.json",
+            Dataset.from_lists(data.texts, names_of, label_names=names),
+        )
+    return run_dir, names
 
 
 def _column(data: str | Path, scheme: str, train: Any, text_col: str | None) -> list[str]:

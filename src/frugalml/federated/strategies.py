@@ -45,6 +45,7 @@ def make_strategy(
     trim_beta: float = 0.2,
     malicious: int = 1,
     evaluate_on_clients: bool = False,
+    weighted_by_key: str = "num-examples",
 ) -> FedAvg:
     """Flower's strategy `name`, sampling every available client each round (at least
     `min_clients` of the `clients`): a round completes with whoever answers."""
@@ -58,6 +59,7 @@ def make_strategy(
         "min_train_nodes": min_clients,
         "min_evaluate_nodes": min_clients if evaluate_on_clients else 0,
         "min_available_nodes": min_clients,
+        "weighted_by_key": weighted_by_key,
     }
     if name == "fedprox":
         kwargs["proximal_mu"] = proximal_mu
