@@ -88,20 +88,28 @@ class KnowledgeIndex:
         dense_weight: float | None = None,
     ) -> list[list[Hit]]:
         """The top `k` entries for each query, best first."""
+        return hits_from(self.top(queries, query_vectors, k=k, dense_weight=dense_weight))
+
+    def top(
+        self,
+        queries: Sequence[str],
+        query_vectors: np.ndarray,
+        *,
+        k: int = 5,
+        dense_weight: float | None = None,
+    ) -> np.ndarray:
+        """(queries, 4, k): entry, fused score, cosine and BM25 of each query's top `k`, as
+        one array, so that a server's batched operation can return it."""
         weight = self.dense_weight if dense_weight is None else dense_weight
         sims = self.similarities(query_vectors)
         lexical = self.bm25_scores(queries) if weight < 1 else np.zeros_like(sims)
         fused = fuse(sims, lexical, weight)
-        hits = []
+        k = min(k, len(self.entries))
+        out = np.zeros((len(queries), 4, k), dtype=np.float64)
         for row in range(len(queries)):
             top = _top(fused[row], k)
-            hits.append(
-                [
-                    Hit(int(i), float(fused[row, i]), float(sims[row, i]), float(lexical[row, i]))
-                    for i in top
-                ]
-            )
-        return hits
+            out[row] = (top, fused[row, top], sims[row, top], lexical[row, top])
+        return out
 
     def ranked(
         self, queries: Sequence[str], query_vectors: np.ndarray, dense_weight: float
@@ -117,6 +125,11 @@ class KnowledgeIndex:
         cls, entries: list[dict[str, Any]], vectors: np.ndarray, dense_weight: float
     ) -> KnowledgeIndex:
         return cls([Entry(**e) for e in entries], vectors, dense_weight)
+
+
+def hits_from(top: np.ndarray, k: int | None = None) -> list[list[Hit]]:
+    """`KnowledgeIndex.top`'s array back as hits (the first `k` of each row)."""
+    return [[Hit(int(i), float(f), float(s), float(b)) for i, f, s, b in row.T[:k]] for row in top]
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
