@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from frugalml.apps import desk as desk_app
 from frugalml.data import DEMO_INTENTS
 
@@ -25,6 +27,9 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# slow: a fresh interpreter climbs the demo's whole ladder (~40 s of the desk's ~55 s fast
+# tests); the build it exercises is covered in-process by tests/apps/test_desk.py
+@pytest.mark.slow
 def test_demo_builds_and_routes_then_ask_answers_in_json(
     tiny_backbone: Path, tmp_path: Path
 ) -> None:

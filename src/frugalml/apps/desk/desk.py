@@ -199,8 +199,20 @@ class Desk:
         """Routing once the model has spoken (the server computes `signals` in a batch)."""
         scores = self.detector.score(signals)
         hits = self.index.search(texts, signals.vectors, k=k)
+        return self.replies(texts, signals.proba, scores, hits, thresholds)
+
+    def replies(
+        self,
+        texts: Sequence[str],
+        proba: np.ndarray,
+        oos_scores: np.ndarray,
+        hits: Sequence[list[Hit]],
+        thresholds: Thresholds,
+    ) -> list[Reply]:
+        """The replies once every number is known: cheap, no array work (a server computes
+        the scores and hits in its batched operation)."""
         return [
-            self._reply(text, signals.proba[i], float(scores[i]), hits[i], thresholds)
+            self._reply(text, proba[i], float(oos_scores[i]), hits[i], thresholds)
             for i, text in enumerate(texts)
         ]
 

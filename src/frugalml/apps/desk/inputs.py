@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,11 @@ class Entry:
     intent: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        # not dataclasses.asdict: its deep copy cost ~1 ms an entry, per reply's evidence
+        return {f: getattr(self, f) for f in ENTRY_FIELDS}
+
+
+ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,29 @@ if TYPE_CHECKING:
 PAGE = Path(__file__).parent / "static" / "desk.html"
 
 
-def _logits_and_vectors(model: Any, texts: list[str]) -> np.ndarray:
-    """The batched operation: [logits | vectors], one row per question."""
-    logits, vectors = model.bundle.logits_and_embed(texts)
-    return np.hstack([logits, vectors])
+MAX_K = 20  # the most evidence a request may ask for; the batch computes this many
+
+
+def batched_operation(desk: Any) -> Any:
+    """The batched operation: one encoder pass, the out-of-scope scores and the knowledge
+    search for a whole batch at once, in the inference thread (matrix products over the
+    batch; run per request in a thread pool they contended for the cores), as one row per
+    question: [logits | vectors | oos score | top MAX_K (entry, fused, cosine, bm25)]."""
+    from threadpoolctl import threadpool_limits
+
+    from frugalml.apps.desk.desk import signals_from
+
+    def op(model: Any, texts: list[str]) -> np.ndarray:
+        logits, vectors = model.bundle.logits_and_embed(texts)
+        signals = signals_from(logits, vectors, model.bundle.temperature)
+        # one BLAS thread: the encoder's runtime threads still spin on the other cores, and
+        # a second BLAS thread fighting them was measured to double the desk's extra time
+        with threadpool_limits(1, user_api="blas"):
+            scores = desk.detector.score(signals)
+            top = desk.index.top(texts, vectors, k=MAX_K).reshape(len(texts), -1)
+        return np.hstack([logits, vectors, scores[:, None], top])
+
+    return op
 
 
 def _parse(body: bytes, settings: Any) -> tuple[list[str], int, dict[str, float | None]]:
@@ -50,8 +69,8 @@ def _parse(body: bytes, settings: Any) -> tuple[list[str], int, dict[str, float 
         json.dumps({"texts": data.get("texts")}).encode(), settings, tabular=False
     )
     k = data.get("k", 3)
-    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 20:
-        raise ApiError(422, "invalid_k", f"k must be a whole number from 0 to 20; got {k!r}")
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= MAX_K:
+        raise ApiError(422, "invalid_k", f"k must be a whole number from 0 to {MAX_K}; got {k!r}")
     thresholds = data.get("thresholds") or {}
     allowed = {"oos", "confidence", "answerable"}
     if not isinstance(thresholds, dict) or set(thresholds) - allowed:
@@ -74,13 +93,14 @@ class DeskExtension:
     def mount(self, app: FastAPI, context: ServeContext) -> None:
         from fastapi.responses import HTMLResponse
         from prometheus_client import Counter
-        from starlette.concurrency import run_in_threadpool
 
         from frugalml.apps.desk.desk import ROUTES, Desk, signals_from
+        from frugalml.apps.desk.knowledge import hits_from
         from frugalml.errors import ConfigError
         from frugalml.serve.errors import ApiError
 
         desk = Desk.open(context.folder)  # settings and arrays; the model is the served one
+        operation = batched_operation(desk)
         routes = Counter(
             "desk_routes",
             "Questions the desk routed, by route.",
@@ -98,10 +118,12 @@ class DeskExtension:
                     thresholds = desk.thresholds.replace(**overrides)
                 except ConfigError as err:
                     raise ApiError(422, "invalid_thresholds", err.render()) from None
-                rows, model = await context.infer(texts, _logits_and_vectors)
-                n = len(model.labels)
-                signals = signals_from(rows[:, :n], rows[:, n:], model.bundle.temperature)
-                replies = await run_in_threadpool(desk.route, texts, signals, thresholds, k=k)
+                rows, model = await context.infer(texts, operation)
+                n, dim = len(model.labels), desk.index.vectors.shape[1]
+                proba = signals_from(rows[:, :n], rows[:, :0], model.bundle.temperature).proba
+                top = rows[:, n + dim + 1 :].reshape(len(texts), 4, -1)
+                hits = hits_from(top, k)
+                replies = desk.replies(texts, proba, rows[:, n + dim], hits, thresholds)
                 for reply in replies:
                     routes.labels(reply.route).inc()
                 return {
