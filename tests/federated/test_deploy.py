@@ -58,8 +58,10 @@ class Processes:
         self.folder = folder
         self.started: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, cmd: list[str], home: Path) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, FLWR_HOME=str(home), OMP_NUM_THREADS="1")
+    def start(
+        self, name: str, cmd: list[str], home: Path, **env_vars: str
+    ) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, FLWR_HOME=str(home), OMP_NUM_THREADS="1", **env_vars)
         with (self.folder / f"{name}.log").open("wb") as log:
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -134,7 +136,9 @@ def test_deployment_with_tls_and_node_auth_survives_a_killed_client(
                 "--ca", str(keys / "ca.crt"), "--key", str(keys / f"client-{i}"),
                 "--port", str(_free_port()), "--wait", "60" if i == 3 else "600",
         ]  # fmt: skip
-        processes.start(f"client-{i}", client_cmd, tmp_path / f"home-{i}")
+        # client-2 dies, with its SuperNode, when round 2's message reaches it
+        fault = {"FRUGALML_FEDERATED_FAULT": "die:2"} if i == 2 else {}  # client_app.FAULT_VAR
+        processes.start(f"client-{i}", client_cmd, tmp_path / f"home-{i}", **fault)
 
     # TLS: the SuperLink presents a certificate our CA signed, for 127.0.0.1
     def handshake() -> bool:
@@ -158,11 +162,12 @@ def test_deployment_with_tls_and_node_auth_survives_a_killed_client(
     assert "No SuperNode found with the given public key" in link_log.read_text()
     assert link_log.read_text().count("[Fleet.ActivateNode] Activated") <= 3
 
-    # a listed client dies once its first round's message reached it
-    _wait(lambda: "Received successfully" in processes.log("client-2"), 600, "round 1")
+    # a listed client dies (process group killed) once round 2's message reaches it
+    dying = processes.started["client-2"]
+    _wait(lambda: dying.poll() is not None, 800, "client-2 to die in round 2")
+    assert dying.returncode == -signal.SIGKILL
     node_id = re.search(r"SuperNode ID: (\d+)", processes.log("client-2"))
     assert node_id is not None
-    processes.kill("client-2")
 
     server = processes.started["server"]
     _wait(lambda: server.poll() is not None, 800, "the federated run to end")
@@ -173,7 +178,8 @@ def test_deployment_with_tls_and_node_auth_survives_a_killed_client(
     killed = int(node_id.group(1)) % 2**31
     assert all(len(r["answered"]) >= 2 for r in rounds[1:])  # the rounds went on without it
     assert killed not in rounds[2]["answered"]
-    assert sum(r["failed"] for r in rounds[1:]) >= 1  # its round-1 message came back failed
+    assert killed in rounds[1]["answered"]  # it took part until it died
+    assert rounds[2]["failed"] >= 1  # its round-2 message came back failed
     assert all(r["bytes_up"] > 0 for r in rounds[1:])
 
     bundle = frugalml.load(out / "bundle")  # an ordinary bundle, LoRA merged

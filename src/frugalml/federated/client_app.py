@@ -9,6 +9,8 @@ folder the simulation wrote), a deployed one the file named by its SuperNode's n
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ from frugalml.federated.task import Job, build_job
 
 _JOBS: OrderedDict[tuple[Any, ...], tuple[Job, int]] = OrderedDict()
 _KEEP = 2  # jobs kept per process: a simulation worker serves several clients in turn
+# Fault injection for tests, as a bank losing power: `die:R` makes a deployed client kill its
+# whole process group (its `frugalml federate client`, SuperNode and ClientApp) when round R's
+# message reaches it, so the round it dies in is known, whatever the machine's speed.
+FAULT_VAR = "FRUGALML_FEDERATED_FAULT"
 
 
 def make_client_app(
@@ -49,6 +55,8 @@ def local_round(
     party = int(context.node_config.get("partition-id", context.node_id % 2**31))
     attack = attacks.get(party) or str(context.node_config.get("attack", ""))
     rnd = int(config["server-round"])  # type: ignore[arg-type]
+    if os.environ.get(FAULT_VAR) == f"die:{rnd}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
     arrays: ArrayRecord = msg.content["arrays"]  # type: ignore[assignment]
     start = arrays.to_torch_state_dict()
     with CostMeter() as meter:

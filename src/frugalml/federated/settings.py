@@ -24,8 +24,8 @@ class FederationSettings(Frozen):
         default_factory=dict, description="The rung's settings, as for `fit --set`."
     )
     labels: tuple[str, ...] = Field(min_length=2, description="Class names, in output order.")
-    task: str = "text-classification"
-    rounds: int = Field(5, ge=1)
+    task: str = Field("text-classification", description="What the global model predicts.")
+    rounds: int = Field(5, ge=1, description="Federated rounds (each: send, train, aggregate).")
     local_epochs: int = Field(1, ge=1, description="Epochs each client trains per round.")
     strategy: str = Field("fedavg", description="fedavg, fedprox, fedmedian, ... (Flower's).")
     clients: int = Field(ge=1, description="Clients expected.")
@@ -33,8 +33,10 @@ class FederationSettings(Frozen):
     proximal_mu: float = Field(0.01, ge=0, description="FedProx's proximal term weight.")
     trim_beta: float = Field(0.2, ge=0, lt=0.5, description="FedTrimmedAvg's trimmed share.")
     malicious: int = Field(1, ge=0, description="Byzantine clients Krum must tolerate.")
-    privacy: Privacy | None = None
-    seed: int = 0
+    privacy: Privacy | None = Field(
+        None, description="Differential privacy (target ε, δ, clipping); null: none."
+    )
+    seed: int = Field(0, description="Seed for the initial model and every client's rounds.")
     round_timeout_s: float = Field(3600, gt=0, description="How long a round waits for replies.")
     data_fingerprint: str = Field("", description="sha256 of the union of the clients' data.")
     partition: str = Field("", description="How a simulation split the data.")

@@ -60,10 +60,10 @@ class LambdarankConfig(StrategyConfig):
         "or each user's latest (as leave-last-out and time splits test).",
     )
     trees: int = Field(300, ge=1, description="Boosting rounds at most (validation stops).")
-    learning_rate: float = Field(0.05, gt=0)
-    leaves: int = Field(15, ge=2)
+    learning_rate: float = Field(0.05, gt=0, description="LightGBM's shrinkage per tree.")
+    leaves: int = Field(15, ge=2, description="Leaves per tree at most.")
     min_child: int = Field(20, ge=1, description="Rows per leaf at least.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed for the holdout draw and LightGBM.")
 
 
 @register_strategy(
