@@ -212,3 +212,42 @@ def test_compress_refuses_a_desk_folder_and_says_how_to_ship_one(
     with pytest.raises(ConfigError, match="application folder") as err:
         compress_bundle(built.folder, out=tmp_path / "out")
     assert "--ship int8" in str(err.value)
+
+
+class _Scores:
+    """A knowledge index reduced to what `choose_weight` reads: fixed score matrices."""
+
+    def __init__(self, dense: list[list[float]], lexical: list[list[float]]) -> None:
+        self.dense, self.lexical = np.asarray(dense), np.asarray(lexical)
+
+    def similarities(self, vectors: np.ndarray) -> np.ndarray:
+        return self.dense
+
+    def bm25_scores(self, queries: object) -> np.ndarray:
+        return self.lexical
+
+
+def test_the_fusion_weight_is_a_mix_only_when_the_mix_clearly_wins() -> None:
+    from frugalml.apps.desk.knowledge import choose_weight
+
+    relevant = np.zeros((20, 5), dtype=bool)
+    relevant[:, 0] = True  # entry 0 is every query's right answer
+    # half the queries: dense right, BM25 has it second behind entry 1, which dense ranks last;
+    # the other half: BM25 right, dense has it second behind entry 2, which BM25 ranks last
+    dense_right = ([0.9, 0.1, 0.5, 0.4, 0.3], [4.0, 5.0, 1.0, 0.5, 0.2])
+    words_right = ([0.8, 0.5, 0.9, 0.4, 0.3], [5.0, 3.0, 0.1, 2.0, 1.0])
+    rows = [dense_right if i % 2 else words_right for i in range(20)]
+    index = _Scores([r[0] for r in rows], [r[1] for r in rows])
+    weight, table = choose_weight(index, ["q"] * 20, np.zeros((20, 3)), relevant)  # type: ignore[arg-type]
+    assert 0 < weight < 1  # each side alone is right half the time; the mix always
+    assert table[str(weight)]["mrr"] == 1.0 and table["1.0"]["mrr"] == 0.75
+
+    # dense alone is always right: no mix can beat it, so dense is kept
+    dense_only = _Scores([dense_right[0]] * 20, [dense_right[1]] * 20)
+    weight, _ = choose_weight(dense_only, ["q"] * 20, np.zeros((20, 3)), relevant)  # type: ignore[arg-type]
+    assert weight == 1.0
+
+    # BM25 alone is always right and dense never: BM25 (weight 0) is kept
+    words_only = _Scores([[0.1, 0.9, 0.8, 0.7, 0.6]] * 20, [[5.0, 1.0, 0.5, 0.3, 0.2]] * 20)
+    weight, _ = choose_weight(words_only, ["q"] * 20, np.zeros((20, 3)), relevant)  # type: ignore[arg-type]
+    assert weight == 0.0
