@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from frugalml.config import (
 from frugalml.costs import Prices
 from frugalml.data import Dataset, read_table, stratified_split, to_dataset
 from frugalml.data.split import Splits, split_off_test, split_off_validation
-from frugalml.errors import ConfigError, OutputError, OutputExistsError
+from frugalml.errors import ConfigError, OutputExistsError
 from frugalml.ladder import tracking
 from frugalml.ladder.ownership import ownership_summary, parse_volume
 from frugalml.ladder.report import write_reports
@@ -36,6 +36,7 @@ from frugalml.ladder.run import (
     publish,
     run_ladder,
 )
+from frugalml.ladder.run_dir import RUN_MARKER, prepare_run_dir, write_guarded
 from frugalml.ladder.scale import release_followers
 from frugalml.ship.compress import (
     STEPS,
@@ -47,7 +48,6 @@ from frugalml.ship.compress import (
 )
 from frugalml.strategies import get_strategy
 
-RUN_MARKER = ".frugalml-run"
 RUN_SETTINGS = "run.json"  # a RunSettings, as JSON
 
 
@@ -538,7 +538,7 @@ def _open_run_dir(path: Path, settings: RunSettings, *, force: bool, resume: boo
     """A fresh run folder with its settings, or, to resume, the same folder and data."""
     if not resume:
         run_dir = prepare_run_dir(path, force=force)
-        _write(path, "write the run folder", lambda: settings.write(run_dir / RUN_SETTINGS))
+        write_guarded(path, "write the run folder", lambda: settings.write(run_dir / RUN_SETTINGS))
         return run_dir
     if not (path / RUN_MARKER).exists() or not (path / RUN_SETTINGS).exists():
         raise ConfigError(f"{path} is not a frugalml run folder that can be resumed")
@@ -550,43 +550,3 @@ def _open_run_dir(path: Path, settings: RunSettings, *, force: bool, resume: boo
         )
     shutil.rmtree(path / "bundle", ignore_errors=True)  # published again at the end
     return path
-
-
-def prepare_run_dir(path: Path, *, force: bool) -> Path:
-    """Create a fresh run folder; with `force`, replace only a folder frugalml itself made."""
-    if path.exists() and (path.is_file() or any(path.iterdir())):
-        if not force:
-            raise OutputExistsError(
-                f"{path} already exists and is not empty",
-                ["choose another --out, or pass --force to replace it"],
-            )
-        if not (path / RUN_MARKER).exists():
-            raise OutputExistsError(
-                f"{path} is not a frugalml run folder, so --force will not delete it",
-                ["choose another --out; frugalml only replaces folders it created"],
-            )
-        _write(path, "replace the run folder", lambda: shutil.rmtree(path))
-    _write(path, "write the run folder", lambda: _make_run_dir(path))
-    return path
-
-
-def _make_run_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / RUN_MARKER).write_text("This folder was written by frugalml fit.\n")
-
-
-def _write(path: Path, what: str, action: Callable[[], object]) -> None:
-    """Run a file system action on the run folder; its failure (a read-only disk, an immutable
-    folder, a file where a folder should be) becomes an error naming the path and the cause."""
-    try:
-        action()
-    except OSError as error:
-        where = (
-            f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
-        )
-        hints = ["choose an --out on a disk you can write to"]
-        if what.startswith("replace"):
-            hints = ["some of its files may be gone; fix its permissions or choose another --out"]
-        raise OutputError(
-            f"cannot {what} {path}: {error.strerror or error}{where}", hints
-        ) from None

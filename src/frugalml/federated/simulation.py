@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from frugalml.data.dataset import Dataset
 from frugalml.data.split import Splits, stratified_split
-from frugalml.errors import ConfigError, MissingExtraError, OutputExistsError, installed
+from frugalml.errors import ConfigError, MissingExtraError, installed
 from frugalml.federated.partition import partition, write_client
 from frugalml.federated.settings import FederationSettings, Privacy
+from frugalml.ladder.run_dir import prepare_run_dir
 
 
 def simulate(
@@ -166,21 +166,9 @@ MARKER = ".frugalml-federated"
 
 def _fresh_run_dir(path: Path, *, force: bool) -> Path:
     """A new, empty run folder; `force` replaces only one a federated run made."""
-    if path.exists() and (path.is_file() or any(path.iterdir())):
-        if not force:
-            raise OutputExistsError(
-                f"{path} already exists and is not empty",
-                ["choose another --out, or pass --force to replace it"],
-            )
-        if not (path / MARKER).exists():
-            raise OutputExistsError(
-                f"{path} is not a federated run folder, so --force will not delete it",
-                ["choose another --out; frugalml only replaces folders it created"],
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / MARKER).write_text("This folder was written by frugalml federate.\n")
-    return path
+    return prepare_run_dir(
+        path, force=force, marker=MARKER, kind="federated run folder", writer="frugalml federate"
+    )
 
 
 def _require_flower() -> None:
