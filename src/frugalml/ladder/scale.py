@@ -70,22 +70,54 @@ def fit_rung(
         return _fit_in_group(name, strategy, train, val, budget, meter, workdir, prices)
     if not scale.parallel or not torch_rung:
         return strategy.fit(train, val, budget=budget, meter=meter, workdir=workdir)
+    job = _job(name, strategy, train, val, budget, workdir, prices)
+    result = run_parallel(job, scale, meter, name)
+    folder = Path(job["workdir"]) / "ddp"
+    predictor = get_strategy(name).predictor.load(folder / PREDICTOR, result["spec"], train.labels)
+    if hasattr(predictor, "stopped"):
+        predictor.stopped = result["stopped"]
+    return predictor
+
+
+def run_parallel(job: dict[str, Any], scale: Scale, meter: CostMeter, what: str) -> dict[str, Any]:
+    """Train `job` (made by `_job` or `parallel_job`) on `scale`'s ranks under torchrun, in
+    `job["workdir"]/ddp`; put on `meter` what its own readings cannot see (the ranks' peak
+    memory, other nodes' CPU, FLOPs, how many processes and nodes ran). Rank 0's result:
+    the saved predictor's `spec` (in `ddp/predictor`), `stopped`, `history`, `restarts`."""
     from frugalml.training import ddp
 
-    folder = (workdir / "ddp").resolve()
-    job = _job(name, strategy, train, val, budget, workdir, prices)
+    folder = Path(job["workdir"]) / "ddp"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULT).unlink(missing_ok=True)
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
     command = ddp.torchrun_command(
         scale, ["-m", "frugalml.ladder.scale", str(folder)], rdzv_id=_round_id(scale)
     )
-    log.info(f"{name}: training on {scale.nproc} process(es) per node; log in {folder / LOG}")
+    log.info(f"{what}: training on {scale.nproc} process(es) per node; log in {folder / LOG}")
     code = ddp.launch(command, ddp.rank_environment(scale), folder / LOG)
     if code != 0 or not (folder / RESULT).exists():
         raise DistributedTrainingError(
-            f"data-parallel training of '{name}' failed (torchrun exited with {code})",
+            f"data-parallel training of '{what}' failed (torchrun exited with {code})",
             [f"the ranks' output is in {folder / LOG}", _tail(folder / LOG)],
         )
-    return _collect(name, folder, train.labels, meter, scale)
+    result: dict[str, Any] = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+    _account(result, meter, scale)
+    return result
+
+
+def parallel_job(
+    builder: str, args: dict[str, Any], *, workdir: Path, prices: Prices
+) -> dict[str, Any]:
+    """A job for `run_parallel` that is not a ladder rung: each rank calls the function
+    `builder` ("module:function") with `args` (JSON) and `meter=`, and trains the
+    `finetune.FineTune`-shaped job it returns (e.g. distillation in `compress`)."""
+    return {
+        "builder": builder,
+        "args": args,
+        "deadline": None,
+        "prices": prices.to_dict(),
+        "workdir": str(workdir.resolve()),
+    }
 
 
 def _job(
@@ -97,17 +129,13 @@ def _job(
     workdir: Path,
     prices: Prices,
 ) -> dict[str, Any]:
-    """What every rank needs to train the rung, as JSON; `workdir/ddp` made and emptied of
-    an earlier result."""
-    folder = (workdir / "ddp").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RESULT).unlink(missing_ok=True)
+    """What every rank needs to train the rung, as JSON."""
     return {
         "strategy": name,
         "module": type(strategy).__module__,
         "config": strategy.config.model_dump(mode="json"),
-        "train": _dataset_json(train),
-        "val": _dataset_json(val),
+        "train": dataset_to_json(train),
+        "val": dataset_to_json(val),
         "deadline": None if budget.max_wall_s is None else time.time() + budget.max_wall_s,
         "prices": prices.to_dict(),
         "workdir": str(workdir.resolve()),
@@ -146,7 +174,7 @@ def serve_rank0() -> int:
     logging.basicConfig(level=logging.INFO, format=f"rank {rank}: %(message)s")
     rungs = 0
     while not (job := json.loads(ddp.broadcast_bytes(None, src=0))).get("stop"):
-        _train(job, rank, world, ddp)
+        _train(job, rank, world, ddp, keep=False)
         dist.barrier()  # rank 0 has saved the outcome
         rungs += 1
     dist.destroy_process_group()
@@ -169,9 +197,10 @@ def _fit_in_group(
     dist = torchrun_group()
     job = _job(name, strategy, train, val, budget, workdir, prices)
     ddp.broadcast_bytes(json.dumps(job).encode("utf-8"), src=0)
-    trained, state, cards, restarts = _train(job, 0, dist.get_world_size(), ddp)
+    trained, state, cards, restarts = _train(job, 0, dist.get_world_size(), ddp, keep=True)
     predictor: Predictor = trained
     folder = workdir.resolve() / "ddp"
+    folder.mkdir(parents=True, exist_ok=True)
     _save_outcome(folder, predictor, state, cards, restarts)
     dist.barrier()
     # This process trained rank 0's shard: its CPU and memory are on `meter` already.
@@ -206,11 +235,8 @@ def _round_id(scale: Scale) -> str:
     return f"frugalml-{next(_ROUNDS)}" if scale.max_nodes > 1 else "frugalml"
 
 
-def _collect(
-    name: str, folder: Path, labels: tuple[str, ...], meter: CostMeter, scale: Scale
-) -> Predictor:
-    """Load rank 0's predictor; put on `meter` what its own readings cannot see."""
-    result = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+def _account(result: dict[str, Any], meter: CostMeter, scale: Scale) -> None:
+    """Put on `meter` what its own readings of the waited-for ranks cannot see."""
     cards = [(int(node), CostCard.from_dict(card)) for node, card in result["cards"]]
     here = [c for node, c in cards if node == scale.node_rank]
     away = [c for node, c in cards if node != scale.node_rank]
@@ -233,10 +259,6 @@ def _collect(
             },
         )
     )
-    predictor = get_strategy(name).predictor.load(folder / PREDICTOR, result["spec"], labels)
-    if hasattr(predictor, "stopped"):
-        predictor.stopped = result["stopped"]
-    return predictor
 
 
 def _per_node_usd(cards: list[tuple[int, CostCard]], here: int) -> float:
@@ -311,7 +333,7 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "last lines:\n" + "\n".join(text.splitlines()[-lines:])
 
 
-def _dataset_json(data: Dataset) -> dict[str, Any]:
+def dataset_to_json(data: Dataset) -> dict[str, Any]:
     return {
         "texts": list(data.texts),
         "y": data.y.tolist(),
@@ -322,7 +344,7 @@ def _dataset_json(data: Dataset) -> dict[str, Any]:
     }
 
 
-def _dataset(raw: dict[str, Any]) -> Dataset:
+def dataset_from_json(raw: dict[str, Any]) -> Dataset:
     return Dataset(
         tuple(raw["texts"]),
         np.asarray(raw["y"], dtype=np.int64),
@@ -354,35 +376,46 @@ def main(argv: list[str]) -> None:
             (Path(argv[1]) / "stopped").write_text("node 0's ladder is done\n")
         dist.destroy_process_group()
         return
-    outcome = _train(job, rank, world, ddp)
+    outcome = _train(job, rank, world, ddp, keep=rank == leader)
     if rank == leader:  # every rank ends with the same weights; node 0 keeps the outcome
         _save_outcome(Path(job["workdir"]) / "ddp", *outcome)
     dist.barrier()
     dist.destroy_process_group()
 
 
-def _train(job: dict[str, Any], rank: int, world: int, ddp: Any) -> Any:
-    import importlib
-    import inspect
-
-    importlib.import_module(job["module"])  # registers a rung defined outside frugalml
-    strategy: Any = get_strategy(job["strategy"]).build(**job["config"])
-    train, val = _dataset(job["train"]), _dataset(job["val"])
+def _train(job: dict[str, Any], rank: int, world: int, ddp: Any, *, keep: bool) -> Any:
+    """Train this rank's shard of `job`: (the predictor, made only where it is `keep`t,
+    else None), the loop's state, every rank's (node, cost card), the restart count."""
     workdir = Path(job["workdir"])
     left = None if job["deadline"] is None else max(1e-3, job["deadline"] - time.time())
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     with CostMeter(Prices.from_dict(job["prices"])) as meter:
-        if "meter" in inspect.signature(strategy.fine_tuning).parameters:
-            fine_tuning = strategy.fine_tuning(train, val, meter=meter)
-        else:
-            fine_tuning = strategy.fine_tuning(train, val)
+        fine_tuning = _fine_tuning(job, meter)
         _started(workdir / "ddp", restart, rank)
         batches = _faulty(ddp.shard(fine_tuning.batches, rank, world), rank, restart)
         parallel = replace(fine_tuning, model=ddp.wrap(fine_tuning.model), batches=batches)
         state = parallel.train(budget=Budget(max_wall_s=left), meter=meter, workdir=workdir)
     node = int(os.environ.get("GROUP_RANK", "0"))
     cards = ddp.gather_cards(meter.card, node)
-    return fine_tuning.finish(state), state, cards, restart
+    # Only the rank that keeps it finishes (SetFit's finish fits a head: work to waste).
+    return fine_tuning.finish(state) if keep else None, state, cards, restart
+
+
+def _fine_tuning(job: dict[str, Any], meter: CostMeter) -> Any:
+    """The job's `FineTune`-shaped training, built on this rank: a rung's `fine_tuning`, or
+    what a `parallel_job`'s builder returns."""
+    import importlib
+    import inspect
+
+    if "builder" in job:
+        module, _, function = job["builder"].partition(":")
+        return getattr(importlib.import_module(module), function)(job["args"], meter=meter)
+    importlib.import_module(job["module"])  # registers a rung defined outside frugalml
+    strategy: Any = get_strategy(job["strategy"]).build(**job["config"])
+    train, val = dataset_from_json(job["train"]), dataset_from_json(job["val"])
+    if "meter" in inspect.signature(strategy.fine_tuning).parameters:
+        return strategy.fine_tuning(train, val, meter=meter)
+    return strategy.fine_tuning(train, val)
 
 
 def _save_outcome(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from frugalml.config import Budget, Scale
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError, plural
@@ -29,10 +31,9 @@ from frugalml.metrics import macro_f1
 from frugalml.models.classifier_module import EncoderClassifier
 from frugalml.models.encoder import Encoder, pad_batch
 from frugalml.models.encoder_head import EncoderHeadPredictor
-from frugalml.models.heads import LinearHead
-from frugalml.training.finetune import CURVES, freeze_pooler, predict_logits
+from frugalml.training.finetune import FineTune, freeze_pooler, predict_logits
 from frugalml.training.layer_cache import encoder_layers
-from frugalml.training.loop import Batch, Bucketed, TrainConfig, train
+from frugalml.training.loop import Batch, Bucketed, TrainConfig, TrainState
 
 log = logging.getLogger("frugalml")
 
@@ -122,8 +123,10 @@ def distill(
     hard_weight: float = 0.5,
     temperature: float = 2.0,
     keep: str = "every_other",
+    head_dropout: float = 0.1,
     meter: CostMeter | None = None,
     workdir: Path | None = None,
+    scale: Scale | None = None,
 ) -> EncoderHeadPredictor:
     """Train a layer-dropped copy of `teacher` on its soft labels for `train_texts` (and their
     word-dropout copies, see `transfer_set`); with `labels`, the loss is
@@ -131,23 +134,60 @@ def distill(
 
     Early stopping and the kept weights follow the student's macro-F1 on `val`. The result has
     temperature 1.0 (the caller recalibrates); per-epoch losses are logged and, with a
-    `workdir`, written to its curves like `fit_classifier`'s.
+    `workdir`, written to its curves like `fit_classifier`'s. With a `scale` asking for
+    several processes, the student trains data-parallel under torchrun (`distill_parallel`).
     """
     config = config or DISTILL_TRAIN
     _check(teacher, train_texts, val, temperature, labels, hard_weight)
     if not isinstance(teacher.encoder, Encoder):
         raise ConfigError("distill needs a teacher with a PyTorch encoder (not an exported one)")
+    # Teacher logits once, before training, with their inference FLOPs on the meter.
+    texts, y = transfer_set(train_texts, labels, config.seed)
+    targets = teacher.head.logits(teacher.encoder.encode(texts, meter))
+    settings: dict[str, Any] = {
+        "hard_weight": hard_weight if labels is not None else 0.0,
+        "temperature": temperature,
+        "keep": keep,
+        "head_dropout": head_dropout,
+    }
+    if scale is not None and scale.parallel:
+        return distill_parallel(
+            teacher, texts, y, targets, val, config, settings, scale, meter, workdir
+        )
+    job = student_job(teacher, texts, y, targets, val, config, **settings)
+    state = job.train(budget=Budget(), meter=meter or CostMeter(), workdir=workdir)
+    log.info("student: best val macro-F1 %.4f at epoch %d", state.best_score, state.best_epoch)
+    return _student(job, state)
+
+
+def student_job(
+    teacher: EncoderHeadPredictor,
+    texts: Sequence[str],
+    y: np.ndarray,
+    targets: np.ndarray,
+    val: Dataset,
+    config: TrainConfig,
+    *,
+    hard_weight: float,
+    temperature: float,
+    keep: str,
+    head_dropout: float,
+) -> FineTune:
+    """The student's training on the transfer set (`texts`, true labels `y`, the teacher's
+    logits `targets`), built but not trained: one process trains it, or each rank its shard."""
+    assert isinstance(teacher.encoder, Encoder)
     torch.manual_seed(config.seed)  # the student's dropout; its weights are all copied
     student_encoder = _student_encoder(teacher.encoder, keep)
     # The teacher's own serving path (normalization included), so its head transfers as is.
     model = EncoderClassifier.from_head(
-        student_encoder.model, teacher.head, normalize=teacher.encoder.normalize
+        student_encoder.model,
+        teacher.head,
+        normalize=teacher.encoder.normalize,
+        dropout=head_dropout,
     )
     model.to(student_encoder.device)
-    # Teacher logits once, before training, with their inference FLOPs on the meter.
-    texts, y = transfer_set(train_texts, labels, config.seed)
-    hard = torch.as_tensor(y, dtype=torch.long)
-    targets = torch.as_tensor(teacher.head.logits(teacher.encoder.encode(texts, meter)))
+    hard = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    soft_targets = torch.as_tensor(np.asarray(targets))
     train_ids, val_ids = student_encoder.tokenize(texts), student_encoder.tokenize(val.texts)
     lengths = np.array([len(x) for x in train_ids])
     pad_id, n_classes = student_encoder.pad_id, len(teacher.labels)
@@ -157,14 +197,14 @@ def distill(
         return {
             "input_ids": input_ids,
             "attention_mask": mask,
-            "targets": targets[idx],
+            "targets": soft_targets[idx],
             "labels": hard[idx],
         }
 
     def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
         logits = m(batch["input_ids"], batch["attention_mask"])
         soft = soft_label_loss(logits, batch["targets"], temperature)
-        if labels is None or not hard_weight:
+        if not hard_weight:
             return soft
         ce = nn.functional.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORE)
         return (1 - hard_weight) * soft + hard_weight * ce
@@ -173,24 +213,91 @@ def distill(
         predicted = predict_logits(m, val_ids, pad_id, config.batch_size).argmax(1)
         return macro_f1(val.y, predicted, n_classes)
 
-    state = train(
-        model,
-        Bucketed(lengths, config.batch_size, config.seed, collate),
-        loss_fn,
-        evaluate,
-        config,
-        checkpoint_dir=workdir / "checkpoints" if workdir else None,
-        meter=meter,
+    return FineTune(
+        encoder=student_encoder,
+        body=model.encoder,
+        model=model,
+        labels=teacher.labels,
+        config=config,
+        batches=Bucketed(lengths, config.batch_size, config.seed, collate),
+        loss_fn=loss_fn,
+        evaluate=evaluate,
         flops_per_batch=lambda b: transformer_flops(
             student_encoder.n_params, int(b["input_ids"].numel()), training=True
         ),
-        log=log.info,
-        curves_dir=workdir / CURVES if workdir else None,
     )
-    log.info("student: best val macro-F1 %.4f at epoch %d", state.best_score, state.best_epoch)
-    student_encoder.model = model.encoder.eval()
-    head = LinearHead.from_linear(model.head)
-    return EncoderHeadPredictor(student_encoder, head, teacher.labels, temperature=1.0)
+
+
+def _student(job: FineTune, state: TrainState) -> EncoderHeadPredictor:
+    """The trained student (temperature 1.0: the caller recalibrates)."""
+    student = job.finish(state)
+    student.temperature, student.stopped = 1.0, ""
+    return student
+
+
+# -- data-parallel -------------------------------------------------------------------------------
+TEACHER = "teacher"  # the teacher's predictor, saved in WORKDIR/ddp for the ranks to load
+
+
+def distill_parallel(
+    teacher: EncoderHeadPredictor,
+    texts: list[str],
+    y: np.ndarray,
+    targets: np.ndarray,
+    val: Dataset,
+    config: TrainConfig,
+    settings: dict[str, Any],
+    scale: Scale,
+    meter: CostMeter | None,
+    workdir: Path | None,
+) -> EncoderHeadPredictor:
+    """`distill` on `scale`'s ranks under torchrun, as the ladder trains a torch rung
+    (`ladder.scale.run_parallel`): the teacher is saved once for the ranks, which get the
+    transfer set and its soft labels as JSON (no rank repeats the teacher's pass); rank 0
+    alone evaluates, checkpoints and saves the student; `meter` counts every rank."""
+    from frugalml.ladder.scale import PREDICTOR, dataset_to_json, parallel_job, run_parallel
+
+    with tempfile.TemporaryDirectory(prefix="frugalml-distill-") as tmp:
+        folder = (workdir or Path(tmp)).resolve()
+        meter = meter or CostMeter()
+        spec = teacher.save(folder / "ddp" / TEACHER)
+        args = {
+            "teacher": spec,
+            "teacher_dir": str(folder / "ddp" / TEACHER),
+            "labels": list(teacher.labels),
+            "texts": list(texts),
+            "y": np.asarray(y).tolist(),
+            "targets": np.asarray(targets).tolist(),
+            "val": dataset_to_json(val),
+            "config": config.model_dump(mode="json"),
+            "settings": settings,
+        }
+        job = parallel_job(f"{__name__}:rank_job", args, workdir=folder, prices=meter.prices)
+        result = run_parallel(job, scale, meter, "distillation")
+        path = folder / "ddp" / PREDICTOR
+        student = EncoderHeadPredictor.load(path, result["spec"], teacher.labels)
+        assert isinstance(student.encoder, Encoder)
+        student.encoder.trained = True  # saved from memory later: its folder is temporary
+    log.info("student: trained on %d processes", scale.nproc)
+    return student
+
+
+def rank_job(args: dict[str, Any], *, meter: CostMeter) -> FineTune:
+    """On each rank: the student's job, from what `distill_parallel` sent (the builder of
+    its `parallel_job`)."""
+    from frugalml.ladder.scale import dataset_from_json
+
+    labels = tuple(args["labels"])
+    teacher = EncoderHeadPredictor.load(Path(args["teacher_dir"]), args["teacher"], labels)
+    return student_job(
+        teacher,
+        args["texts"],
+        np.asarray(args["y"], dtype=np.int64),
+        np.asarray(args["targets"], dtype=np.float32),
+        dataset_from_json(args["val"]),
+        TrainConfig(**args["config"]),
+        **args["settings"],
+    )
 
 
 def _check(

@@ -236,6 +236,50 @@ class HeadOnValidation:
         return self.fit_head()
 
 
+@dataclass(eq=False)
+class SetfitTuning:
+    """SetFit's contrastive phase as a job in the shape of `finetune.FineTune` (`model`,
+    `batches`, `train`, `finish`), so the ladder runs it data-parallel as it runs the other
+    torch rungs: the loop trains the encoder body on pairs, then `finish` fits the head."""
+
+    encoder: Encoder
+    model: Any  # the encoder body: what the loop trains (DDP-wrapped on several ranks)
+    batches: training.Bucketed
+    evaluate: HeadOnValidation
+    config: TrainConfig
+    train_data: Dataset  # the (few-shot) examples the pairs are drawn from
+    pairs: Pairs
+    deadline: float | None = None  # from the pairs' budget forecast, when one was made
+
+    def train(self, *, budget: Budget, meter: CostMeter, workdir: Path | None) -> TrainState:
+        """The loop on the pairs. Without a forecast deadline (under DDP), the tuning stops
+        at `DEADLINE_SHARE` of the wall budget, leaving the rest for the head."""
+        deadline = self.deadline
+        if deadline is None and budget.max_wall_s is not None:
+            deadline = time.perf_counter() + DEADLINE_SHARE * budget.max_wall_s
+        return training.train(
+            self.model,
+            self.batches,
+            cosine_loss,
+            self.evaluate,
+            self.config,
+            head_prefixes=(),  # no new layers: every weight is the pretrained body's
+            checkpoint_dir=workdir / "checkpoints" if workdir else None,
+            deadline=deadline,
+            meter=meter,
+            flops_per_batch=lambda batch: _training_flops(self.encoder, batch),
+        )
+
+    def finish(self, state: TrainState | None) -> EncoderHeadPredictor:
+        """The tuned encoder and the head chosen on validation (the best epoch's, kept by
+        the evaluation when it ran here; fitted now otherwise). `state` None: no pairs."""
+        self.encoder.model.eval()
+        self.encoder.trained = state is not None and state.step > 0
+        X_val, head = self.evaluate.final(state)
+        labels = self.train_data.labels
+        return EncoderHeadPredictor(self.encoder, head, labels, val_logits=head.logits(X_val))
+
+
 @register_strategy(
     "setfit",
     config=SetfitConfig,
@@ -263,6 +307,19 @@ class SetfitStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> EncoderHeadPredictor:
+        job = self.fine_tuning(train, val, meter=meter, budget=budget)
+        self.state_ = job.train(budget=budget, meter=meter, workdir=workdir) if job.pairs else None
+        self.pairs_, self.train_ = job.pairs, job.train_data
+        return job.finish(self.state_)
+
+    def fine_tuning(
+        self, train: Dataset, val: Dataset, *, meter: CostMeter, budget: Budget | None = None
+    ) -> SetfitTuning:
+        """The contrastive phase `fit` runs, built but not trained: the ladder trains it on
+        several ranks (each takes its shard of every batch of pairs; rank 0 alone fits and
+        scores the head). A wall `budget` cuts the pairs to what a timing of a few batches
+        forecasts to fit; under DDP none is given (each rank would time its own), and the
+        deadline all ranks agree on bounds the tuning instead (`SetfitTuning.train`)."""
         c, started = self.config, time.perf_counter()
         encoder = Encoder(
             resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.train.batch_size
@@ -274,16 +331,24 @@ class SetfitStrategy:
             train.y, iterations=c.iterations, max_pairs=c.max_pairs, seed=c.train.seed
         )
         deadline = None
-        if budget.max_wall_s is not None:
+        if budget is not None and budget.max_wall_s is not None:
             end = started + budget.max_wall_s
             pairs, deadline = self._fit_to_budget(encoder, ids, val, pairs, end, meter)
-        evaluate = HeadOnValidation(encoder, train, val, c.Cs, meter)
-        self.state_ = self._tune(encoder, ids, pairs, evaluate, deadline, meter, workdir)
-        self.pairs_, self.train_ = pairs, train
-        encoder.model.eval()
-        encoder.trained = self.state_ is not None and self.state_.step > 0
-        X_val, head = evaluate.final(self.state_)
-        return EncoderHeadPredictor(encoder, head, train.labels, val_logits=head.logits(X_val))
+        from frugalml.training.finetune import freeze_pooler
+
+        freeze_pooler(encoder.model)  # mean pooling never reads it (and DDP refuses it)
+        if c.freeze_embeddings:
+            encoder.model.get_input_embeddings().requires_grad_(False)
+        return SetfitTuning(
+            encoder=encoder,
+            model=encoder.model,
+            batches=pair_batches(ids, pairs, c.train.batch_size, c.train.seed, encoder.pad_id),
+            evaluate=HeadOnValidation(encoder, train, val, c.Cs, meter),
+            config=c.train,
+            train_data=train,
+            pairs=pairs,
+            deadline=deadline,
+        )
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """Timed pair batches scaled to every pair's tokens (+25% for optimizer steps), plus
@@ -335,35 +400,3 @@ class SetfitStrategy:
         per_pair = per_token * tokens_per_pair
         kept = budget_cap(pairs, per_pair, c.train.epochs, PLANNED_SHARE * tuning_s)
         return kept, time.perf_counter() + DEADLINE_SHARE * tuning_s
-
-    def _tune(
-        self,
-        encoder: Encoder,
-        ids: list[list[int]],
-        pairs: Pairs,
-        evaluate: HeadOnValidation,
-        deadline: float | None,
-        meter: CostMeter,
-        workdir: Path | None,
-    ) -> TrainState | None:
-        """Fine-tune the encoder body on the pairs; None when the budget left room for none."""
-        if not len(pairs):
-            return None
-        from frugalml.training.finetune import freeze_pooler
-
-        c = self.config
-        freeze_pooler(encoder.model)  # mean pooling never reads it
-        if c.freeze_embeddings:
-            encoder.model.get_input_embeddings().requires_grad_(False)
-        return training.train(
-            encoder.model,
-            pair_batches(ids, pairs, c.train.batch_size, c.train.seed, encoder.pad_id),
-            cosine_loss,
-            evaluate,
-            c.train,
-            head_prefixes=(),  # no new layers: every weight is the pretrained body's
-            checkpoint_dir=workdir / "checkpoints" if workdir else None,
-            deadline=deadline,
-            meter=meter,
-            flops_per_batch=lambda batch: _training_flops(encoder, batch),
-        )
