@@ -310,10 +310,12 @@ def compress_bundle(
     max_drop: float = 1.0,
     progress: Progress | None = None,
     volume: float | str | None = None,
+    scale: Scale | None = None,
 ) -> CompressResult:
     """Compress a bundle, gated on validation data: `data` split as `fit` splits it, or, by
     default, the data of the run folder the bundle belongs to. `to="auto"` runs the whole
-    chain and ships the accepted step cheapest to own at `volume` predictions."""
+    chain and ships the accepted step cheapest to own at `volume` predictions. `scale`:
+    distill data-parallel under torchrun (`Scale(nproc=N)`)."""
     predictions = None if volume is None else parse_volume(volume)
     if to == "auto" and predictions is None:
         raise ConfigError(
@@ -367,6 +369,7 @@ def compress_bundle(
         prices=settings.prices,
         progress=progress,
         volume=predictions if to == "auto" else None,
+        scale=scale,
     )
 
 

@@ -189,7 +189,7 @@ def fit(
     nproc: Annotated[
         int,
         typer.Option(
-            help="Train torch rungs (top_layers, lora, full) data-parallel on this many "
+            help="Train torch rungs (top_layers, setfit, lora, full) data-parallel on this many "
             "processes per node under torchrun (gloo on CPU, NCCL on GPU); each takes "
             "the rung's batch size, and CPU threads are shared out among them."
         ),
@@ -504,11 +504,24 @@ def compress(
     ] = None,
     text_col: TextCol = None,
     label_col: LabelCol = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Distill the student data-parallel on this many processes under torchrun "
+            "(gloo on CPU, NCCL on GPU); each takes the distillation's batch size."
+        ),
+    ] = 1,
 ) -> None:
     """Export to ONNX, quantize to int8, distill: each step gated on validation quality.
 
     A TF-IDF bundle's chain is the ONNX step alone (nothing to quantize or distill).
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        raise ConfigError(
+            "compress does not run under torchrun: every rank would run the whole chain",
+            ["run `frugalml compress BUNDLE --nproc N`: it starts torchrun for distillation"],
+        )
+    scale = _scale(nproc, "1", None, 0, 0)
     target = out_dir or bundle.with_name(f"{bundle.name}-{to}")
     result = api.compress_bundle(
         bundle,
@@ -520,6 +533,7 @@ def compress(
         max_drop=max_drop,
         volume=volume,
         progress=lambda event, info: err.print(_compress_line(info["step"])),
+        scale=scale,
     )
     for name, why in result.skipped.items():
         err.print(f"  skip {name}: {why}")

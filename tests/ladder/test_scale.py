@@ -203,3 +203,98 @@ def test_torchrun_runs_the_cli_rank_0_climbs_and_the_other_rank_trains_each_torc
     assert cards["full"]["processes"] == 2 and cards["full"]["extra"]["nodes"] == 1
     # Rank 0 trained its shard in its own process; the other rank's CPU is added to it.
     assert cards["full"]["cpu_s"] >= cards["full"]["extra"]["ranks_cpu_s"] > 0
+
+
+def setfit(backbone: Path, batch_size: int) -> Any:
+    train = {"epochs": 1, "batch_size": batch_size, "lr": 1e-3}
+    options = {"backbone": str(backbone), "max_length": 32, "max_pairs": 64, "train": train}
+    return get_strategy("setfit").build(**options)
+
+
+def test_setfit_on_two_ranks_tunes_the_encoder_as_one_process_at_twice_the_batch(
+    still_backbone: Path, data: Splits, tmp_path: Path
+) -> None:
+    with CostMeter() as one_meter:
+        one = setfit(still_backbone, BATCH).fit(
+            data.train, data.val, budget=Budget(), meter=one_meter, workdir=tmp_path / "one"
+        )
+    with CostMeter() as meter:
+        two = fit_rung(
+            "setfit",
+            setfit(still_backbone, BATCH // 2),
+            data.train,
+            data.val,
+            budget=Budget(max_wall_s=600),  # agreed by the ranks (no pair forecast under DDP)
+            meter=meter,
+            workdir=tmp_path / "two",
+            scale=Scale(nproc=2),
+            prices=Prices(),
+        )
+    encoder = lambda p: {k: v.numpy() for k, v in p.encoder.model.state_dict().items()}  # noqa: E731
+    expected, got = encoder(one), encoder(two)
+    worst = max(float(np.abs(expected[k] - got[k]).max()) for k in expected)
+    assert worst <= 1e-5, worst
+    before = setfit(still_backbone, BATCH).fine_tuning(data.train, data.val, meter=CostMeter())
+    moved = {k: v.detach().numpy() for k, v in before.model.state_dict().items()}
+    assert max(float(np.abs(moved[k] - got[k]).max()) for k in got) > 1e-4  # it did train
+    # The head is rank 0's choice on validation from the same encoder; its solver's tolerance
+    # (not the ranks) sets how close (measured: logits within 3e-3).
+    texts = list(data.val.texts)
+    np.testing.assert_allclose(two.logits(texts), one.logits(texts), atol=2e-2)
+    assert (two.logits(texts).argmax(1) == one.logits(texts).argmax(1)).mean() >= 0.95
+    # Rank 0 alone wrote the outcome: one predictor, one result, nothing per rank.
+    folder = tmp_path / "two" / "ddp"
+    assert {p.name for p in folder.iterdir()} == {
+        "job.json", "result.json", "predictor", "torchrun.log", "attempts"
+    }  # fmt: skip
+    card = meter.card
+    assert card.processes == 2 and card.extra["nodes"] == 1
+    assert card.cpu_s >= card.extra["ranks_cpu_s"] > 0
+    assert card.peak_rss_mb > one_meter.card.peak_rss_mb
+
+
+def test_distillation_on_two_ranks_trains_the_student_one_process_trains_at_twice_the_batch(
+    still_backbone: Path, data: Splits, tmp_path: Path
+) -> None:
+    from frugalml.ship.distill import distill
+    from frugalml.training.loop import TrainConfig
+
+    teacher = full(still_backbone, BATCH).fit(
+        data.train, data.val, budget=Budget(), meter=CostMeter()
+    )
+    student_train = {"epochs": 1, "lr": 1e-3, "head_lr": 4e-3}
+
+    def student(batch_size: int, workdir: Path, scale: Scale | None) -> Any:
+        with CostMeter() as meter:
+            predictor = distill(
+                teacher,
+                list(data.train.texts),  # 160 texts and 2 word-dropout copies: whole batches
+                data.val,
+                config=TrainConfig(batch_size=batch_size, **student_train),
+                labels=data.train.y,
+                head_dropout=0.0,  # dropout masks differ with the batch split
+                meter=meter,
+                workdir=workdir,
+                scale=scale,
+            )
+        return predictor, meter.card
+
+    (one, one_card), (two, card) = (
+        student(BATCH, tmp_path / "one", None),
+        student(BATCH // 2, tmp_path / "two", Scale(nproc=2)),
+    )
+    expected, got = weights(one), weights(two)
+    assert expected.keys() == got.keys()
+    assert len(two.encoder.model.encoder.layer) == 1  # every other of the tiny BERT's 2
+    worst = max(float(np.abs(expected[k] - got[k]).max()) for k in expected)
+    assert worst <= 1e-5, worst
+    print(f"distillation: max |delta| = {worst:.2e}")
+    assert not np.allclose(teacher.head.coef, got["head.coef"], atol=1e-4)  # it trained
+    folder = tmp_path / "two" / "ddp"
+    assert {p.name for p in folder.iterdir()} == {
+        "job.json", "result.json", "predictor", "teacher", "torchrun.log", "attempts"
+    }  # fmt: skip
+    assert card.processes == 2 and card.extra["restarts"] == 0
+    assert card.cpu_s >= card.extra["ranks_cpu_s"] > 0
+    # The teacher's pass ran once, in this process: both cards hold it and the same training.
+    assert 0.8 * one_card.flops < card.flops <= one_card.flops * 1.01

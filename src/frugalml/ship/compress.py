@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.bundle import Bundle, load, read_manifest, save_bundle, update_manifest
-from frugalml.config import SpeedConfig
+from frugalml.config import Scale, SpeedConfig
 from frugalml.costs import CostMeter, Prices
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError, installed
@@ -125,11 +125,14 @@ def compress(
     progress: Progress | None = None,
     keep_steps: Path | None = None,
     volume: float | None = None,
+    scale: Scale | None = None,
 ) -> CompressResult:
     """Run the chain up to `to` and write the last accepted step's bundle to `out`; with
     `volume`, the accepted ONNX step cheapest to own at that many predictions.
 
     `keep_steps` keeps every step's bundle there (one folder per step), e.g. for benchmarks.
+    With a `scale` asking for several processes, the student trains data-parallel under
+    torchrun (rank 0 alone evaluates and saves it; its cost card counts every rank).
     """
     if to not in STEPS:
         raise ConfigError(f"--to must be one of {', '.join(STEPS)}; got '{to}'")
@@ -201,7 +204,16 @@ def compress(
             from frugalml.ship.distill import distill
 
             with CostMeter(prices) as meter:
-                student = distill(teacher, train.texts, val, labels=train.y, meter=meter)
+                parallel = scale is not None and scale.parallel
+                student = distill(
+                    teacher,
+                    train.texts,
+                    val,
+                    labels=train.y,
+                    meter=meter,
+                    scale=scale,
+                    workdir=work / "student-training" if parallel else None,
+                )
                 student.temperature = fit_temperature(student.logits(texts), val.y)
                 int8, details = _export(student, work / "student-int8", "int8", source.labels)
             _save_onnx(work / "distilled", source, int8, "int8", details, meter)

@@ -57,6 +57,20 @@ def drop_layers(model: nn.Module, keep: str = "every_other") -> nn.Module:
 
     `config.num_hidden_layers` follows, so `save_pretrained` → `from_pretrained` round-trips.
     """
+    kept = _kept_layers(model, keep)
+    student: Any = copy.deepcopy(model)
+    student.encoder.layer = nn.ModuleList([student.encoder.layer[i] for i in kept])
+    student.config.num_hidden_layers = len(kept)
+    for index, layer in enumerate(student.encoder.layer):
+        for module in layer.modules():  # cache slots of decoders; renumbered as a reload would
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index
+    return student  # type: ignore[no-any-return]
+
+
+def _kept_layers(model: nn.Module, keep: str) -> list[int]:
+    """The indices of the layers `keep` keeps; an unknown rule or a model without BERT-style
+    layers is refused."""
     if keep not in KEEP:
         raise ConfigError(
             f"The 'keep' parameter of distill must be one of {sorted(KEEP)}; got {keep!r}"
@@ -66,15 +80,7 @@ def drop_layers(model: nn.Module, keep: str = "every_other") -> nn.Module:
         "distillation drops layers from",
         "distill a teacher built on a BERT-style backbone (BERT, RoBERTa, MiniLM, ...)",
     )
-    kept = KEEP[keep](len(layers))
-    student: Any = copy.deepcopy(model)
-    student.encoder.layer = nn.ModuleList([student.encoder.layer[i] for i in kept])
-    student.config.num_hidden_layers = len(kept)
-    for index, layer in enumerate(student.encoder.layer):
-        for module in layer.modules():  # cache slots of decoders; renumbered as a reload would
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = index
-    return student  # type: ignore[no-any-return]
+    return KEEP[keep](len(layers))
 
 
 def word_dropout(text: str, rng: np.random.Generator, p: float = 0.15) -> str:
@@ -141,6 +147,7 @@ def distill(
     _check(teacher, train_texts, val, temperature, labels, hard_weight)
     if not isinstance(teacher.encoder, Encoder):
         raise ConfigError("distill needs a teacher with a PyTorch encoder (not an exported one)")
+    _kept_layers(teacher.encoder.model, keep)  # refused before the teacher's pass, if at all
     # Teacher logits once, before training, with their inference FLOPs on the meter.
     texts, y = transfer_set(train_texts, labels, config.seed)
     targets = teacher.head.logits(teacher.encoder.encode(texts, meter))
