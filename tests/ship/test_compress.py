@@ -297,3 +297,42 @@ def test_compress_command_exports_a_tfidf_bundle(small_csv: Path, tmp_path: Path
     again = subprocess.run([*twice, "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert again.returncode == 2
     assert "already exported to ONNX" in again.stderr
+
+
+def test_compress_distills_on_two_ranks_and_its_card_counts_both(
+    teacher_run: frugalml.FitResult, demo_splits: Splits, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch.distributed")
+    from frugalml.config import Scale
+
+    result = compress(
+        teacher_run.run_dir / "candidates" / "full",
+        demo_splits.train,
+        demo_splits.val,
+        tmp_path / "shipped",
+        to="distilled",
+        max_drop=100.0,  # any student ships: this is about where and how it trained
+        scale=Scale(nproc=2),
+    )
+    distilled = steps(result)["distilled"]
+    assert distilled["cost"]["processes"] == 2
+    assert distilled["cost"]["cpu_s"] >= distilled["cost"]["extra"]["ranks_cpu_s"] > 0
+    assert result.shipped.name == "distilled"
+    model = frugalml.load(tmp_path / "shipped")
+    assert model.manifest.compression["steps"][-1]["cost"]["processes"] == 2
+    assert model.predict_proba(["card lost"]).shape == (1, len(demo_splits.train.labels))
+    # Rank 0 alone saved the student; the chain's working folder is gone.
+    assert [p.name for p in tmp_path.iterdir()] == ["shipped"]
+
+
+def test_compress_command_checks_nproc_and_refuses_to_run_under_torchrun(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    command = [sys.executable, "-m", "frugalml", "compress", str(tmp_path), "--nproc", "0"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2 and "--nproc" in done.stderr
+    env = {**os.environ, "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"}
+    done = subprocess.run(command[:-2], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "does not run under torchrun" in done.stderr
