@@ -1,8 +1,10 @@
 """Is the desk's extra work cheap? `/v1/desk/ask` against `/v1/predict` on one server.
 
 A desk is built once from Banking77 (all 77 intents, the `frozen_probe` rung on the packaged
-MiniLM, shipped int8 ONNX; training embeddings come from frugalml's disk cache when another
-run left them there): answers are one template per intent, and the knowledge base is the
+MiniLM, shipped int8 ONNX: `max_drop` 2 points, since int8 loses 1.3 points of validation
+accuracy here and `fit`'s default 1-point allowance would ship fp32 ONNX instead, while the
+target is stated on the int8 model; training embeddings come from frugalml's disk cache when
+another run left them there): answers are one template per intent, and the knowledge base is the
 10,003 training questions as past tickets (each with its intent's answer), the largest base
 this data gives. `frugalml serve DESK` (micro-batching as serve_load's (a): --max-batch 32,
 --max-wait-ms 5) then serves both routes from the same int8 bundle, and serve_load's
@@ -63,6 +65,7 @@ def build_desk(folder: Path) -> dict[str, Any]:
             out=folder,
             strategies=("frozen_probe",),
             ship="int8",
+            max_drop=2.0,
             force=True,
         )
         print(f"built the desk in {time.perf_counter() - start:.0f} s", flush=True)

@@ -90,6 +90,7 @@ def build(
     target: float | None = None,
     budget: Budget | None = None,
     ship: str = "int8",
+    max_drop: float = 1.0,
     options: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
     force: bool = False,
@@ -139,6 +140,7 @@ def build(
         target=target,
         budget=budget,
         ship=ship,
+        max_drop=max_drop,
         options=options,
         progress=progress,
     )
@@ -169,7 +171,7 @@ def build(
         },
     }
     arrays = {f"detector.{k}": v for k, v in detector.arrays().items()}
-    arrays["knowledge.vectors"] = index.vectors
+    arrays.update({f"knowledge.{k}": v for k, v in index.arrays().items()})
     desk = desks.Desk(staging, bundle, settings, arrays)
     test = _test_report(desk, splits.test, oos_parts["test"], oos_label)
     report = {

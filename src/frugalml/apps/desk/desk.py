@@ -151,7 +151,10 @@ class Desk:
         self.thresholds = Thresholds(t["oos"], t["confidence"], t["answerable"])
         k = settings["knowledge"]
         self.index = KnowledgeIndex.restore(
-            k["entries"], arrays["knowledge.vectors"], float(k["dense_weight"])
+            k["entries"],
+            arrays["knowledge.vectors"],
+            float(k["dense_weight"]),
+            arrays.get("knowledge.hnsw"),  # absent: exact search, or a desk from before graphs
         )
 
     @classmethod

@@ -4,11 +4,12 @@ bundle's `embed()`, fused by weighted reciprocal rank.
 Words and meaning fail differently: BM25 finds the entry that names the same product or
 error code, the dense vectors the one that says the same thing in other words. Reciprocal-rank
 fusion needs no score calibration between the two; the dense side's weight is chosen on
-held-out questions. Dense search is exact (a matrix product): it stays under a few
-milliseconds a question up to ~100k entries on a CPU, where an ANN library would start to pay.
+held-out questions. Dense search is exact (a matrix product) below `vectors.EXACT_BELOW`
+entries and an HNSW graph (faiss) above; a question's fusion then looks at each side's top
+CANDIDATES only, the same ranking as fusing every entry (`ranked`, which measures).
 
-Saved as the entries (JSON) and their vectors (safetensors); BM25 is rebuilt from the entries'
-text on load (a second or less for 10k entries), so nothing else is written.
+Saved as the entries (JSON), their vectors and the graph, if any (safetensors); BM25 is
+rebuilt from the entries' text on load (a second or less for 10k entries).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from frugalml.apps.desk.inputs import Entry
+from frugalml.apps.desk.vectors import Neighbours
 from frugalml.errors import require_extra
 
 RRF_K = 60  # the constant of Cormack et al. (2009): ranks past ~60 barely count
@@ -52,13 +54,19 @@ class KnowledgeIndex:
     """Entries, their vectors and a BM25 index over their text."""
 
     def __init__(
-        self, entries: Sequence[Entry], vectors: np.ndarray, dense_weight: float = 0.5
+        self,
+        entries: Sequence[Entry],
+        vectors: np.ndarray,
+        dense_weight: float = 0.5,
+        *,
+        graph: np.ndarray | None = None,
     ) -> None:
         require_extra("The desk's knowledge index", "desk", "bm25s")
         import bm25s
 
         self.entries = tuple(entries)
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.dense = Neighbours(vectors, graph=graph)
+        self.vectors = self.dense.vectors
         self.dense_weight = dense_weight
         self.bm25 = bm25s.BM25()
         corpus = _tokens([entry_text(e) for e in self.entries])
@@ -99,16 +107,25 @@ class KnowledgeIndex:
         dense_weight: float | None = None,
     ) -> np.ndarray:
         """(queries, 4, k): entry, fused score, cosine and BM25 of each query's top `k`, as
-        one array, so that a server's batched operation can return it."""
+        one array, so that a server's batched operation can return it. Only each side's top
+        CANDIDATES are fused (what `fuse` ranks first), and BM25 runs only when it has weight."""
         weight = self.dense_weight if dense_weight is None else dense_weight
-        sims = self.similarities(query_vectors)
-        lexical = self.bm25_scores(queries) if weight < 1 else np.zeros_like(sims)
-        fused = fuse(sims, lexical, weight)
+        query_vectors = np.asarray(query_vectors, dtype=np.float32)
         k = min(k, len(self.entries))
+        dense, _ = self.dense.search(query_vectors, max(k, CANDIDATES))
+        lexical = self.bm25_scores(queries) if weight < 1 else None
         out = np.zeros((len(queries), 4, k), dtype=np.float64)
         for row in range(len(queries)):
-            top = _top(fused[row], k)
-            out[row] = (top, fused[row, top], sims[row, top], lexical[row, top])
+            near = dense[row][dense[row] >= 0]  # a graph pads a short answer with -1
+            words = np.zeros(0, np.int64) if lexical is None else _positive_top(lexical[row])
+            found = np.unique(np.r_[near, words])
+            sims = self.vectors[found] @ query_vectors[row]
+            fused = 1e-6 * sims.astype(np.float64)
+            fused += weight * _ranks_of(found, near[:CANDIDATES])
+            fused += (1 - weight) * _ranks_of(found, words)
+            best = _top(fused, k)
+            bm25 = np.zeros(len(best)) if lexical is None else lexical[row, found[best]]
+            out[row, :, : len(best)] = (found[best], fused[best], sims[best], bm25)
         return out
 
     def ranked(
@@ -120,11 +137,19 @@ class KnowledgeIndex:
     def save_entries(self) -> list[dict[str, str]]:
         return [e.to_dict() for e in self.entries]
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What to save in the desk's safetensors (keys prefixed 'knowledge.')."""
+        return {"vectors": self.vectors, **self.dense.arrays()}
+
     @classmethod
     def restore(
-        cls, entries: list[dict[str, Any]], vectors: np.ndarray, dense_weight: float
+        cls,
+        entries: list[dict[str, Any]],
+        vectors: np.ndarray,
+        dense_weight: float,
+        graph: np.ndarray | None = None,
     ) -> KnowledgeIndex:
-        return cls([Entry(**e) for e in entries], vectors, dense_weight)
+        return cls([Entry(**e) for e in entries], vectors, dense_weight, graph=graph)
 
 
 def hits_from(top: np.ndarray, k: int | None = None) -> list[list[Hit]]:
@@ -136,6 +161,18 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(scores))
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.argsort(-scores[part], kind="stable")]
+
+
+def _positive_top(scores: np.ndarray) -> np.ndarray:
+    """The top CANDIDATES entries of one row with a positive score (BM25 found a word)."""
+    top = _top(scores, min(CANDIDATES, len(scores)))
+    return np.asarray(top[scores[top] > 0])
+
+
+def _ranks_of(entries: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """1/(RRF_K + rank) of each of `entries` in `ranked` (best first), 0 where absent."""
+    rr = dict(zip(ranked.tolist(), 1.0 / (RRF_K + 1 + np.arange(len(ranked))), strict=True))
+    return np.array([rr.get(e, 0.0) for e in entries.tolist()])
 
 
 def _reciprocal_ranks(scores: np.ndarray, *, positive_only: bool = False) -> np.ndarray:

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from frugalml.apps.desk.vectors import Neighbours
+
 KNN_KS = (1, 5, 10)  # neighbours tried for the kNN detector; the best on validation is kept
 
 
@@ -82,21 +84,24 @@ class Energy:
 
 
 class Knn:
-    """1 - cosine similarity to the k-th nearest training question (Sun et al., 2022)."""
+    """1 - cosine similarity to the k-th nearest training question (Sun et al., 2022); an
+    HNSW graph finds it when the training questions are many (`vectors.Neighbours`)."""
 
     name = "knn"
 
-    def __init__(self, train_vectors: np.ndarray, k: int = 1) -> None:
-        self.train = np.ascontiguousarray(train_vectors, dtype=np.float32)
+    def __init__(self, train_vectors: np.ndarray | Neighbours, k: int = 1) -> None:
+        self.neighbours = (
+            train_vectors if isinstance(train_vectors, Neighbours) else Neighbours(train_vectors)
+        )
+        self.train = self.neighbours.vectors
         self.k = min(k, len(self.train))
 
     def score(self, signals: Signals) -> np.ndarray:
-        sims = signals.vectors.astype(np.float32) @ self.train.T
-        kth = -np.partition(-sims, self.k - 1, axis=1)[:, self.k - 1]
-        return np.asarray(1.0 - kth, dtype=np.float64)
+        _, sims = self.neighbours.search(signals.vectors, self.k)
+        return np.asarray(1.0 - sims[:, self.k - 1], dtype=np.float64)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"train": self.train}
+        return {"train": self.train, **self.neighbours.arrays()}
 
     def settings(self) -> dict[str, Any]:
         return {"k": self.k}
@@ -175,7 +180,7 @@ def restore(name: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) 
     if name == "energy":
         return Energy(float(settings.get("temperature", 1.0)))
     if name == "knn":
-        return Knn(arrays["train"], int(settings["k"]))
+        return Knn(Neighbours(arrays["train"], graph=arrays.get("hnsw")), int(settings["k"]))
     if name == "mahalanobis":
         return Mahalanobis(arrays["means"], arrays["precision"])
     if name == "oos_class":
@@ -264,7 +269,8 @@ def fit_detectors(
 ) -> list[Detector]:
     """Every detector this data allows (an oos class only with out-of-scope examples)."""
     detectors: list[Detector] = [MaxProb(), Energy(1.0)]
-    detectors += [Knn(train.vectors, k) for k in KNN_KS if k <= len(train.vectors)]
+    neighbours = Neighbours(train.vectors)  # one graph (when large) for every k
+    detectors += [Knn(neighbours, k) for k in KNN_KS if k <= len(train.vectors)]
     detectors.append(Mahalanobis.fit(train.vectors, train_y, n_classes))
     if oos_train is not None and len(oos_train) >= 2:
         detectors.append(OosClass.fit(train.vectors, oos_train))

@@ -31,19 +31,23 @@ MAX_K = 20  # the most evidence a request may ask for; the batch computes this m
 
 def batched_operation(desk: Any) -> Any:
     """The batched operation: one encoder pass, the out-of-scope scores and the knowledge
-    search for a whole batch at once, in the inference thread (matrix products over the
-    batch; run per request in a thread pool they contended for the cores), as one row per
-    question: [logits | vectors | oos score | top MAX_K (entry, fused, cosine, bm25)]."""
-    from threadpoolctl import threadpool_limits
+    search for a whole batch at once, in the inference thread (run per request in a thread
+    pool they contended for the cores), as one row per question:
+    [logits | vectors | oos score | top MAX_K (entry, fused, cosine, bm25)]."""
+    from threadpoolctl import ThreadpoolController
 
     from frugalml.apps.desk.desk import signals_from
+
+    # one BLAS thread: the encoder's runtime threads still spin on the other cores, and a
+    # second BLAS thread fighting them was measured to double the desk's extra time. One
+    # controller for the server's life: `threadpool_limits(...)` scans the loaded libraries
+    # on every call (0.5 ms, a tenth of a batch-1 question's extra work).
+    blas = ThreadpoolController()
 
     def op(model: Any, texts: list[str]) -> np.ndarray:
         logits, vectors = model.bundle.logits_and_embed(texts)
         signals = signals_from(logits, vectors, model.bundle.temperature)
-        # one BLAS thread: the encoder's runtime threads still spin on the other cores, and
-        # a second BLAS thread fighting them was measured to double the desk's extra time
-        with threadpool_limits(1, user_api="blas"):
+        with blas.limit(limits=1, user_api="blas"):
             scores = desk.detector.score(signals)
             top = desk.index.top(texts, vectors, k=MAX_K).reshape(len(texts), -1)
         return np.hstack([logits, vectors, scores[:, None], top])
