@@ -10,13 +10,16 @@ see is the model's prediction, errors included. 200 trials per setting:
   state from a 1,000-text in-control prefix; an alarm in the prefix counts as a false alarm).
 
 Detectors: the monitor's `TopicDetectors` (Bernoulli CUSUM and EWMA, thresholds from the target
-rate; base rate known, or estimated from the first 200 texts as the monitor does by default), a
+rate; base rate known, or estimated from the first 200 texts and re-estimated as a topic's
+texts grow, the default, or kept from the warm-up, "plug-in"), a
 naive "negative share of the last hour above a fixed threshold" rule (threshold: the lowest
 that keeps the target rate in control, at `--per-hour` texts an hour), and river's ADWIN with its
 defaults as the peer. Also the bound: the CUSUM tuned to exactly the step has the least
 worst-case mean delay of all detectors with its in-control run length (Moustakides 1986); its
 delay from s = 0 is computed exactly on the lattice, for the model's observed shares and for
-a perfect classifier.
+a perfect classifier, with the information per text (KL divergence of the predicted-negative
+rates), Lorden's asymptotic bound and Siegmund's approximation. And the thresholds that the
+warm-up's parametric bootstrap (Gandy & Kvaløy 2013) would need, against the plug-in ones.
 
     nice -n 10 python benchmarks/monitor_detect.py [--model RUN_OR_BUNDLE] [--trials 200]
 """
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from common import SHARED_DATA, write_result
+from frugalml.apps.monitor.detect import DetectorSettings
 
 BASE = 0.20
 STEPS = {"0.35": 0.35, "2x": 0.40, "3x": 0.60}
@@ -50,9 +54,10 @@ def predictions(model: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, dict[
     from frugalml.data import stratified_split
 
     bundle_dir = resolve_bundle(model)
+    digest = json.loads((bundle_dir / "manifest.json").read_text()).get("digest")
     if cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved["bundle"] == str(bundle_dir):
+        if saved["bundle"] == str(bundle_dir) and saved["model"].get("digest") == digest:
             return np.array(saved["truth"]), np.array(saved["predicted"]), saved["model"]
     path = SHARED_DATA / "financial_phrasebank" / "Sentences_50Agree.txt"
     data = frugalml.load_dataset(path, drop_invalid=True)
@@ -66,6 +71,7 @@ def predictions(model: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, dict[
     predicted = proba.argmax(1) == neg
     info = {
         "bundle": str(bundle_dir),
+        "digest": digest,
         "strategy": bundle.manifest.strategy,
         "precision": bundle.manifest.predictor.get("precision"),
         "held_out_texts": len(truth),
@@ -106,11 +112,10 @@ class Texts:
 # --- the detectors -------------------------------------------------------------------------
 
 
-def monitor_detectors(rate: float, shift: float, base: float | None, warmup: int) -> Detector:
+def monitor_detectors(settings: DetectorSettings) -> Detector:
     """The monitor's CUSUM and EWMA, through `TopicDetectors` as the pipeline runs them."""
-    from frugalml.apps.monitor.detect import DetectorSettings, TopicDetectors
+    from frugalml.apps.monitor.detect import TopicDetectors
 
-    settings = DetectorSettings(rate_per_10k=rate, shift=shift, base_rate=base, warmup=warmup)
     detectors = TopicDetectors(settings)
     return lambda x: detectors.update(bool(x))
 
@@ -191,26 +196,35 @@ def loop_alarms(
     return out
 
 
-def monitor_alarms(
-    rate: float, shift: float, base: float | None, warmup: int, X: np.ndarray
-) -> Alarms:
-    """`TopicDetectors`' CUSUM and EWMA, vectorised over trials (a warm-up per trial when the
-    base rate is not given: detection starts after text `warmup`, as in `TopicDetectors`)."""
-    from frugalml.apps.monitor.detect import BernoulliCusum, BernoulliEwma, DetectorSettings
+def monitor_alarms(settings: DetectorSettings, X: np.ndarray) -> Alarms:
+    """`TopicDetectors`' CUSUM and EWMA, vectorised over trials: a warm-up per trial when the
+    base rate is not given (detection starts after text `warmup`), and the re-estimates as
+    the texts seen grow with `estimation="updating"`, as in `TopicDetectors`."""
+    from frugalml.apps.monitor.detect import armed, reestimate_due
 
-    settings = DetectorSettings(rate_per_10k=rate, shift=shift, base_rate=base, warmup=warmup)
-    skip = 0 if base is not None else settings.warmup
-    p0s = np.full(len(X), base) if base is not None else X[:, :skip].mean(1)
-    cusums = [BernoulliCusum.tuned(p, shift, rate) for p in p0s]
-    ewmas = [BernoulliEwma.tuned(p, settings.lam, rate) for p in p0s]
-    up = np.array([c._up for c in cusums])
-    down = np.array([c._down for c in cusums])
-    h = np.array([c._h for c in cusums])
-    z0 = np.array([e.p0 for e in ewmas])
-    lam, limit = settings.lam, np.array([e.limit for e in ewmas])
-    n, z = np.zeros(len(X), dtype=np.int64), z0.copy()
+    known = settings.base_rate is not None
+    skip = 0 if known else settings.warmup
+    counts = np.cumsum(X, 1)
+    trials = range(len(X))
+
+    def arm(seen: int, before: list[Any] | None) -> list[Any]:
+        k = [0] * len(X) if known else counts[:, seen - 1].tolist()
+        return [armed(settings, int(k[i]), seen, before[i] if before else None) for i in trials]
+
+    charts = arm(skip, None)
+    n = np.zeros(len(X), dtype=np.int64)
+    z = np.array([e.z for _, e in charts])
     out = {"cusum": np.zeros(X.shape, dtype=bool), "ewma": np.zeros(X.shape, dtype=bool)}
     for t in range(skip, X.shape[1]):
+        if t == skip or reestimate_due(settings, t + 1):
+            if t > skip:  # carry the statistics over, as `armed(..., before)` does
+                for i, (c, e) in enumerate(charts):
+                    c.s, e.z = float(n[i]) * c._unit, float(z[i])
+                charts = arm(t + 1, charts)
+            up, down, h = (np.array([getattr(c, a) for c, _ in charts]) for a in _LATTICE)
+            n = np.array([round(c.s / c._unit) for c, _ in charts], dtype=np.int64)
+            z0, limit = np.array([e.p0 for _, e in charts]), np.array([e.limit for _, e in charts])
+            z, lam = np.array([e.z for _, e in charts]), settings.lam
         x = X[:, t]
         n = np.maximum(0, n + np.where(x == 1, up, down))
         z = np.maximum(z0, (1 - lam) * z + lam * x)
@@ -218,6 +232,9 @@ def monitor_alarms(
         n[n >= h] = 0
         z = np.where(z >= limit, z0, z)
     return out
+
+
+_LATTICE = ("_up", "_down", "_h")
 
 
 def naive_matrix(window: int, k: int, X: np.ndarray) -> Alarms:
@@ -299,16 +316,76 @@ def optimal(q0: float, q1: float, rate: float) -> dict[str, float]:
     }
 
 
+def kl(a: float, b: float) -> float:
+    """KL(Bernoulli(a) || Bernoulli(b)), nats per text."""
+    return a * np.log(a / b) + (1 - a) * np.log((1 - a) / (1 - b))
+
+
+def information_bound(q0: float, q1: float, rate: float) -> dict[str, float]:
+    """What the information per text allows: Lorden's (1971) asymptotic lower bound on the
+    worst-case mean delay of any detector with in-control run length g, log(g) / I1, and
+    Siegmund's (1985) approximation of the optimal CUSUM (threshold b on its log-likelihood
+    ratio, no overshoot correction): ARL0 = (e^b - b - 1) / I0, delay = (e^-b + b - 1) / I1."""
+    from scipy.optimize import brentq
+
+    g = 10_000 / rate
+    i1, i0 = kl(q1, q0), kl(q0, q1)
+    b = brentq(lambda b: (np.exp(b) - b - 1) / i0 - g, 1e-6, 100)
+    return {
+        "kl_after_nats_per_text": float(i1),
+        "kl_before_nats_per_text": float(i0),
+        "arl0": g,
+        "lorden_mean_delay_lower_bound": float(np.log(g) / i1),
+        "siegmund_threshold_nats": float(b),
+        "siegmund_mean_delay": float((np.exp(-b) + b - 1) / i1),
+    }
+
+
+def calibration(q0: float, rates: list[float]) -> dict[str, Any]:
+    """The CUSUM and EWMA thresholds on a 200-text warm-up whose estimate is the expected one:
+    plug-in against the parametric bootstrap (mean false-alarm rate on target, and the rate
+    at most the target with probability 0.9, at 1 per 10,000: 0.1 takes minutes)."""
+    from frugalml.apps.monitor.detect import (
+        BernoulliCusum,
+        BernoulliEwma,
+        arl0_for,
+        cusum_threshold_estimated,
+        ewma_limit_estimated,
+    )
+
+    k, n, out = round(q0 * 200), 200, {}
+    for rate in rates:
+        arl0 = arl0_for(rate)
+        out[str(rate)] = {
+            "negatives": k,
+            "warmup": n,
+            "cusum_plug_in_nats": BernoulliCusum.tuned(k / n, 1.5, rate).h,
+            "cusum_bootstrap_nats": cusum_threshold_estimated(k, n, 1.5, arl0),
+            "ewma_plug_in_limit": BernoulliEwma.tuned(k / n, 0.03, rate).limit,
+            "ewma_bootstrap_limit": ewma_limit_estimated(k, n, 0.03, arl0),
+        }
+        if rate >= 1:
+            out[str(rate)]["cusum_bootstrap_alpha_0.1_nats"] = cusum_threshold_estimated(
+                k, n, 1.5, arl0, 0.1
+            )
+        print(out[str(rate)], flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=Path("/tmp/frugalml-monitor-model"))
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--per-hour", type=int, default=200, help="texts a topic gets an hour")
     parser.add_argument("--rates", default="1,0.1", help="target false alarms per 10,000")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("/tmp/frugalml-monitor-detect-predictions.json"),
+        help="the held-out predictions, kept for the same bundle (path and digest)",
+    )
     args = parser.parse_args()
-    model = args.model
-    cache = (model if (model / "manifest.json").is_file() else model / "bundle").parent
-    truth, predicted, info = predictions(model, cache / "monitor_detect_predictions.json")
+    truth, predicted, info = predictions(args.model, args.cache)
     texts = Texts(truth, predicted)
     q0 = texts.observed(BASE)
     print(info, f"tpr {texts.tpr:.3f} fpr {texts.fpr:.3f} q0 {q0:.3f}")
@@ -354,23 +431,27 @@ def main() -> None:
 
     matched = round(texts.observed(0.35) / q0, 3)  # the observed share's rise on the 0.35 step
     for rate in rates:
-        known = [
-            (1.5, q0, 200, "known"),
-            (matched, q0, 200, "known"),
-            (1.5, None, 200, "first 200 texts"),
-            (1.5, None, 1000, "first 1000 texts"),
+        settings = [  # (settings, texts of warm-up, how the base rate is known)
+            (dict(shift=1.5, base_rate=q0), "known"),
+            (dict(shift=matched, base_rate=q0), "known"),
+            (dict(shift=1.5, estimation="plug-in"), "first 200 texts, plug-in"),
+            (dict(shift=1.5), "first 200 texts, updating (default)"),
+            (dict(shift=matched), "first 200 texts, updating (default)"),
+            (dict(shift=1.5, warmup=1000, estimation="plug-in"), "first 1000 texts, plug-in"),
         ]
-        for shift, base, warmup, how in known:
-            names = ("cusum", "ewma") if shift == 1.5 else ("cusum",)  # EWMA has no shift
+        for options, how in settings:
+            config = DetectorSettings(rate_per_10k=rate, **options)  # type: ignore[arg-type]
+            names = ("cusum", "ewma") if config.shift == 1.5 else ("cusum",)  # EWMA: no shift
             measure(
-                lambda X, _, r=rate, s=shift, b=base, w=warmup, k=names: {
-                    name: a for name, a in monitor_alarms(r, s, b, w, X).items() if name in k
+                lambda X, _, c=config, k=names: {
+                    name: a for name, a in monitor_alarms(c, X).items() if name in k
                 },
-                lambda r=rate, s=shift, b=base, w=warmup: monitor_detectors(r, s, b, w),
+                lambda c=config: monitor_detectors(c),
                 rate,
-                0 if base is not None else warmup,
+                0 if config.base_rate is not None else config.warmup,
                 base=how,
-                shift=shift,
+                shift=config.shift,
+                estimation=config.estimation if config.base_rate is None else None,
             )
         k = naive_threshold(texts, args.per_hour, rate, np.random.default_rng(9))
         measure(
@@ -390,6 +471,10 @@ def main() -> None:
                 for rate in rates
             },
             "perfect_classifier_at_0.1_per_10k": optimal(BASE, p, 0.1),
+            **{
+                f"information_at_{rate}_per_10k": information_bound(q0, texts.observed(p), rate)
+                for rate in rates
+            },
         }
         for step, p in STEPS.items()
     }
@@ -405,6 +490,7 @@ def main() -> None:
         "cap_texts": CAP,
         "per_hour": args.per_hour,
         "bound": bound,
+        "calibration_200_texts": calibration(q0, rates),
         "rows": rows,
         "wall_s": time.perf_counter() - started,
     }

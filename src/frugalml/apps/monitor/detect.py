@@ -10,6 +10,16 @@ No simulation, so a threshold is deterministic and costs milliseconds.
   (Reynolds & Stoumbos 1999), the fastest detector of a step to p1 for a given ARL0.
 - `BernoulliEwma`: a one-sided EWMA chart of the same 0/1 stream, reset at p0 from below.
 - `VolumeSurge`: a closed window's count against a Poisson quantile of the EWMA of past counts.
+
+A base rate estimated from a topic's first texts is uncertain, and a chart built on an
+underestimate alarms far more often than its target (5x on 200 texts at 1 per 10,000: the
+CUSUM's reference value sits only ~1.4 standard errors of a 200-text estimate above p0).
+By default (`estimation="updating"`) the base rate is re-estimated from all of the topic's
+texts each time their count grows by a quarter, and both charts re-armed (statistics kept),
+so the error shrinks as the topic is watched. `estimation="bootstrap"` keeps the warm-up's
+estimate and raises the thresholds by its parametric bootstrap instead (Gandy & Kvaløy 2013):
+on 200 texts the CUSUM then needs 2.3x (1 per 10,000) to 12x (0.1) its plug-in threshold,
+a far longer delay, so it is an option, not the default.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from typing import Any
 import numpy as np
 
 PER_TEXTS = 10_000  # false-alarm rates are "per 10,000 texts"
+ESTIMATIONS = ("updating", "bootstrap", "plug-in")
 _CELLS = 300
 
 Step = Callable[[np.ndarray, int], np.ndarray]
@@ -120,10 +131,116 @@ def cusum_threshold(p0: float, p1: float, arl0: float) -> float:
 
 @lru_cache(maxsize=256)
 def ewma_limit(p0: float, lam: float, arl0: float) -> float:
+    return calibrate(_ewma_step(p0, lam), p0, arl0, p0, min(1.0, p0 + 0.1), p0)
+
+
+def _ewma_step(p0: float, lam: float) -> Step:
     def step(z: np.ndarray, x: int) -> np.ndarray:
         return np.maximum(p0, (1 - lam) * z + lam * x)
 
-    return calibrate(step, p0, arl0, p0, min(1.0, p0 + 0.1), p0)
+    return step
+
+
+def _ewma_sigma(p0: float, lam: float) -> float:
+    """The EWMA's asymptotic standard deviation: limits are p0 + c·sigma, c common to all p0."""
+    return math.sqrt(lam / (2 - lam) * p0 * (1 - p0))
+
+
+# --- thresholds for a base rate estimated from a warm-up -----------------------------------
+
+_TAIL = 1e-4  # bootstrap estimates less likely than this on either side are left out
+
+
+def bootstrap(negatives: int, seen: int) -> tuple[np.ndarray, np.ndarray]:
+    """(estimates, weights): the parametric bootstrap of the warm-up estimate k/n, i.e. k*/n
+    for k* ~ Binomial(n, k/n), enumerated exactly (the central 1 - 2e-4 of its mass)."""
+    from scipy.stats import binom
+
+    p = _clip(negatives / seen)
+    k = np.arange(int(binom.ppf(_TAIL, seen, p)), int(binom.isf(_TAIL, seen, p)) + 1)
+    weights = binom.pmf(k, seen, p)
+    return np.array([_clip(x) for x in k / seen]), weights / weights.sum()
+
+
+def _least(meets: Callable[[float], bool], start: float, tol: float) -> float:
+    """The least x >= start/2 (to `tol`) with `meets(x)`, for a `meets` monotone in x."""
+    lo, hi = start / 2, start
+    while not meets(hi):
+        lo, hi = hi, 2 * hi
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if meets(mid) else (mid, hi)
+    return hi
+
+
+def _in_control(
+    lengths: Callable[[float], np.ndarray], weights: np.ndarray, arl0: float, alpha: float | None
+) -> Callable[[float], bool]:
+    """Whether threshold h keeps the bootstrap charts in control: their mean false-alarm rate
+    (1 / run length) at most 1 / arl0, or, with `alpha`, a run length of at least arl0 for
+    all but a share alpha of them (Gandy & Kvaløy's guaranteed conditional performance)."""
+
+    def meets(h: float) -> bool:
+        arl = lengths(h)
+        if alpha is None:
+            return float(weights @ (1 / arl)) <= 1 / arl0
+        return float(weights @ (arl >= arl0)) >= 1 - alpha
+
+    return meets
+
+
+@lru_cache(maxsize=1024)
+def cusum_threshold_estimated(
+    negatives: int, seen: int, shift: float, arl0: float, alpha: float | None = None
+) -> float:
+    """The CUSUM threshold (nats) for p0 estimated as negatives/seen: each bootstrap estimate
+    p* builds its own chart (p*, shift·p*), run against p0 = negatives/seen as the truth."""
+    p0 = _rounded(negatives / seen)
+    estimates, weights = bootstrap(negatives, seen)
+    steps = [cusum_steps(*_cusum_shares(p, shift)) for p in estimates]
+
+    def lengths(h: float) -> np.ndarray:
+        return np.array(
+            [lattice_run_length(up, down, max(1, round(h / unit)), p0) for unit, up, down in steps]
+        )
+
+    plug_in = cusum_threshold(*_cusum_shares(p0, shift), arl0)
+    return _least(_in_control(lengths, weights, arl0, alpha), plug_in, 0.01)
+
+
+@lru_cache(maxsize=1024)
+def ewma_limit_estimated(
+    negatives: int, seen: int, lam: float, arl0: float, alpha: float | None = None
+) -> float:
+    """The EWMA limit for p0 estimated as negatives/seen: limits are p* + c·sigma(p*) for each
+    bootstrap estimate p*, run against p0 as the truth; returns p0 + c·sigma(p0)."""
+    p0 = _rounded(negatives / seen)
+    estimates, weights = bootstrap(negatives, seen)
+
+    def lengths(c: float) -> np.ndarray:
+        out = []
+        for p in estimates:
+            limit = min(0.999, p + c * _ewma_sigma(p, lam))
+            out.append(run_length(_ewma_step(p, lam), limit, p0, p, p))
+        return np.array(out)
+
+    plug_in = (ewma_limit(p0, lam, arl0) - p0) / _ewma_sigma(p0, lam)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        c = _least(_in_control(lengths, weights, arl0, alpha), plug_in, 0.01)
+    return min(0.999, p0 + c * _ewma_sigma(p0, lam))
+
+
+def _cusum_shares(p0: float, shift: float) -> tuple[float, float]:
+    p0 = _rounded(p0)
+    return p0, round(_clip(min(shift * p0, (1 + p0) / 2)), 4)
+
+
+def _rounded(p0: float) -> float:
+    """Base rates to 3 decimals (far below a base rate's error on a warm-up): thresholds are
+    cached per base rate, and re-estimates of many topics then share them."""
+    return round(_clip(p0), 3)
 
 
 @dataclass
@@ -142,8 +259,7 @@ class BernoulliCusum:
 
     @classmethod
     def tuned(cls, p0: float, shift: float, rate_per_10k: float) -> BernoulliCusum:
-        p0 = round(_clip(p0), 4)
-        p1 = round(_clip(min(shift * p0, (1 + p0) / 2)), 4)
+        p0, p1 = _cusum_shares(p0, shift)
         return cls(p0, p1, cusum_threshold(p0, p1, arl0_for(rate_per_10k)))
 
     def update(self, x: int) -> bool:
@@ -166,8 +282,8 @@ class BernoulliEwma:
 
     @classmethod
     def tuned(cls, p0: float, lam: float, rate_per_10k: float) -> BernoulliEwma:
-        p0 = _clip(p0)
-        return cls(p0, lam, ewma_limit(round(p0, 4), lam, arl0_for(rate_per_10k)), p0)
+        p0 = _rounded(p0)
+        return cls(p0, lam, ewma_limit(p0, lam, arl0_for(rate_per_10k)), p0)
 
     def update(self, x: int) -> bool:
         self.z = max(self.p0, (1 - self.lam) * self.z + self.lam * x)
@@ -219,6 +335,15 @@ class DetectorSettings:
     lam: float = 0.03  # EWMA weight of the newest text
     warmup: int = 200  # texts of a topic that estimate its base rate before detection starts
     base_rate: float | None = None  # known base rate: no warm-up
+    # How a base rate estimated from the warm-up is used: "updating" (re-estimated from all
+    # texts each time their count grows `growth`-fold, up to `until`), "bootstrap" (the warm-up's,
+    # thresholds from its parametric bootstrap) or "plug-in" (the warm-up's, as if exact).
+    estimation: str = "updating"
+    growth: float = 1.25
+    until: int = 51_200
+    # With "bootstrap": None, the expected false-alarm rate is the target; a number, the rate
+    # is at most the target with probability 1 - alpha (a guarantee paid for in delay).
+    alpha: float | None = None
     min_volume: int = 20  # per window, for the volume detector
     surge_ratio: float = 2.0
 
@@ -240,12 +365,7 @@ class TopicDetectors:
         if self.volume is None:
             self.volume = VolumeSurge(s.rate_per_10k, s.surge_ratio, s.min_volume)
         if s.base_rate is not None and self.cusum is None:
-            self._arm(s.base_rate)
-
-    def _arm(self, p0: float) -> None:
-        s = self.settings
-        self.cusum = BernoulliCusum.tuned(p0, s.shift, s.rate_per_10k)
-        self.ewma = BernoulliEwma.tuned(p0, s.lam, s.rate_per_10k)
+            self.cusum, self.ewma = armed(s)
 
     def update(self, negative: bool) -> list[str]:
         """Feed one text; the names of the detectors that signalled."""
@@ -253,8 +373,11 @@ class TopicDetectors:
         self.negatives += int(negative)
         if self.cusum is None or self.ewma is None:
             if self.seen >= self.settings.warmup:
-                self._arm(self.negatives / self.seen)
+                self.cusum, self.ewma = armed(self.settings, self.negatives, self.seen)
             return []
+        if reestimate_due(self.settings, self.seen):
+            before = (self.cusum, self.ewma)
+            self.cusum, self.ewma = armed(self.settings, self.negatives, self.seen, before)
         fired = []
         if self.cusum.update(int(negative)):
             fired.append("cusum")
@@ -283,6 +406,48 @@ class TopicDetectors:
             VolumeSurge(**data["volume"]) if data["volume"] else None,
             data.get("extra", {}),
         )
+
+
+def reestimate_due(settings: DetectorSettings, seen: int) -> bool:
+    """Whether the `seen`-th text re-estimates the base rate: at warm-up · growth^j, j >= 1."""
+    s = settings
+    if s.base_rate is not None or s.estimation != "updating" or seen > s.until:
+        return False
+    return seen in _checkpoints(s.warmup, s.growth, s.until)
+
+
+@lru_cache(maxsize=64)
+def _checkpoints(warmup: int, growth: float, until: int) -> frozenset[int]:
+    points, x = set(), float(warmup)
+    while x <= until:
+        x *= growth
+        points.add(max(round(x), warmup + 1))
+    return frozenset(points)
+
+
+def armed(
+    settings: DetectorSettings,
+    negatives: int = 0,
+    seen: int = 0,
+    before: tuple[BernoulliCusum, BernoulliEwma] | None = None,
+) -> tuple[BernoulliCusum, BernoulliEwma]:
+    """A topic's CUSUM and EWMA: on the known base rate when `settings` has one, else on the
+    estimate negatives/seen; the statistics of the charts `before`, when given, carry over."""
+    s = settings
+    if s.estimation not in ESTIMATIONS:
+        raise ValueError(f"estimation must be one of {ESTIMATIONS}; got {s.estimation!r}")
+    p0 = s.base_rate if s.base_rate is not None else negatives / seen
+    cusum = BernoulliCusum.tuned(p0, s.shift, s.rate_per_10k)
+    ewma = BernoulliEwma.tuned(p0, s.lam, s.rate_per_10k)
+    if s.base_rate is None and s.estimation == "bootstrap":
+        arl0 = arl0_for(s.rate_per_10k)
+        h = cusum_threshold_estimated(negatives, seen, s.shift, arl0, s.alpha)
+        limit = ewma_limit_estimated(negatives, seen, s.lam, arl0, s.alpha)
+        cusum, ewma = BernoulliCusum(cusum.p0, cusum.p1, h), BernoulliEwma(ewma.p0, s.lam, limit)
+        ewma.z = ewma.p0
+    if before is not None:
+        cusum.s, ewma.z = before[0].s, max(ewma.p0, before[1].z)
+    return cusum, ewma
 
 
 def _clip(p: float) -> float:
