@@ -200,16 +200,25 @@ def monitor_alarms(settings: DetectorSettings, X: np.ndarray) -> Alarms:
     """`TopicDetectors`' CUSUM and EWMA, vectorised over trials: a warm-up per trial when the
     base rate is not given (detection starts after text `warmup`), and the re-estimates as
     the texts seen grow with `estimation="updating"`, as in `TopicDetectors`."""
-    from frugalml.apps.monitor.detect import armed, reestimate_due
+    from frugalml.apps.monitor.detect import armed, reestimate_due, screened
 
     known = settings.base_rate is not None
     skip = 0 if known else settings.warmup
     counts = np.cumsum(X, 1)
     trials = range(len(X))
+    estimates = [[int(counts[i, skip - 1]), skip] if skip else [0, 0] for i in trials]
+    marks = [list(e) for e in estimates]
 
     def arm(seen: int, before: list[Any] | None) -> list[Any]:
-        k = [0] * len(X) if known else counts[:, seen - 1].tolist()
-        return [armed(settings, int(k[i]), seen, before[i] if before else None) for i in trials]
+        if before is not None:  # a re-estimate, screened as `TopicDetectors` does
+            for i in trials:
+                k = int(counts[i, seen - 1])
+                estimates[i] = screened(estimates[i], marks[i], k, seen)
+                marks[i] = [k, seen]
+        return [
+            armed(settings, e[0], e[1], before[i] if before else None)
+            for i, e in enumerate(estimates)
+        ]
 
     charts = arm(skip, None)
     n = np.zeros(len(X), dtype=np.int64)

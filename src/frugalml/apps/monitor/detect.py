@@ -359,6 +359,8 @@ class TopicDetectors:
     ewma: BernoulliEwma | None = None
     volume: VolumeSurge | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    estimate: list[int] = field(default_factory=lambda: [0, 0])  # the base rate's counts
+    mark: list[int] = field(default_factory=lambda: [0, 0])  # the counts at the last estimate
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -373,11 +375,15 @@ class TopicDetectors:
         self.negatives += int(negative)
         if self.cusum is None or self.ewma is None:
             if self.seen >= self.settings.warmup:
+                self.estimate = self.mark = [self.negatives, self.seen]
                 self.cusum, self.ewma = armed(self.settings, self.negatives, self.seen)
             return []
         if reestimate_due(self.settings, self.seen):
+            self.estimate = screened(self.estimate, self.mark, self.negatives, self.seen)
+            self.mark = [self.negatives, self.seen]
             before = (self.cusum, self.ewma)
-            self.cusum, self.ewma = armed(self.settings, self.negatives, self.seen, before)
+            k, n = self.estimate
+            self.cusum, self.ewma = armed(self.settings, k, n, before)
         fired = []
         if self.cusum.update(int(negative)):
             fired.append("cusum")
@@ -393,10 +399,13 @@ class TopicDetectors:
             "ewma": asdict(self.ewma) if self.ewma else None,
             "volume": asdict(self.volume) if self.volume else None,
             "extra": self.extra,
+            "estimate": self.estimate,
+            "mark": self.mark,
         }
 
     @classmethod
     def from_dict(cls, settings: DetectorSettings, data: dict[str, Any]) -> TopicDetectors:
+        counts = [data["negatives"], data["seen"]]  # states saved before re-estimation
         return cls(
             settings,
             data["seen"],
@@ -405,7 +414,27 @@ class TopicDetectors:
             BernoulliEwma(**data["ewma"]) if data["ewma"] else None,
             VolumeSurge(**data["volume"]) if data["volume"] else None,
             data.get("extra", {}),
+            list(data.get("estimate", counts)),
+            list(data.get("mark", counts)),
         )
+
+
+_SCREEN = 3.09  # z of a one-sided test at 0.1%: stretches this far above the base are left out
+
+
+def screened(estimate: list[int], mark: list[int], negatives: int, seen: int) -> list[int]:
+    """The base rate's counts after a re-estimate: the texts since the last one join them
+    unless their negative share is above the base rate's by a two-proportion z-test at 0.1%
+    (Phase I screening: a shift in progress must not become the base it is judged against;
+    two-sample, so an estimate from few texts does not reject, and lock in, honest ones)."""
+    k, n = negatives - mark[0], seen - mark[1]
+    if n == 0:
+        return list(estimate)
+    pooled = (estimate[0] + k) / (estimate[1] + n)
+    spread = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n + 1 / estimate[1]))
+    if (k / n - estimate[0] / estimate[1]) / spread > _SCREEN:
+        return list(estimate)
+    return [estimate[0] + k, estimate[1] + n]
 
 
 def reestimate_due(settings: DetectorSettings, seen: int) -> bool:
