@@ -12,10 +12,14 @@ from frugalml.apps.monitor.detect import (
     DetectorSettings,
     TopicDetectors,
     VolumeSurge,
+    arl0_for,
     cusum_steps,
+    cusum_threshold_estimated,
+    ewma_limit_estimated,
     lattice_run_length,
     negative_share,
     rates_from_confusion,
+    screened,
 )
 
 
@@ -98,3 +102,59 @@ def test_the_corrected_share_is_closer_to_the_truth_than_the_raw_one() -> None:
 
 def test_rates_come_from_a_confusion_matrix_with_rows_true() -> None:
     assert rates_from_confusion([[8, 2, 0], [1, 40, 9], [0, 5, 35]], 0) == (0.8, 1 / 90)
+
+
+def _fed(settings: DetectorSettings, stream: np.ndarray) -> TopicDetectors:
+    detectors = TopicDetectors(settings)
+    for x in stream:
+        detectors.update(bool(x))
+    return detectors
+
+
+def test_the_base_rate_is_re_estimated_as_a_topic_grows_and_the_plug_in_keeps_its_warm_up() -> None:
+    rng = np.random.default_rng(5)
+    warm_up = np.arange(100) < 10  # a warm-up that underestimates: 10% for a true 20%
+    stream = np.concatenate([warm_up, rng.random(8000) < 0.2])
+    warm = 0.1
+    updating = _fed(DetectorSettings(warmup=100), stream)
+    plug_in = _fed(DetectorSettings(warmup=100, estimation="plug-in"), stream)
+    assert plug_in.cusum is not None and plug_in.cusum.p0 == pytest.approx(warm, abs=1e-3)
+    assert updating.cusum is not None and abs(updating.cusum.p0 - 0.2) < 0.015
+    # the first stretches, well above a 10% warm-up, are screened out; most texts count
+    assert 0.8 * updating.seen < updating.estimate[1] < updating.seen
+
+
+def test_a_shift_in_progress_does_not_become_the_base_rate() -> None:
+    rng = np.random.default_rng(6)
+    stream = np.concatenate([rng.random(3000) < 0.15, rng.random(4000) < 0.30])
+    detectors = _fed(DetectorSettings(warmup=200), stream)
+    assert detectors.cusum is not None and detectors.cusum.p0 < 0.17
+    assert screened([30, 200], [30, 200], 30 + 35, 300) == [30, 200]  # 35% vs 15%: left out
+    assert screened([30, 200], [30, 200], 30 + 16, 300) == [46, 300]  # 16% vs 15%: joins
+
+
+@pytest.mark.parametrize("alpha", [None, 0.1])
+def test_bootstrap_thresholds_are_above_the_plug_in_ones_and_reproduce(alpha: float | None) -> None:
+    """Gandy & Kvaløy's bootstrap of a 200-text estimate (29 negatives), enumerated exactly:
+    no seed, the same threshold every time; the guarantee (alpha) asks for more than the mean."""
+    arl0 = arl0_for(20.0)
+    plug_in = BernoulliCusum.tuned(29 / 200, 1.5, 20.0)
+    h = cusum_threshold_estimated(29, 200, 1.5, arl0, alpha)
+    cusum_threshold_estimated.cache_clear()
+    assert cusum_threshold_estimated(29, 200, 1.5, arl0, alpha) == h
+    assert h > plug_in.h
+    if alpha is not None:
+        assert h > cusum_threshold_estimated(29, 200, 1.5, arl0, None)
+    limit = ewma_limit_estimated(29, 200, 0.03, arl0, alpha)
+    assert limit > BernoulliEwma.tuned(29 / 200, 0.03, 20.0).limit
+    armed_ = TopicDetectors(
+        DetectorSettings(rate_per_10k=20.0, estimation="bootstrap", alpha=alpha)
+    )
+    for x in [1] * 29 + [0] * 171:
+        armed_.update(bool(x))
+    assert armed_.cusum is not None and armed_.cusum.h == pytest.approx(h)
+
+
+def test_an_unknown_estimation_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="updating"):
+        _fed(DetectorSettings(warmup=10, estimation="bayes"), np.zeros(10))
