@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MODEL_FILE = "lightgbm.txt"
+CAL_FOLDS = 5
 FEATURES_FILE = "features.json"
 
 
@@ -52,7 +53,12 @@ class LightgbmConfig(StrategyConfig):
     feature_fraction: float = Field(0.7, gt=0, le=1, description="Share of features per tree.")
     bagging_fraction: float = Field(0.8, gt=0, le=1, description="Share of rows per tree.")
     lambda_l2: float = Field(5.0, ge=0, description="L2 penalty on leaf values.")
-    seed: int = Field(0, description="Seeds bagging, the early-stopping split and text folds.")
+    seed: int = Field(0, description="Seeds bagging, the cross-fitting folds and text folds.")
+    calibration: Literal["platt", "temperature"] = Field(
+        "platt",
+        description="'platt': a logistic map fitted on 5-fold out-of-fold scores over all of "
+        "train; 'temperature': the ladder's one scalar fitted on the validation split.",
+    )
 
 
 class LightgbmPredictor:
@@ -65,10 +71,12 @@ class LightgbmPredictor:
         scorers: list[TextScore],
         labels: tuple[str, ...],
         temperature: float = 1.0,
+        platt: tuple[float, float] = (1.0, 0.0),
     ) -> None:
         self.schema, self.booster, self.scorers = schema, booster, scorers
-        self.labels, self.temperature = labels, temperature
+        self.labels, self.temperature, self.platt = labels, temperature, platt
         self.names = model_columns(schema, text=bool(scorers))
+        self.calibration = "" if platt == (1.0, 0.0) else f"platt on {CAL_FOLDS}-fold out-of-fold"
 
     def matrix(self, inputs: Sequence[Any]) -> np.ndarray:
         return encode(self.schema.frame(inputs), self.schema, self.names, self.scorers)
@@ -79,8 +87,10 @@ class LightgbmPredictor:
         return np.asarray(self.booster.predict(self.matrix(inputs), raw_score=True))
 
     def logits(self, inputs: Sequence[Any]) -> np.ndarray:
-        raw = self.raw(inputs)
-        return np.stack([np.zeros_like(raw), raw], axis=1)
+        """Calibrated log-odds: Platt's `a·raw + b` (reason codes stay on the raw score)."""
+        a, b = self.platt
+        calibrated = a * self.raw(inputs) + b
+        return np.stack([np.zeros_like(calibrated), calibrated], axis=1)
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
         from scipy.special import softmax
@@ -105,7 +115,7 @@ class LightgbmPredictor:
         self.booster.save_model(str(folder / MODEL_FILE))
         features = {"names": self.names, "text": [s.to_dict() for s in self.scorers]}
         (folder / FEATURES_FILE).write_text(json.dumps(features, ensure_ascii=False))
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "platt": list(self.platt)}
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> LightgbmPredictor:
@@ -114,7 +124,9 @@ class LightgbmPredictor:
         features = json.loads((folder / FEATURES_FILE).read_text())
         booster = lgb.Booster(model_file=str(folder / MODEL_FILE))
         scorers = [TextScore.from_dict(s) for s in features["text"]]
-        return cls(load_schema(folder), booster, scorers, labels, float(spec["temperature"]))
+        a, b = spec.get("platt", (1.0, 0.0))
+        return cls(load_schema(folder), booster, scorers, labels, float(spec["temperature"]),
+                   (float(a), float(b)))  # fmt: skip
 
 
 def _shown(value: Any) -> Any:
@@ -176,8 +188,9 @@ class LightgbmStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> LightgbmPredictor:
-        """Trees are counted by early stopping on a fifth of `train` (so `val` stays clean for
-        calibration and the choice), then refitted on all of `train` with that count."""
+        """Trees are counted by early stopping in 5-fold cross-validation on `train`, whose
+        out-of-fold scores also fit the Platt calibration (all of train, not the small
+        validation split); the model is then refitted on all of `train` with that count."""
         import lightgbm as lgb
 
         c = self.config
@@ -192,13 +205,14 @@ class LightgbmStrategy:
         params = self._params(schema, names)
         categorical = [i for i, n in enumerate(names) if n in {c.name for c in
                        schema.of_type("categorical")}]  # fmt: skip
-        rounds = self._rounds(X, train.y, params, categorical)
+        rounds, scores = self._cross_fit(X, train.y, params, categorical)
         full = lgb.Dataset(X, train.y, feature_name=names, categorical_feature=categorical,
                            free_raw_data=False)  # fmt: skip
         booster = lgb.train(params, full, num_boost_round=rounds)
+        platt = fit_platt(scores, train.y) if c.calibration == "platt" else (1.0, 0.0)
         # the saved text is the model: predict from it, before saving as after loading
         reloaded = lgb.Booster(model_str=booster.model_to_string())
-        return LightgbmPredictor(schema, reloaded, scorers, train.labels)
+        return LightgbmPredictor(schema, reloaded, scorers, train.labels, platt=platt)
 
     def _params(self, schema: TabularSchema, names: list[str]) -> dict[str, Any]:
         c = self.config
@@ -217,19 +231,30 @@ class LightgbmStrategy:
             "monotone_constraints_method": "advanced",
         }  # fmt: skip
 
-    def _rounds(
+    def _cross_fit(
         self, X: np.ndarray, y: np.ndarray, params: dict[str, Any], categorical: list[int]
-    ) -> int:
+    ) -> tuple[int, np.ndarray]:
+        """(trees for the full model, each row's out-of-fold raw score at the best count)."""
         import lightgbm as lgb
-        from sklearn.model_selection import train_test_split
+        from sklearn.model_selection import StratifiedKFold
 
-        idx = np.arange(len(y))
-        fit_idx, stop_idx = train_test_split(idx, test_size=0.2, stratify=y,
-                                             random_state=self.config.seed)  # fmt: skip
-        fit = lgb.Dataset(X[fit_idx], y[fit_idx], categorical_feature=categorical)
-        stop = lgb.Dataset(X[stop_idx], y[stop_idx], reference=fit)
-        booster = lgb.train(
-            params, fit, num_boost_round=self.config.max_rounds, valid_sets=[stop],
-            callbacks=[lgb.early_stopping(100, verbose=False)],
+        folds = list(StratifiedKFold(CAL_FOLDS, shuffle=True, random_state=self.config.seed)
+                     .split(X, y))  # fmt: skip
+        data = lgb.Dataset(X, y, categorical_feature=categorical, free_raw_data=False)
+        cv = lgb.cv(
+            params, data, num_boost_round=self.config.max_rounds, folds=folds,
+            callbacks=[lgb.early_stopping(100, verbose=False)], return_cvbooster=True,
         )  # fmt: skip
-        return max(1, int(booster.best_iteration * 1.2))  # all of train supports a few more
+        best = len(next(iter(v for k, v in cv.items() if k.endswith("-mean"))))
+        scores = np.zeros(len(y))
+        for (_, held), booster in zip(folds, cv["cvbooster"].boosters, strict=True):
+            scores[held] = booster.predict(X[held], raw_score=True, num_iteration=best)
+        return max(1, int(best * 1.2)), scores  # all of train supports a few more trees
+
+
+def fit_platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: (a, b) of P(bad) = sigmoid(a·score + b), unpenalised maximum likelihood."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = LogisticRegression(C=np.inf).fit(scores[:, None], y)
+    return float(head.coef_[0, 0]), float(head.intercept_[0])
