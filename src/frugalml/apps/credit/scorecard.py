@@ -279,14 +279,18 @@ def _head(X: np.ndarray, y: np.ndarray, c: ScorecardConfig) -> Any:
     """The logistic regression on WoE, its L2 strength chosen by cross-validation unless set:
     with few defaults (5% on lending_club) C=1 overfits the WoE columns (test AUC .723 there,
     .732 with C=0.1)."""
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    def head(C: float) -> LogisticRegression:
+        return LogisticRegression(C=C, max_iter=1000)
 
     if c.C is not None:
-        return LogisticRegression(C=c.C, max_iter=1000).fit(X, y)
+        return head(c.C).fit(X, y)
     folds = StratifiedKFold(5, shuffle=True, random_state=c.seed)
-    return LogisticRegressionCV(Cs=list(C_GRID), cv=folds, scoring="neg_log_loss",
-                                max_iter=1000).fit(X, y)  # fmt: skip
+    best = max(C_GRID, key=lambda C: float(np.mean(cross_val_score(
+        head(C), X, y, cv=folds, scoring="neg_log_loss"))))  # fmt: skip
+    return head(best).fit(X, y)
 
 
 @register_strategy(
