@@ -28,13 +28,15 @@ from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.data.tabular import TabularSchema, rows_of
-from frugalml.errors import ConfigError
+from frugalml.errors import ConfigError, MissingExtraError
 from frugalml.strategies import StrategyConfig, register_strategy
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MODEL_FILE = "lightgbm.txt"
+ONNX_FILE = "lightgbm.onnx"
+ONNX_OPSET = 15  # the newest onnxmltools 1.16 converts LightGBM at
 CAL_FOLDS = 5
 FEATURES_FILE = "features.json"
 
@@ -62,7 +64,10 @@ class LightgbmConfig(StrategyConfig):
 
 
 class LightgbmPredictor:
-    """Typed columns → LightGBM booster → log-odds of the positive class."""
+    """Typed columns → LightGBM booster → log-odds of the positive class. Exported, the trees
+    run in ONNX Runtime; the booster's text stays beside them for TreeSHAP reason codes."""
+
+    onnx_precisions: tuple[str, ...] = ("fp32",)  # trees: nothing to quantize
 
     def __init__(
         self,
@@ -72,8 +77,11 @@ class LightgbmPredictor:
         labels: tuple[str, ...],
         temperature: float = 1.0,
         platt: tuple[float, float] = (1.0, 0.0),
+        graph: bytes | None = None,
     ) -> None:
         self.schema, self.booster, self.scorers = schema, booster, scorers
+        self.graph = graph  # the trees as ONNX, once exported; probabilities then come from it
+        self.session = _onnx_session(graph) if graph is not None else None
         self.labels, self.temperature, self.platt = labels, temperature, platt
         self.names = model_columns(schema, text=bool(scorers))
         self.calibration = "" if platt == (1.0, 0.0) else f"platt on {CAL_FOLDS}-fold out-of-fold"
@@ -84,7 +92,11 @@ class LightgbmPredictor:
     def raw(self, inputs: Sequence[Any]) -> np.ndarray:
         if len(inputs) == 0:
             return np.zeros(0)
-        return np.asarray(self.booster.predict(self.matrix(inputs), raw_score=True))
+        X = self.matrix(inputs)
+        if self.session is not None:
+            scores = self.session.run(["probabilities"], {"features": X.astype(np.float32)})[0]
+            return np.asarray(scores[:, 1], dtype=np.float64)
+        return np.asarray(self.booster.predict(X, raw_score=True))
 
     def logits(self, inputs: Sequence[Any]) -> np.ndarray:
         """Calibrated log-odds: Platt's `a·raw + b` (reason codes stay on the raw score)."""
@@ -115,7 +127,11 @@ class LightgbmPredictor:
         self.booster.save_model(str(folder / MODEL_FILE))
         features = {"names": self.names, "text": [s.to_dict() for s in self.scorers]}
         (folder / FEATURES_FILE).write_text(json.dumps(features, ensure_ascii=False))
-        return {"temperature": self.temperature, "platt": list(self.platt)}
+        spec: dict[str, Any] = {"temperature": self.temperature, "platt": list(self.platt)}
+        if self.graph is not None:
+            (folder / ONNX_FILE).write_bytes(self.graph)
+            spec.update(format="onnx", precision="fp32")
+        return spec
 
     @classmethod
     def load(cls, folder: Path, spec: dict[str, Any], labels: tuple[str, ...]) -> LightgbmPredictor:
@@ -125,8 +141,46 @@ class LightgbmPredictor:
         booster = lgb.Booster(model_file=str(folder / MODEL_FILE))
         scorers = [TextScore.from_dict(s) for s in features["text"]]
         a, b = spec.get("platt", (1.0, 0.0))
+        graph = (folder / ONNX_FILE).read_bytes() if spec.get("format") == "onnx" else None
         return cls(load_schema(folder), booster, scorers, labels, float(spec["temperature"]),
-                   (float(a), float(b)))  # fmt: skip
+                   (float(a), float(b)), graph)  # fmt: skip
+
+    def export_onnx(self, folder: Path, *, precision: str = "fp32") -> dict[str, Any]:
+        """Like `save`, plus the trees as an ONNX graph (onnxmltools) that scores raw
+        log-odds: the classifier's logistic output is switched off, Platt is applied after."""
+        if precision not in self.onnx_precisions:
+            raise ConfigError(f"a LightGBM model exports at fp32 only; got {precision!r}")
+        try:
+            from onnxmltools import convert_lightgbm
+            from onnxmltools.convert.common.data_types import FloatTensorType
+        except ImportError:
+            raise MissingExtraError("LightGBM's ONNX export", "credit") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        graph = convert_lightgbm(self.booster, initial_types=[("features", FloatTensorType(
+            [None, len(self.names)]))], zipmap=False, target_opset=ONNX_OPSET)  # fmt: skip
+        for node in graph.graph.node:
+            for attribute in node.attribute:
+                if node.op_type == "TreeEnsembleClassifier" and attribute.name == "post_transform":
+                    attribute.s = b"NONE"
+        exported = LightgbmPredictor(
+            self.schema,
+            self.booster,
+            self.scorers,
+            self.labels,
+            self.temperature,
+            self.platt,
+            graph.SerializeToString(),
+        )
+        return exported.save(folder)  # fmt: skip
+
+
+def _onnx_session(graph: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the converter declares the label output's shape as {1}
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def _shown(value: Any) -> Any:
