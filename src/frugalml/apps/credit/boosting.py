@@ -299,9 +299,11 @@ class LightgbmStrategy:
             params, data, num_boost_round=self.config.max_rounds, folds=folds,
             callbacks=[lgb.early_stopping(100, verbose=False)], return_cvbooster=True,
         )  # fmt: skip
-        best = len(next(iter(v for k, v in cv.items() if k.endswith("-mean"))))
+        cvbooster = cv.pop("cvbooster")
+        assert isinstance(cvbooster, lgb.CVBooster)
+        best = cvbooster.best_iteration
         scores = np.zeros(len(y))
-        for (_, held), booster in zip(folds, cv["cvbooster"].boosters, strict=True):
+        for (_, held), booster in zip(folds, cvbooster.boosters, strict=True):
             scores[held] = booster.predict(X[held], raw_score=True, num_iteration=best)
         return max(1, int(best * 1.2)), scores  # all of train supports a few more trees
 
