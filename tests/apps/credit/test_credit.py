@@ -70,6 +70,9 @@ def test_lightgbm_contributions_sum_to_the_raw_score(credit: CreditResult) -> No
     )
     contributions = model.contributions(data)
     assert np.abs(contributions.sum(axis=1) - model.raw(data)).max() < 1e-6
+    # calibrated on out-of-fold scores over all of train: the ladder leaves temperature at 1
+    assert model.calibration and model.platt != (1.0, 0.0) and model.temperature == 1.0
+    assert candidate(credit, "scorecard").predictor.temperature != 1.0  # fitted on val
     assert "job_title" in model.names  # the text column enters as a score
 
 
