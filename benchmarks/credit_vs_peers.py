@@ -36,10 +36,20 @@ def cpu() -> float:
     return sum(os.times()[:4])
 
 
-def scores(y: np.ndarray, p: np.ndarray, cpu_s: float) -> dict[str, float]:
+def scores(y: np.ndarray, p: np.ndarray, cpu_s: float) -> dict[str, Any]:
+    """Test-fold figures; `_p` (the fold's P(bad), dropped before saving) feeds the pooled ECE."""
     d = evaluate.discrimination(y, p, ("good", "bad"))
     return {"auc": d["auc"], "ks": d["ks"], "brier": d["brier"], "ece": d["ece"],
-            "cpu_s": cpu_s}  # fmt: skip
+            "cpu_s": cpu_s, "_p": p}  # fmt: skip
+
+
+def ece_floor(p: np.ndarray, sims: int = 200) -> dict[str, float]:
+    """ECE's own noise at this n: outcomes drawn from `p` itself (perfectly calibrated scores
+    with this score distribution), scored with the same 15-bin ECE."""
+    rng = np.random.default_rng(0)
+    draws = [evaluate.expected_calibration_error(p, (rng.random(len(p)) < p).astype(np.int64))
+             for _ in range(sims)]  # fmt: skip
+    return {"mean": float(np.mean(draws)), "p95": float(np.quantile(draws, 0.95)), "n": len(p)}
 
 
 def ladder(train: Any, test: Any, seed: int, options: dict[str, Any] | None = None
@@ -153,10 +163,24 @@ def cross_validate(name: str, folds: int, peers: dict[str, Any]) -> dict[str, An
         for peer, fn in peers.items():
             runs[peer].append(fn(train, test))
         print(name, k, {m: round(r[-1]["auc"], 3) for m, r in runs.items()}, flush=True)
-    summary = {}
+    y = np.concatenate([data.y[te] for _, te in StratifiedKFold(
+        folds, shuffle=True, random_state=0).split(np.zeros(len(data)), data.y)])  # fmt: skip
+    summary: dict[str, Any] = {}
+    floor_per_fold = float(np.mean([ece_floor(r["_p"])["mean"] for r in runs["ladder"]]))
+    pooled: dict[str, np.ndarray] = {}
     for model, rows in runs.items():
         summary[model] = {m: float(np.mean([r[m] for r in rows]))
                           for m in ("auc", "ks", "brier", "ece", "cpu_s")}  # fmt: skip
+        pooled[model] = np.concatenate([r.pop("_p") for r in rows])
+        summary[model]["ece_pooled_oof"] = evaluate.expected_calibration_error(pooled[model], y)
+    summary["ece_note"] = (
+        "ece: 15 equal-width bins on each test fold (~n/folds rows), mean over folds; "
+        "ece_pooled_oof: the same ECE once on all out-of-fold test predictions (n rows); "
+        "ece_floor_*: expected ECE of perfectly calibrated scores with the ladder's score "
+        "distribution at that n (outcomes drawn from the scores, 200 draws)"
+    )
+    summary["ece_floor_per_fold"] = floor_per_fold
+    summary["ece_floor_pooled_oof"] = ece_floor(pooled["ladder"])
     summary["ladder"]["chosen"] = [r["chosen"] for r in runs["ladder"]]
     for rung in ("scorecard", "lightgbm"):
         summary[f"rung:{rung}"] = {

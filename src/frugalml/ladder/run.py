@@ -34,7 +34,7 @@ from frugalml.ladder.ownership import Option, human
 from frugalml.ladder.scale import fit_rung
 from frugalml.metrics import Metric, Quality, Speed, get_metric, measure_speed, score
 from frugalml.strategies import Predictor, Strategy, get_strategy
-from frugalml.strategies.base import FitReport, Ranker
+from frugalml.strategies.base import FitReport, Ranker, SelfCalibrated
 
 # What a rung's validation and test outcomes offer metrics: predicted labels, calibrated
 # probabilities, and rankings derived from them (a text is a query, its class the relevant item).
@@ -368,7 +368,11 @@ def _run_rung(
         )
         if not isinstance(predictor, Ranker):
             val_logits = _validation_logits(predictor, splits.val.inputs)
-            predictor.temperature = fit_temperature(val_logits, splits.val.y)
+            predictor.temperature = (
+                1.0
+                if isinstance(predictor, SelfCalibrated) and predictor.calibration
+                else fit_temperature(val_logits, splits.val.y)
+            )
     if isinstance(predictor, Ranker):  # rankings: scored as they are, nothing to calibrate
         val, ece = Quality.of(predictor.outcomes(splits.val), rank_metrics(metric)), None
     else:

@@ -29,7 +29,7 @@ from frugalml.config import Scale, SpeedConfig
 from frugalml.costs import CostMeter, Prices
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError, installed
-from frugalml.ladder.calibration import fit_temperature
+from frugalml.ladder.calibration import calibrated_proba, fit_temperature
 from frugalml.ladder.ownership import Option, human
 from frugalml.ladder.run import Progress
 from frugalml.metrics import Quality, Speed, measure_speed, score
@@ -151,7 +151,7 @@ def compress(
 
     work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out.parent))
     try:
-        texts = list(val.texts)
+        texts = list(val.inputs)  # texts, or records for a tabular model
         reference = np.asarray(teacher.logits(texts))  # for parity, and the source's score
         steps = [
             _measure("source", source, val, speed, True, "the uncompressed model", {}, reference)
@@ -188,8 +188,8 @@ def compress(
         gate("onnx", work / "onnx", {**details, "parity": parity}, meter)
         if "int8" in wanted and "int8" not in teacher.onnx_precisions:
             skipped["int8"] = (
-                "nothing to quantize: n-gram counting and a linear head are already small and "
-                "cheap; the onnx step is the last"
+                f"nothing to quantize: a '{strategy}' model has no encoder (n-grams, a linear "
+                "head or trees are already small and cheap); the onnx step is the last"
             )
         elif "int8" in wanted:
             with CostMeter(prices) as meter:  # quantizes the fp32 graph: no second export
@@ -322,11 +322,16 @@ def _parity(onnx: Predictor, reference: np.ndarray, texts: list[str]) -> dict[st
     """Max |ONNX - source| over the logits (PyTorch, scikit-learn), and label agreement."""
 
     if not texts:
-        return {"texts": 0, "max_abs_logit_diff": 0.0, "same_labels": 1.0}
+        return {"texts": 0, "max_abs_logit_diff": 0.0, "max_abs_proba_diff": 0.0,
+                "same_labels": 1.0}  # fmt: skip
     got = onnx.logits(texts)
+    t = onnx.temperature
     return {
         "texts": len(texts),
         "max_abs_logit_diff": float(np.abs(got - reference).max()),
+        "max_abs_proba_diff": float(
+            np.abs(calibrated_proba(got, t) - calibrated_proba(reference, t)).max()
+        ),
         "same_labels": float((got.argmax(1) == reference.argmax(1)).mean()),
     }
 
@@ -372,9 +377,9 @@ def _measure(
     """Quality on `val`, speed and size. `scores`: the bundle's logits or probabilities for
     `val`, when the caller has them already (only their argmax is used)."""
     if scores is None:
-        scores = bundle.predict_proba(val.texts)
+        scores = bundle.predict_proba(val.inputs)
     quality = score(val.y, scores.argmax(1), val.labels)
-    timing = measure_speed(bundle, val.texts, speed)
+    timing = measure_speed(bundle, val.inputs, speed)
     size = sum(p.stat().st_size for p in (bundle.path / "model").rglob("*") if p.is_file())
     return Step(name, quality, size / 1e6, timing.to_dict(), accepted, reason, details or {})
 

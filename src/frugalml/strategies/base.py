@@ -149,6 +149,15 @@ class FitReport(Predictor, Protocol):
 
 
 @runtime_checkable
+class SelfCalibrated(Predictor, Protocol):
+    """A predictor whose logits are calibrated already, by a map fitted on out-of-fold scores
+    over all of its training data: the ladder leaves its temperature at 1 rather than refit
+    it on the smaller validation split, whose noise would undo the better fit."""
+
+    calibration: str  # how, in a few words ("platt on 5-fold out-of-fold scores"); "": not
+
+
+@runtime_checkable
 class SelfChecking(Predictor, Protocol):
     """A predictor that proves on load that its files fit together, in its own terms: a
     model that is not a text classifier cannot be checked with one text's probabilities."""

@@ -70,6 +70,9 @@ def test_lightgbm_contributions_sum_to_the_raw_score(credit: CreditResult) -> No
     )
     contributions = model.contributions(data)
     assert np.abs(contributions.sum(axis=1) - model.raw(data)).max() < 1e-6
+    # calibrated on out-of-fold scores over all of train: the ladder leaves temperature at 1
+    assert model.calibration and model.platt != (1.0, 0.0) and model.temperature == 1.0
+    assert candidate(credit, "scorecard").predictor.temperature != 1.0  # fitted on val
     assert "job_title" in model.names  # the text column enters as a score
 
 
@@ -128,6 +131,33 @@ def test_psi_is_zero_for_the_same_population_and_grows_with_a_shift() -> None:
                categorical=True) > 0.25  # fmt: skip
 
 
-def test_no_pickles_and_the_model_files_are_json_and_text(credit: CreditResult) -> None:
+def test_no_pickles_and_the_model_files_are_json_text_and_onnx(credit: CreditResult) -> None:
+    """The shipped LightGBM bundle: schema and features JSON, the booster's text (for TreeSHAP
+    reasons) and its ONNX graph (for probabilities)."""
+    assert credit.fit.ladder.chosen.strategy == "lightgbm"
     files = json.loads((credit.fit.run_dir / "bundle" / "manifest.json").read_text())["files"]
-    assert {Path(f).suffix for f in files} == {".json", ".txt"}  # schema, features, model
+    assert {Path(f).suffix for f in files} == {".json", ".txt", ".onnx"}
+
+
+def test_lightgbm_compresses_to_onnx_with_probabilities_at_parity(
+    credit: CreditResult, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxmltools")
+    from frugalml.apps.credit.api import split
+    from frugalml.ship.compress import compress
+
+    train, val, test, _ = split(credit.validated.dataset, 0)
+    source = candidate(credit, "lightgbm")
+    result = compress(source.path, train, val, tmp_path / "onnx", to="int8")
+    onnx_step = next(s for s in result.steps if s.name == "onnx")
+    assert onnx_step.accepted and result.shipped.name == "onnx"
+    assert onnx_step.details["parity"]["max_abs_proba_diff"] <= 1e-5
+    assert result.skipped["int8"].startswith("nothing to quantize: a 'lightgbm' model")
+    shipped = frugalml.load(result.bundle)
+    model = shipped.predictor
+    assert isinstance(model, LightgbmPredictor) and model.session is not None
+    assert shipped.manifest.predictor["format"] == "onnx"
+    records = list(test.inputs)
+    gap = np.abs(shipped.predict_proba(records) - source.predict_proba(records)).max()
+    assert gap <= 1e-5
+    assert model.explain(records[:2]) == source.predictor.explain(records[:2])

@@ -74,6 +74,30 @@ def test_leakage_suspects_are_dropped_with_a_warning_unless_kept() -> None:
     assert "recovered" in kept.schema.names
 
 
+def test_a_leak_across_columns_is_caught_and_its_carriers_dropped() -> None:
+    """A rate no column holds (installment / amount) but that fixes the target: each column
+    alone ranks it poorly, together a linear model on their logs ranks it almost perfectly."""
+    rng = np.random.default_rng(0)
+    frame = synthetic_applicants(600)
+    rate = rng.uniform(0.05, 0.25, 600)
+    frame["amount"] = rng.lognormal(9, 0.6, 600).round(0)
+    frame["installment"] = (frame["amount"] * rate).round(2)
+    frame["status"] = np.where(rate > 0.17, "bad", "good")
+    v = to_tabular(frame, target="status")
+    assert v.dropped["installment"] == v.dropped["amount"] == "leakage suspect (with other columns)"
+    assert any("across columns" in w and "'installment'" in w for w in v.warnings)
+    assert "income" in v.schema.names  # innocent columns stay
+    kept = to_tabular(frame, target="status", overrides=Overrides(keep=("amount",)))
+    assert "amount" in kept.schema.names and "installment" not in kept.schema.names
+
+
+def test_real_applicant_columns_raise_no_joint_leak_warning() -> None:
+    v = to_tabular(synthetic_applicants(600), target="status")
+    assert not any("across columns" in w for w in v.warnings) and not v.dropped.keys() - {
+        "applicant_id"
+    }
+
+
 def test_a_many_level_title_is_not_mistaken_for_leakage() -> None:
     """Target rates of a level are cross-fitted: a level seen once predicts nothing."""
     frame = synthetic_applicants(400)

@@ -21,7 +21,7 @@ from frugalml.api import FitResult, fit
 from frugalml.apps.credit import evaluate
 from frugalml.data.dataset import Dataset
 from frugalml.data.tabular import Overrides, TabularValidated, rows_of, to_tabular
-from frugalml.errors import ConfigError
+from frugalml.errors import ConfigError, installed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,9 +82,11 @@ def fit_credit(
     validated = to_tabular(features, target=target, positive=positive, overrides=overrides,
                            name=name)  # fmt: skip
     train, val, test, test_idx = split(validated.dataset, seed)
+    # LightGBM ships as ONNX (parity-checked, accuracy-gated); a scorecard ships as it is
+    ship = "onnx" if installed("onnx", "onnxruntime", "onnxmltools") else "none"
     result = fit(
         train, val=val, test=test, out=out, strategies=strategies, metric=metric,
-        target=target_value, options=options, force=force, ship="none",
+        target=target_value, options=options, force=force, ship=ship,
     )  # fmt: skip
     groups = {p: frame[p].to_numpy()[test_idx] for p in protected}
     report = judge(result, validated, train, val, test, groups, cost_fn, cost_fp)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MODEL_FILE = "scorecard.json"
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 class ScorecardConfig(StrategyConfig):
@@ -46,11 +47,19 @@ class ScorecardConfig(StrategyConfig):
     )
     max_n_bins: int = Field(8, ge=2, description="Most bins per feature.")
     min_bin_size: float = Field(0.05, gt=0, lt=0.5, description="Smallest bin, as a share.")
-    C: float = Field(1.0, gt=0, description="Inverse L2 strength of the logistic regression.")
+    C: float | None = Field(
+        None,
+        gt=0,
+        description="Inverse L2 strength of the logistic regression; None: the one of "
+        f"{C_GRID} with the best 5-fold cross-validated log loss on train.",
+    )
     pdo: float = Field(20.0, gt=0, description="Points that double the odds of a good outcome.")
     base_score: float = Field(600.0, description="Score at `base_odds` (good:bad).")
     base_odds: float = Field(50.0, gt=0, description="Odds of good to bad at `base_score`.")
-    seed: int = Field(0, description="Seeds the text scores' cross-validation folds.")
+    cross_fit: bool = Field(
+        True, description="Fit the regression on out-of-fold WoE (5 folds), not in-sample WoE."
+    )
+    seed: int = Field(0, description="Seeds the cross-validation folds (WoE, C, text scores).")
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,43 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def cross_fitted_woe(
+    kept: list[BinnedFeature],
+    values: dict[str, np.ndarray],
+    y: np.ndarray,
+    numeric: dict[str, bool],
+    c: ScorecardConfig,
+) -> np.ndarray:
+    """Each row's WoE from bins fitted without it (5 folds): the regression then learns how
+    far WoE holds out of sample, not how well it fits the rows that made it."""
+    from sklearn.model_selection import StratifiedKFold
+
+    X = np.zeros((len(y), len(kept)))
+    for fit_idx, held in StratifiedKFold(5, shuffle=True, random_state=c.seed).split(X, y):
+        for j, f in enumerate(kept):
+            part = bin_feature(f.name, values[f.name][fit_idx], y[fit_idx], numeric[f.name], c)
+            X[held, j] = part.woe_of(part.bins(values[f.name][held]))
+    return X
+
+
+def _head(X: np.ndarray, y: np.ndarray, c: ScorecardConfig) -> Any:
+    """The logistic regression on WoE, its L2 strength chosen by cross-validation unless set:
+    with few defaults (5% on lending_club) C=1 overfits the WoE columns (test AUC .723 there,
+    .732 with C=0.1)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    def head(C: float) -> LogisticRegression:
+        return LogisticRegression(C=C, max_iter=1000)
+
+    if c.C is not None:
+        return head(c.C).fit(X, y)
+    folds = StratifiedKFold(5, shuffle=True, random_state=c.seed)
+    best = max(C_GRID, key=lambda C: float(np.mean(cross_val_score(
+        head(C), X, y, cv=folds, scoring="neg_log_loss"))))  # fmt: skip
+    return head(best).fit(X, y)
+
+
 @register_strategy(
     "scorecard",
     config=ScorecardConfig,
@@ -271,8 +317,6 @@ class ScorecardStrategy:
         meter: CostMeter,
         workdir: Path | None = None,
     ) -> ScorecardPredictor:
-        from sklearn.linear_model import LogisticRegression
-
         c = self.config
         rows = rows_of(train)
         schema, frame = rows.schema, rows.frame
@@ -285,8 +329,9 @@ class ScorecardStrategy:
         numeric = {col.name: col.type != "categorical" for col in schema.columns}
         binned = [bin_feature(name, v, train.y, numeric[name], c) for name, v in values.items()]
         kept = [f for f in binned if f.iv >= c.min_iv] or sorted(binned, key=lambda f: -f.iv)[:1]
-        X = np.column_stack([f.woe_of(f.bins(values[f.name])) for f in kept])
-        head = LogisticRegression(C=c.C, max_iter=1000).fit(X, train.y)
+        X = (cross_fitted_woe(kept, values, train.y, numeric, c) if c.cross_fit else
+             np.column_stack([f.woe_of(f.bins(values[f.name])) for f in kept]))  # fmt: skip
+        head = _head(X, train.y, c)
         features = [
             BinnedFeature(**{**f.__dict__, "coef": float(w)})
             for f, w in zip(kept, head.coef_[0], strict=True)
