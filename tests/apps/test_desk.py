@@ -47,7 +47,7 @@ def test_build_writes_one_checksummed_folder_without_pickles(built: BuildResult)
     assert app["app"] == "desk" and app["bundle"] == "intent"
     report = built.report
     compared = {c["detector"] for c in report["oos"]["compared"]}
-    assert {"max_prob", "energy", "knn(k=1)", "mahalanobis", "oos_class"} <= compared
+    assert {"max_prob", "energy", "knn(k=1)", "mahalanobis", "oos_class", "oos_intent"} <= compared
     chosen = report["oos"]["chosen"]
     assert chosen["oos_recall"] >= 0.9  # the goal, met on validation by construction
     assert min(c["inscope_loss"] for c in report["oos"]["compared"]) == chosen["inscope_loss"]
