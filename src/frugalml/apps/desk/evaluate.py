@@ -176,8 +176,9 @@ def pick_operating_point(
     `max_handoff`. With `n` (the questions behind the curve), the accuracy's whole 95% interval
     must reach it, as `fit --strict` asks of a target: validation sets are small, and a point
     estimate just at the bar misses it on new data half the time. When no point meets both,
-    the point estimate decides; failing that, the most accurate point within `max_handoff`,
-    with a note."""
+    of the points whose estimate reaches it the one whose interval reaches highest is kept
+    (not the one answering most: that one sits at the bar, a coin flip on new data); failing
+    that, the most accurate point within `max_handoff`, with a note."""
     if not curve:
         return OperatingPoint(1.0, 1.0, math.nan, False, "no question could be answered")
     within = [p for p in curve if p["handoff"] <= max_handoff + 1e-12]
@@ -192,7 +193,8 @@ def pick_operating_point(
     for strict, rule in ((True, vouched), (False, lambda p: p["auto_accuracy"])):
         good = [p for p in within if rule(p) >= target]
         if good:
-            p = max(good, key=lambda p: p["coverage"])
+            # vouched: the most answered; else the one most surely above the bar
+            p = max(good, key=lambda p: (0.0 if strict else vouched(p), p["coverage"]))
             note = (
                 ""
                 if strict or n is None
