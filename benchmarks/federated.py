@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import DATASETS, machine, write_result
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
+from frugalml.data.dataset import Dataset
 from frugalml.data.split import Splits, split_off_validation
 from frugalml.federated import simulate
 from frugalml.federated.settings import Privacy
@@ -104,11 +105,16 @@ def main() -> None:
     parser.add_argument("--skip-central", action="store_true")
     parser.add_argument("--central-only", action="store_true", help="no federated run")
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
+    parser.add_argument(
+        "--smoke", type=int, default=0, help="keep only N rows of each split (a quick check)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     given = DATASETS[args.data]()
     parts = split_off_validation(given.train, val_frac=0.15, seed=0)
     splits = Splits(parts.train, parts.val, given.test)
+    if args.smoke:
+        splits = Splits(*(_head(d, args.smoke) for d in (splits.train, splits.val, splits.test)))
     result: dict[str, Any] = {
         "data": args.data,
         "n_train": len(splits.train),
@@ -164,6 +170,11 @@ def main() -> None:
         }
         write_result(name, result)
     print(write_result(name, result))
+
+
+def _head(data: Dataset, n: int) -> Dataset:
+    """A spread-out sample of `n` rows (a smoke test, not a figure)."""
+    return data.subset(np.random.default_rng(0).permutation(len(data))[:n])
 
 
 def robustness(splits: Splits, work: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -28,6 +28,13 @@ def simulate(
         str, typer.Option(help="fedavg, fedprox, fedmedian, fedtrimmedavg, krum, multikrum.")
     ] = "fedavg",
     local_epochs: Annotated[int, typer.Option(min=1, help="Epochs per client per round.")] = 1,
+    solver: Annotated[
+        str,
+        typer.Option(
+            help="strategy (average what parties train) or lbfgs (frozen_probe: the head "
+            "solved exactly over the parties' summed gradients)."
+        ),
+    ] = "strategy",
     min_clients: Annotated[
         int | None, typer.Option(help="Answers a round needs (default: all clients).")
     ] = None,
@@ -71,6 +78,7 @@ def simulate(
         local_epochs=local_epochs,
         options=options,
         min_clients=min_clients,
+        solver=solver,
         privacy=privacy,
         attacks=dict.fromkeys(range(byzantine), attack),
         text_col=text_col,
@@ -125,6 +133,13 @@ def server(
     rounds: Annotated[int, typer.Option(min=1)] = 5,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedmedian, ...")] = "fedavg",
     local_epochs: Annotated[int, typer.Option(min=1)] = 1,
+    solver: Annotated[
+        str,
+        typer.Option(
+            help="strategy (average what parties train) or lbfgs (frozen_probe: the head "
+            "solved exactly over the parties' summed gradients)."
+        ),
+    ] = "strategy",
     min_clients: Annotated[
         int | None, typer.Option(help="Answers a round needs (default: every listed client).")
     ] = None,
@@ -153,6 +168,7 @@ def server(
         rounds=rounds,
         local_epochs=local_epochs,
         strategy=strategy,
+        solver=solver,
         clients=len(allow),
         min_clients=min_clients or len(allow),
         privacy=None

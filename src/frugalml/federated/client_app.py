@@ -21,8 +21,9 @@ from flwr.clientapp import ClientApp
 
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
+from frugalml.federated.head_solve import confusion, loss_grad
 from frugalml.federated.partition import local_split, read_client
-from frugalml.federated.task import Job, build_job
+from frugalml.federated.task import HeadJob, Job, build_job
 
 _JOBS: OrderedDict[tuple[Any, ...], tuple[Job, int]] = OrderedDict()
 _KEEP = 2  # jobs kept per process: a simulation worker serves several clients in turn
@@ -43,6 +44,11 @@ def make_client_app(
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(threads)
         return local_round(msg, context, partitions, attacks or {})
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(threads)
+        return head_query(msg, context, partitions)
 
     return app
 
@@ -71,21 +77,52 @@ def local_round(
         state = job.state()
     if attack == "scale":  # model poisoning: the update reversed and amplified tenfold
         state = {k: start[k] - 10.0 * (v - start[k]) for k, v in state.items()}
+    metrics = _metrics(meter, party, n, **{"local-val-f1": score})
+    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+def head_query(msg: Message, context: Context, partitions: Path | None) -> Message:
+    """The exact head solve's round (`--solver lbfgs`): the loss and gradient summed over
+    this party's rows at the server's head, or its confusion matrix on its validation split."""
+    config: ConfigRecord = msg.content["config"]  # type: ignore[assignment]
+    party = int(context.node_config.get("partition-id", context.node_id % 2**31))
+    arrays: ArrayRecord = msg.content["arrays"]  # type: ignore[assignment]
+    theta = arrays.to_numpy_ndarrays()[0]
+    with CostMeter() as meter:
+        job, _ = _job(_data_path(context, partitions, party), config, "")
+        if not isinstance(job, HeadJob):
+            raise TypeError("the exact solve needs the frozen_probe rung")  # the server checks
+        x, y = job.rows(str(config["rows"]))
+        k = len(job.labels)
+        if config["op"] == "loss-grad":
+            loss, out = loss_grad(x, y, theta, k)
+        else:
+            loss, out = 0.0, confusion(x, y, theta, k)
+    metrics = _metrics(meter, party, len(y), loss=loss)
+    content = RecordDict(
+        {"arrays": ArrayRecord(numpy_ndarrays=[out]), "metrics": MetricRecord(metrics)}
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def _metrics(
+    meter: CostMeter, party: int, n: int, **more: float
+) -> dict[str, int | float | list[int] | list[float]]:
+    """What a reply reports besides its arrays: its weight, its party and what it cost."""
     card = meter.card
-    metrics: dict[str, int | float | list[int] | list[float]] = {
+    return {
         "num-examples": n,
         "unit-weight": 1,  # DP: Flower's accounted aggregation needs equal client weights
         "client": party,
-        "local-val-f1": score,
         "cpu-s": card.cpu_s,
         "wall-s": card.wall_s,
         "peak-rss-mb": card.peak_rss_mb,
         "energy-kwh": card.energy_kwh,
         "usd": card.usd,
         "flops": card.flops or 0.0,
+        **more,
     }
-    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
-    return Message(content=content, reply_to=msg)
 
 
 def _data_path(context: Context, partitions: Path | None, party: int) -> Path:

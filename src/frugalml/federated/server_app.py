@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from frugalml.costs import CostCard, CostMeter
@@ -20,7 +20,7 @@ from frugalml.errors import FrugalError
 from frugalml.federated.partition import read_client
 from frugalml.federated.settings import FederationSettings
 from frugalml.federated.strategies import make_strategy, spent_epsilon, with_privacy
-from frugalml.federated.task import build_job
+from frugalml.federated.task import HeadJob, build_job, rung_config
 from frugalml.metrics import macro_f1
 
 
@@ -53,6 +53,12 @@ class Ledger:
     def at(self, rnd: int) -> Round:
         return self.rounds.setdefault(rnd, Round(rnd))
 
+    def write(self, run_dir: Path) -> None:
+        """rounds.json as it stands: a long run shows its progress, and a killed one what it
+        reached (the run's end rewrites it with the report)."""
+        rounds = [asdict(r) for _, r in sorted(self.rounds.items())]
+        (run_dir / "rounds.json").write_text(json.dumps(rounds, indent=2), encoding="utf-8")
+
 
 class MeteredGrid:
     """Flower's Grid, counting the array bytes of every message each way. A proxy rather
@@ -80,7 +86,7 @@ class MeteredGrid:
                 entry.failed += 1
                 continue
             entry.bytes_up += _array_bytes(reply)
-            if "metrics" in reply.content and sent[0].metadata.message_type == "train":
+            if "metrics" in reply.content and sent[0].metadata.message_type in ("train", "query"):
                 self._client_metrics(entry, cast(MetricRecord, reply.content["metrics"]))
         return replies
 
@@ -125,6 +131,7 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
     """Run the rounds with Flower's strategy, then write the run folder and the bundle."""
     from frugalml.federated.outputs import write_run
 
+    settings.check_solver()
     ledger = Ledger()
     val, test = central_data(run_dir, settings.labels)
     with CostMeter() as meter:
@@ -157,29 +164,81 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
             entry = ledger.at(rnd)
             entry.epsilon = spent_epsilon(wrapped)
             if val is None:
+                ledger.write(run_dir)
                 return None
             job.load(arrays.to_torch_state_dict())
             predicted = job.logits(val).argmax(1)
             entry.val_accuracy = float(np.mean(predicted == val.y))
             entry.val_macro_f1 = macro_f1(val.y, predicted, len(val.labels))
+            ledger.write(run_dir)
             return MetricRecord({"val-accuracy": entry.val_accuracy})
 
         sent = {**settings.sent(), "options": json.dumps(settings.options)}
-        result = wrapped.start(
-            grid=cast(Grid, MeteredGrid(grid, ledger)),
-            initial_arrays=ArrayRecord(job.state()),
-            num_rounds=settings.rounds,
-            timeout=settings.round_timeout_s,
-            train_config=ConfigRecord(sent),
-            evaluate_fn=evaluate,
-        )
+        if settings.solver == "lbfgs":
+            evaluate(0, ArrayRecord(job.state()))
+            head = cast(HeadJob, job)  # check_solver: frozen_probe
+            head.load_theta(solve_head_on(grid, settings, ledger, head, sent))
+            evaluate(max(ledger.rounds), ArrayRecord(job.state()))
+        else:
+            result = wrapped.start(
+                grid=cast(Grid, MeteredGrid(grid, ledger)),
+                initial_arrays=ArrayRecord(job.state()),
+                num_rounds=settings.rounds,
+                timeout=settings.round_timeout_s,
+                train_config=ConfigRecord(sent),
+                evaluate_fn=evaluate,
+            )
+            job.load(result.arrays.to_torch_state_dict())
         if not any(r.answered for r in ledger.rounds.values()):
             raise FederationError(
                 "no client completed a round", ["check the clients' logs and --min-clients"]
             )
-        job.load(result.arrays.to_torch_state_dict())
         predictor = job.finish()
     write_run(run_dir, settings, predictor, ledger, meter.card, val, test)
+
+
+def solve_head_on(
+    grid: Grid, settings: FederationSettings, ledger: Ledger, job: HeadJob, sent: dict[str, Any]
+) -> np.ndarray:
+    """`--solver lbfgs`: the exact head solve (`head_solve.solve`), each of its queries one
+    round to every party; a party that stops answering is dropped and the solve restarts
+    with the rest (the objective is their sum, so it must not change mid-way)."""
+    from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+    from frugalml.federated.head_solve import DroppedError, solve
+
+    metered = MeteredGrid(grid, ledger)
+    _, nodes = sample_nodes(grid, settings.min_clients, 0)
+    k, d = job.model.head.weight.shape
+    Cs = rung_config(settings.rung, settings.options).Cs
+
+    def query(op: str, rows: str, theta: np.ndarray) -> list[tuple[float, np.ndarray, int]]:
+        config = ConfigRecord({**sent, "server-round": len(ledger.rounds), "op": op, "rows": rows})
+        content = RecordDict({"arrays": ArrayRecord(numpy_ndarrays=[theta]), "config": config})
+        messages = [Message(content, dst_node_id=n, message_type="query") for n in nodes]
+        replies = metered.send_and_receive(messages, timeout=settings.round_timeout_s)
+        done = {r.metadata.src_node_id: r for r in replies if r.has_content()}
+        if len(done) < len(nodes):
+            raise DroppedError(sorted(done))
+        return [
+            (
+                float(cast(MetricRecord, r.content["metrics"])["loss"]),  # type: ignore[arg-type]
+                cast(ArrayRecord, r.content["arrays"]).to_numpy_ndarrays()[0],
+                int(cast(MetricRecord, r.content["metrics"])["num-examples"]),  # type: ignore[arg-type]
+            )
+            for _, r in sorted(done.items())
+        ]
+
+    while True:
+        try:
+            return solve(query, k, d, Cs).theta
+        except DroppedError as dropped:
+            if len(dropped.answered) < settings.min_clients:
+                raise FederationError(
+                    f"only {len(dropped.answered)} parties still answer the exact solve",
+                    [f"it needs --min-clients {settings.min_clients}"],
+                ) from dropped
+            nodes = dropped.answered
 
 
 def central_data(run_dir: Path, labels: tuple[str, ...]) -> tuple[Dataset | None, Dataset | None]:

@@ -28,6 +28,12 @@ class FederationSettings(Frozen):
     rounds: int = Field(5, ge=1, description="Federated rounds (each: send, train, aggregate).")
     local_epochs: int = Field(1, ge=1, description="Epochs each client trains per round.")
     strategy: str = Field("fedavg", description="fedavg, fedprox, fedmedian, ... (Flower's).")
+    solver: Literal["strategy", "lbfgs"] = Field(
+        "strategy",
+        description="strategy: average what parties train each round (Flower's --strategy); "
+        "lbfgs (frozen_probe only): solve the head exactly, L-BFGS over the parties' summed "
+        "loss and gradient, C chosen on their validation splits (federated/head_solve.py).",
+    )
     clients: int = Field(ge=1, description="Clients expected.")
     min_clients: int = Field(ge=1, description="A round needs at least this many answers.")
     proximal_mu: float = Field(0.01, ge=0, description="FedProx's proximal term weight.")
@@ -43,6 +49,27 @@ class FederationSettings(Frozen):
     attacks: dict[int, Literal["flip", "scale"]] = Field(
         default_factory=dict, description="Simulation only: Byzantine clients and their attack."
     )
+
+    def check_solver(self) -> None:
+        """The exact head solve sums plain gradients: one head, no DP noise, no attackers."""
+        if self.solver != "lbfgs":
+            return
+        wrong = [
+            text
+            for bad, text in (
+                (self.rung != "frozen_probe", f"--rung frozen_probe (got '{self.rung}')"),
+                (self.privacy is not None, "no --dp-epsilon (its noise is for averaged models)"),
+                (
+                    bool(self.attacks),
+                    "no Byzantine clients (a robust strategy needs --solver strategy)",
+                ),
+            )
+            if bad
+        ]
+        if wrong:
+            from frugalml.errors import ConfigError
+
+            raise ConfigError("--solver lbfgs solves the frozen_probe head exactly", wrong)
 
     def sent(self) -> dict[str, Any]:
         """What each client needs to build the same job: rung, settings, labels, epochs."""

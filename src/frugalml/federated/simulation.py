@@ -77,6 +77,7 @@ def simulate(
         attacks=attacks or {},
         **more,
     )
+    settings.check_solver()
     run(settings, run_dir, workers=workers)
     return dict(json.loads((run_dir / "report.json").read_text(encoding="utf-8")))
 

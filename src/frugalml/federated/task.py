@@ -135,6 +135,23 @@ class HeadJob:
         train(self.model, batches, loss, self._evaluate, config, meter=meter)
         return self._evaluate(self.model)
 
+    def rows(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """This party's embeddings and labels for the exact solve: its local "train" split,
+        the "val" split it holds out, or "all" of them."""
+        train = (np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.int64))
+        val = (np.asarray(self.x_val, dtype=np.float64), np.asarray(self.y_val, dtype=np.int64))
+        if which in ("train", "val"):
+            return train if which == "train" else val
+        return np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+
+    def load_theta(self, theta: np.ndarray) -> None:
+        """The head from the exact solve's flat vector (coefficients, then intercepts)."""
+        k, d = self.model.head.weight.shape
+        w, b = theta[: k * d].reshape(k, d), theta[k * d :]
+        self.load(
+            {"head.weight": torch.as_tensor(w).float(), "head.bias": torch.as_tensor(b).float()}
+        )
+
     def _evaluate(self, model: nn.Module) -> float:
         with torch.inference_mode():
             predicted = model(self.x_val).argmax(1).numpy()
