@@ -8,7 +8,7 @@ round (down + up), client CPU-s, and the bytes per round full-model FedAvg would
 Writes benchmarks/results/federated_<data>.json.
 
     nice -n 10 python benchmarks/federated.py --data phrasebank --rounds 10 \
-        --rungs frozen_probe,lora [--robust] [--dp]
+        --rungs frozen_probe,lora [--head-solvers strategy,lbfgs] [--robust] [--dp]
 """
 
 from __future__ import annotations
@@ -93,6 +93,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument(
+        "--head-solvers",
+        default="strategy,lbfgs",
+        help="frozen_probe: strategy (FedAvg rounds) and/or lbfgs (the exact solve)",
+    )
+    parser.add_argument(
         "--robust",
         nargs="?",
         const="clean,fedavg,fedmedian,fedtrimmedavg,krum",
@@ -138,19 +143,22 @@ def main() -> None:
             result["rungs"][rung] = row
             write_result(name, result)
             continue
-        row["federated"] = federated(rung, splits, work / rung, args)
-        print(rung, "federated", row["federated"], flush=True)
+        solvers = args.head_solvers.split(",") if rung == "frozen_probe" else ["strategy"]
+        for solver in solvers:
+            key = "federated" if solver == "strategy" else f"federated_{solver}"
+            row[key] = federated(rung, splits, work / f"{rung}-{solver}", args, solver=solver)
+            print(rung, key, row[key], flush=True)
+            if "central" in row:
+                gap = "gap_points" if solver == "strategy" else f"gap_points_{solver}"
+                row[gap] = 100 * (row["central"]["test_accuracy"] - row[key]["test_accuracy"])
         if args.also_iid:
             row["federated_iid"] = federated(
                 rung, splits, work / f"{rung}-iid", args, partition="iid"
             )
             print(rung, "federated iid", row["federated_iid"], flush=True)
-        if "central" in row:
-            row["gap_points"] = 100 * (
-                row["central"]["test_accuracy"] - row["federated"]["test_accuracy"]
-            )
+        first = row.get("federated") or row[f"federated_{solvers[0]}"]
         row["bytes_vs_full_fedavg"] = (
-            row["federated"]["bytes_per_round"] / result["full_fedavg_bytes_per_round"]
+            first["bytes_per_round"] / result["full_fedavg_bytes_per_round"]
         )
         result["rungs"][rung] = row
         write_result(name, result)
