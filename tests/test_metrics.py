@@ -275,3 +275,17 @@ def test_quality_keeps_extra_metrics_and_compares_by_direction() -> None:
     assert q.metric("recall@2") == q.metric("recall_at_2")
     with pytest.raises(ConfigError, match="'auc' was not scored here"):
         q.metric("auc")
+
+
+def test_ranking_metrics_sort_once_per_evaluate_and_give_the_same_values() -> None:
+    from frugalml import metrics
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=(30, 12)).astype(np.float32)  # many ties
+    relevance = (rng.random((30, 12)) < 0.2).astype(np.float32)
+    outcomes = metrics.Outcomes(relevance=relevance, scores=scores)
+    names = ("ndcg@5", "recall@5", "mrr")
+    alone = {m: float(get_metric(m).compute(outcomes, np.ones((1, 30)))[0]) for m in names}
+    shared = metrics.evaluate(outcomes, names, n_boot=50)
+    assert {m: shared[get_metric(m).name][0] for m in names} == alone
+    assert metrics._SORTED.get() is None  # the memo lives only inside one evaluate

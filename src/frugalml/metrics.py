@@ -8,6 +8,7 @@ call gives the point estimate (all weights 1) and a call on the count matrix all
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import re
 import time
@@ -193,11 +194,15 @@ def evaluate(
     n = len(outcomes)
     weights = bootstrap_weights(n, n_boot, seed)
     out: dict[str, Estimate] = {}
-    for metric in resolved:
-        value = float(metric.compute(outcomes, np.ones((1, n)))[0])
-        if np.isnan(value):
-            raise DataError(f"metric '{metric.name}' is undefined on these {n} examples")
-        out[metric.name] = (value, _interval(metric.compute(outcomes, weights)))
+    token = _SORTED.set({})  # the ranking metrics below share one sort of the scores
+    try:
+        for metric in resolved:
+            value = float(metric.compute(outcomes, np.ones((1, n)))[0])
+            if np.isnan(value):
+                raise DataError(f"metric '{metric.name}' is undefined on these {n} examples")
+            out[metric.name] = (value, _interval(metric.compute(outcomes, weights)))
+    finally:
+        _SORTED.reset(token)
     return out
 
 
@@ -404,9 +409,27 @@ def _rankings(o: Outcomes) -> tuple[np.ndarray, np.ndarray]:
     return relevance, scores
 
 
-def _runs(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Runs = tuple[np.ndarray, np.ndarray, np.ndarray]
+# within one `evaluate` (whose outcomes do not change): id(scores) -> (scores, its runs), so
+# recall, ndcg and mrr, point and bootstrap, sort a queries-by-items matrix once, not six times
+_SORTED: contextvars.ContextVar[dict[int, tuple[np.ndarray, Runs]] | None] = contextvars.ContextVar(
+    "frugalml_sorted_scores", default=None
+)
+
+
+def _runs(scores: np.ndarray) -> Runs:
     """Each row sorted by score, best first: the order, and for each position the first and
     last position of its run of tied scores (ties count as a random order, as in sklearn)."""
+    memo = _SORTED.get()
+    if memo is None:
+        return _sorted_runs(scores)
+    hit = memo.get(id(scores))
+    if hit is None or hit[0] is not scores:
+        hit = memo[id(scores)] = (scores, _sorted_runs(scores))
+    return hit[1]
+
+
+def _sorted_runs(scores: np.ndarray) -> Runs:
     order = np.argsort(-scores, axis=1, kind="stable")
     ranked = np.take_along_axis(scores, order, axis=1)
     n, m = ranked.shape

@@ -35,7 +35,10 @@ def content_run(
     out = tmp_path_factory.mktemp("recommend-content") / "run"
     recommend.fit(
         parts, out=out, strategies=("content",),
-        options={"content": {"backbone": str(taste_backbone), "cache": False}},
+        # text alone: an item added later has no popularity yet, so a popularity weight
+        # (chosen on validation otherwise) would rightly rank it below the chosen ones
+        options={"content": {"backbone": str(taste_backbone), "cache": False,
+                             "popularity_weights": [0.0]}},
     )  # fmt: skip
     return out
 

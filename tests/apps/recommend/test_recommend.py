@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import frugalml
+from frugalml import CostMeter
 from frugalml.apps import recommend
 from frugalml.apps.recommend.model import Recommender
 from frugalml.errors import ConfigError, DataError
@@ -241,3 +242,34 @@ def recommend_frozen_vector(backbone: Path, text: str) -> np.ndarray:
     from frugalml.models import text_encoder
 
     return text_encoder(str(backbone), max_length=32).encode([text])[0]
+
+
+def test_the_popularity_weight_is_the_best_on_validation_that_reaches_the_coverage_floor(
+    parts: recommend.RecSplits,
+) -> None:
+    from frugalml.apps.recommend.rungs import EaseConfig, EaseStrategy, _scored
+
+    def fitted(floor: float, weights: tuple[float, ...]) -> Recommender:
+        config = EaseConfig(lambdas=(10.0,), popularity_weights=weights, min_coverage=floor)
+        return EaseStrategy(config).fit(parts.train, parts.val, budget=None, meter=CostMeter())  # type: ignore[arg-type]
+
+    weights = (0.0, -0.5, -2.0)
+    tried = {w: _scored(fitted(0.0, (w,)), parts.val)[:2] for w in weights}  # (ndcg, coverage)
+    best = max(weights, key=lambda w: tried[w][0])
+    assert fitted(0.0, weights).scorer.settings["popularity"] == best
+    widest = max(tried.values(), key=lambda t: t[1])[1]
+    reach = [w for w in weights if tried[w][1] >= widest]
+    chosen = fitted(widest, weights).scorer.settings["popularity"]
+    assert chosen == max(reach, key=lambda w: tried[w][0])
+    # an unreachable floor: the widest coverage
+    assert fitted(1.0, weights).scorer.settings["popularity"] in reach
+
+
+def test_a_negative_popularity_weight_lifts_the_long_tail(ease_run: frugalml.FitResult) -> None:
+    model = ease_run.bundle.predictor
+    assert isinstance(model, Recommender)
+    rows = [model.history(u) for u in model.user_ids]
+    plain = model.score([r for r in rows if r is not None])
+    lifted = model.reweighted(plain, -2.0)
+    top = lambda s: np.argsort(-s, axis=1)[:, :3]  # noqa: E731
+    assert model.popularity[top(lifted)].mean() < model.popularity[top(plain)].mean()

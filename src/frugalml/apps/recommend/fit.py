@@ -34,6 +34,7 @@ def fit(
     metric: str = "ndcg@10",
     target: float | None = None,
     refit: bool = True,
+    min_coverage: float | None = None,
     **options: Any,
 ) -> frugalml.FitResult:
     """Climb the recommendation rungs cheapest first on `splits` (see `split`); the chosen
@@ -43,7 +44,15 @@ def fit(
     chose, on train + validation, as recommenders are compared (nothing held back but the
     test); that run, RUN_DIR/refit, is returned and its bundle is the one to ship. Its
     validation figures are on events it trained on: read its test figures.
+
+    `min_coverage` (default: each rung's, 0.07) is the validation coverage@10 a learned rung's
+    popularity weight must reach (see `rungs.RankerConfig`).
     """
+    if min_coverage is not None:
+        given = dict(options.pop("options", None) or {})
+        for rung in (r for r in strategies if r in TUNED):
+            given[rung] = {**given.get(rung, {}), "min_coverage": min_coverage}
+        options["options"] = given
     chosen = frugalml.fit(
         splits.train, val=splits.val, test=splits.test, out=out, strategies=strategies,
         metric=metric, target=target, ship="none", **options,
@@ -55,7 +64,8 @@ def fit(
     if rung in TUNED and isinstance(chosen.bundle.predictor, Recommender):
         field, setting = TUNED[rung]
         value = chosen.bundle.predictor.scorer.settings[setting]
-        given[rung] = {**given.get(rung, {}), field: [value]}
+        weight = chosen.bundle.predictor.scorer.settings.get("popularity", 0.0)
+        given[rung] = {**given.get(rung, {}), field: [value], "popularity_weights": [weight]}
     whole = interactions_of(splits.train).plus(interactions_of(splits.val))
     result = frugalml.fit(
         whole.dataset("train+validation"), val=splits.val, test=splits.test,

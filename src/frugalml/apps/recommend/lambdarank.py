@@ -130,9 +130,11 @@ class LambdarankStrategy:
         arrays: dict[str, np.ndarray] = {"popularity": popularity(events)}
         for name in c.sources:
             rung = (
-                ItemKnnStrategy(ItemKnnConfig(neighbours=(c.neighbours,)))
+                ItemKnnStrategy(
+                    ItemKnnConfig(neighbours=(c.neighbours,), popularity_weights=(0.0,))
+                )
                 if name == "item_knn"
-                else EaseStrategy(EaseConfig(lambdas=(c.ease_lambda,)))
+                else EaseStrategy(EaseConfig(lambdas=(c.ease_lambda,), popularity_weights=(0.0,)))
             )
             fitted = rung.fit(data, data, budget=budget, meter=meter)
             arrays |= {f"{name}.{k}": v for k, v in fitted.scorer.arrays.items()}

@@ -154,11 +154,23 @@ class Recommender:
         """(len(rows), n_items) scores of histories; popularity breaks ties (an empty
         history gets popularity alone)."""
         scores = self.scorer.score(rows, len(self.catalogue))
+        weight = float(self.scorer.settings.get("popularity", 0) or 0)
+        if weight:
+            scores = self.reweighted(scores, weight)
         scores += TIE_BREAK * self.popularity if self.scorer.kind != "popularity" else 0
         for r, row in enumerate(rows):
             if not len(row) or self.scorer.kind == "popularity":
                 scores[r] = self.popularity
         return scores
+
+    def reweighted(self, scores: np.ndarray, weight: float) -> np.ndarray:
+        """Each row standardised, plus `weight` times log popularity (smoothed by one user): a
+        negative weight lifts the long tail (coverage), a positive one the head (a content
+        scorer blind to what people choose)."""
+        mean, std = scores.mean(1, keepdims=True), scores.std(1, keepdims=True)
+        prior = np.log(self.popularity + 1.0 / max(1, len(self.user_ids)))
+        out = (scores - mean) / np.maximum(std, 1e-12) + weight * prior
+        return np.asarray(out, dtype=np.float32)
 
     def recommend(
         self, history: np.ndarray, k: int, *, exclude: np.ndarray | None = None

@@ -39,23 +39,57 @@ def user_item(data: Interactions) -> Any:
     return matrix
 
 
+class RankerConfig(StrategyConfig):
+    """What every learned recommendation rung shares: the popularity weight of its scores,
+    chosen on validation under a catalogue-coverage floor."""
+
+    popularity_weights: tuple[float, ...] = Field(
+        (0.0, -0.1, -0.2, -0.3, -0.5, -0.75),
+        description="Weights of log popularity added to the standardised scores (negative: "
+        "the long tail is lifted); the best on validation whose coverage@10 reaches "
+        "min_coverage is used.",
+    )
+    min_coverage: float = Field(
+        0.07, ge=0, le=1, description="Validation coverage@10 the chosen weight must reach."
+    )
+
+
 def select(
-    train: Interactions, val: Dataset, scorers: Sequence[Callable[[], Scorer]]
+    train: Interactions,
+    val: Dataset,
+    scorers: Sequence[Callable[[], Scorer]],
+    config: RankerConfig | None = None,
 ) -> Recommender:
-    """The candidate with the best validation ndcg@10 (the first of equals)."""
-    metric, ones = get_metric(SELECT_BY), None
-    best: tuple[float, Recommender] | None = None
-    for make in scorers:
-        model = Recommender.fitted(train, make())
-        if len(scorers) == 1:
-            return model
-        outcomes = model.outcomes(val)
-        ones = np.ones((1, len(outcomes))) if ones is None else ones
-        value = float(metric.compute(outcomes, ones)[0])
-        if best is None or value > best[0]:
-            best = (value, model)
-    assert best is not None
-    return best[1]
+    """The candidate with the best validation ndcg@10 (the first of equals), then, with a
+    `config`, its popularity weight: the best ndcg@10 among the weights whose coverage@10
+    reaches the floor (the widest coverage when none does)."""
+    weights = config.popularity_weights if config is not None else (0.0,)
+    if len(scorers) == 1 and len(weights) == 1:
+        model = Recommender.fitted(train, scorers[0]())
+        model.scorer.settings["popularity"] = weights[0]
+        return model
+    best = max((_scored(Recommender.fitted(train, make()), val) for make in scorers),
+               key=lambda c: c[0])  # fmt: skip
+    model = best[2]
+    if config is None or (len(weights) == 1 and weights[0] == 0):
+        return model
+    tried = []
+    for weight in weights:
+        model.scorer.settings["popularity"] = weight
+        ndcg, coverage, _ = _scored(model, val)
+        tried.append((coverage >= config.min_coverage, ndcg if coverage >= config.min_coverage
+                      else coverage, weight))  # fmt: skip
+    model.scorer.settings["popularity"] = max(tried, key=lambda t: (t[0], t[1]))[2]
+    return model
+
+
+def _scored(model: Recommender, val: Dataset) -> tuple[float, float, Recommender]:
+    """Validation ndcg@10 and coverage@10 of `model`."""
+    outcomes = model.outcomes(val)
+    ones = np.ones((1, len(outcomes)))
+    ndcg = float(get_metric(SELECT_BY).compute(outcomes, ones)[0])
+    coverage = float(get_metric("coverage@10").compute(outcomes, ones)[0])
+    return ndcg, coverage, model
 
 
 def top_per_row(matrix: Any, keep: int) -> dict[str, np.ndarray]:
@@ -99,7 +133,7 @@ class PopularityStrategy:
 
 
 # -- item-kNN ------------------------------------------------------------------------
-class ItemKnnConfig(StrategyConfig):
+class ItemKnnConfig(RankerConfig):
     kind: Literal["item_knn"] = Field("item_knn", description="The registry name.")
     neighbours: tuple[int, ...] = Field(
         (50, 200), description="Neighbours kept per item; the best on validation is used."
@@ -131,7 +165,7 @@ class ItemKnnStrategy:
         meter.add_flops(2.0 * X.nnz * X.shape[1])
         arrays = {k: _row_top(co, k) for k in self.config.neighbours}
         scorers = [partial(Scorer, "linear", a, {"neighbours": k}) for k, a in arrays.items()]
-        return select(events, val, scorers)
+        return select(events, val, scorers, self.config)
 
 
 def _row_top(co: Any, keep: int) -> dict[str, np.ndarray]:
@@ -154,10 +188,10 @@ def _row_top(co: Any, keep: int) -> dict[str, np.ndarray]:
 
 
 # -- EASE ----------------------------------------------------------------------------
-class EaseConfig(StrategyConfig):
+class EaseConfig(RankerConfig):
     kind: Literal["ease"] = Field("ease", description="The registry name.")
     lambdas: tuple[float, ...] = Field(
-        (100.0, 300.0, 1000.0), description="L2 strengths tried; the best on validation is used."
+        (150.0, 250.0, 400.0), description="L2 strengths tried; the best on validation is used."
     )
     min_users: int = Field(
         2, ge=1, description="Items chosen by fewer training users are left to popularity."
@@ -192,7 +226,7 @@ class EaseStrategy:
             return Scorer("linear", arrays, {"lambda": lam})
 
         scorers = [partial(scorer, lam) for lam in self.config.lambdas]
-        return select(events, val, scorers)
+        return select(events, val, scorers, self.config)
 
 
 def _embed_rows(arrays: dict[str, np.ndarray], kept: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -207,8 +241,13 @@ def _embed_rows(arrays: dict[str, np.ndarray], kept: np.ndarray, n: int) -> dict
 
 
 # -- content -------------------------------------------------------------------------
-class ContentConfig(StrategyConfig):
+class ContentConfig(RankerConfig):
     kind: Literal["content"] = Field("content", description="The registry name.")
+    popularity_weights: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 1.0, 2.0),
+        description="Weights of log popularity added to the standardised similarities "
+        "(text alone ranks obscure look-alikes first); the best on validation is used.",
+    )
     backbone: str = Field("minilm", description="Packaged name, hf://ORG/NAME or folder.")
     half_lives: tuple[float, ...] = Field(
         (0.0, 20.0),
@@ -248,13 +287,13 @@ class ContentStrategy:
         scorers = [
             partial(Scorer, "vectors", {"vectors": vectors}, {"half_life": h}) for h in c.half_lives
         ]
-        model = select(events, val, scorers)
+        model = select(events, val, scorers, c)
         model.encoder = encoder  # shipped: new items are embedded without retraining
         return model
 
 
 # -- implicit ALS ----------------------------------------------------------------------
-class AlsConfig(StrategyConfig):
+class AlsConfig(RankerConfig):
     kind: Literal["als"] = Field("als", description="The registry name.")
     factors: tuple[int, ...] = Field(
         (64, 128), description="Factor counts tried; the best on validation is used."
@@ -291,7 +330,7 @@ class AlsStrategy:
         c = self.config
         meter.add_flops(sum(2.0 * c.iterations * X.nnz * f * f for f in c.factors))
         scorers = [partial(self._factorise, X, f) for f in c.factors]
-        return select(events, val, scorers)
+        return select(events, val, scorers, self.config)
 
     def _factorise(self, X: Any, factors: int) -> Scorer:
         from implicit.cpu.als import AlternatingLeastSquares  # type: ignore[import-untyped]
