@@ -11,10 +11,10 @@ import pytest
 
 from frugalml.apps import desk as desk_app
 from frugalml.apps.desk import knowledge as kn
-from frugalml.apps.desk import vectors
 from frugalml.apps.desk.inputs import Entry
 from frugalml.apps.desk.oos import Knn, Signals, restore
 from frugalml.data import DEMO_INTENTS, out_of_scope_texts
+from frugalml.models import vector_index as vectors
 
 
 def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -25,32 +25,11 @@ def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_the_graph_finds_what_exact_search_finds_and_survives_saving() -> None:
-    base, queries = _clustered(3000), _clustered(200, seed=1)
-    exact = vectors.Neighbours(base)
-    graph = vectors.Neighbours(base, exact_below=1000)
-    assert (exact.kind, graph.kind) == ("exact", "hnsw") and exact.arrays() == {}
-    want, want_sims = exact.search(queries, 10)
-    got, got_sims = graph.search(queries, 10)
-    assert np.mean(got[:, 0] == want[:, 0]) >= 0.98
-    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)]) >= 0.95
-    np.testing.assert_allclose(got_sims[:, 0], want_sims[:, 0], atol=0.02)
-    # saved as bytes and loaded back: the same graph (built on one thread: reproducible)
-    saved = graph.arrays()["hnsw"]
-    assert saved.dtype == np.uint8
-    loaded = vectors.Neighbours(base, graph=saved)
-    assert np.array_equal(loaded.search(queries, 10)[0], got)
-    rebuilt = vectors.Neighbours(base, exact_below=1000)
-    assert np.array_equal(rebuilt.arrays()["hnsw"], saved)
-    with pytest.raises(ValueError, match="does not index these vectors"):
-        vectors.Neighbours(base[:100], graph=saved)
-
-
 def test_knn_scores_from_the_graph_match_exact_ones_and_restore() -> None:
     base, queries = _clustered(3000), _clustered(200, seed=1)
     signals = Signals(np.zeros((200, 2)), np.full((200, 2), 0.5), queries)
-    exact = Knn(vectors.Neighbours(base), k=5)
-    graph = Knn(vectors.Neighbours(base, exact_below=1000), k=5)
+    exact = Knn(vectors.VectorIndex(base), k=5)
+    graph = Knn(vectors.VectorIndex(base, exact_below=1000), k=5)
     np.testing.assert_allclose(graph.score(signals), exact.score(signals), atol=0.02)
     again = restore("knn", graph.settings(), graph.arrays())
     assert isinstance(again, Knn) and again.neighbours.kind == "hnsw"

@@ -8,12 +8,10 @@ import shutil
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 import frugalml
 from frugalml.apps import recommend
-from frugalml.apps.recommend.index import ItemIndex
 from frugalml.serve.extensions import APP_FILE
 from tests.serve.harness import serving, wait_ready
 
@@ -85,16 +83,3 @@ def test_an_ease_bundle_is_claimed_by_its_task_and_refuses_text(ease_bundle: Pat
         assert all(int(i["item"][1:]) >= 10 for i in similar["items"])
         response = httpx.post(url + "/v1/similar", json={"text": "space war"})
         assert response.status_code == 422 and "cannot embed" in response.text
-
-
-def test_the_hnsw_index_finds_what_exact_search_finds() -> None:
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(50, 32))
-    vectors = (centres[rng.integers(0, 50, 5000)] + 0.3 * rng.normal(size=(5000, 32))).astype(
-        np.float32
-    )
-    graph, exact = ItemIndex(vectors, exact_below=1), ItemIndex(vectors)
-    assert graph.kind == "hnsw" and exact.kind == "exact"
-    assert graph.recall_vs_exact(k=10) >= 0.95 and exact.recall_vs_exact() == 1.0
-    graph.add(vectors[:1] * 10)  # an item added later is found at once
-    assert graph.search(vectors[:1], 1)[0][0, 0] == 5000

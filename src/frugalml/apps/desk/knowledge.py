@@ -4,7 +4,7 @@ bundle's `embed()`, fused by weighted reciprocal rank.
 Words and meaning fail differently: BM25 finds the entry that names the same product or
 error code, the dense vectors the one that says the same thing in other words. Reciprocal-rank
 fusion needs no score calibration between the two; the dense side's weight is chosen on
-held-out questions. Dense search is exact (a matrix product) below `vectors.EXACT_BELOW`
+held-out questions. Dense search is exact (a matrix product) below `vector_index.EXACT_BELOW`
 entries and an HNSW graph (faiss) above; a question's fusion then looks at each side's top
 CANDIDATES only, the same ranking as fusing every entry (`ranked`, which measures).
 
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from frugalml.apps.desk.inputs import Entry
-from frugalml.apps.desk.vectors import Neighbours
 from frugalml.errors import require_extra
+from frugalml.models.vector_index import VectorIndex
 
 RRF_K = 60  # the constant of Cormack et al. (2009): ranks past ~60 barely count
 CANDIDATES = 50  # each side's top entries that enter the fusion
@@ -65,7 +65,7 @@ class KnowledgeIndex:
         import bm25s
 
         self.entries = tuple(entries)
-        self.dense = Neighbours(vectors, graph=graph)
+        self.dense = VectorIndex(vectors, graph=graph)
         self.vectors = self.dense.vectors
         self.dense_weight = dense_weight
         self.bm25 = bm25s.BM25()

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from frugalml.apps.desk.vectors import Neighbours
+from frugalml.models.vector_index import VectorIndex
 
 KNN_KS = (1, 5, 10)  # neighbours tried for the kNN detector; the best on validation is kept
 # The oos-intent head's inverse regularization: on Banking77 (25% of intents out of scope) C=100
@@ -88,13 +88,13 @@ class Energy:
 
 class Knn:
     """1 - cosine similarity to the k-th nearest training question (Sun et al., 2022); an
-    HNSW graph finds it when the training questions are many (`vectors.Neighbours`)."""
+    HNSW graph finds it when the training questions are many (`frugalml.models.vector_index`)."""
 
     name = "knn"
 
-    def __init__(self, train_vectors: np.ndarray | Neighbours, k: int = 1) -> None:
+    def __init__(self, train_vectors: np.ndarray | VectorIndex, k: int = 1) -> None:
         self.neighbours = (
-            train_vectors if isinstance(train_vectors, Neighbours) else Neighbours(train_vectors)
+            train_vectors if isinstance(train_vectors, VectorIndex) else VectorIndex(train_vectors)
         )
         self.train = self.neighbours.vectors
         self.k = min(k, len(self.train))
@@ -217,7 +217,7 @@ def restore(name: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) 
     if name == "energy":
         return Energy(float(settings.get("temperature", 1.0)))
     if name == "knn":
-        return Knn(Neighbours(arrays["train"], graph=arrays.get("hnsw")), int(settings["k"]))
+        return Knn(VectorIndex(arrays["train"], graph=arrays.get("hnsw")), int(settings["k"]))
     if name == "mahalanobis":
         return Mahalanobis(arrays["means"], arrays["precision"])
     if name == "oos_class":
@@ -309,7 +309,7 @@ def fit_detectors(
     """Every detector this data allows (the oos class and intent only with out-of-scope
     examples)."""
     detectors: list[Detector] = [MaxProb(), Energy(1.0)]
-    neighbours = Neighbours(train.vectors)  # one graph (when large) for every k
+    neighbours = VectorIndex(train.vectors)  # one graph (when large) for every k
     detectors += [Knn(neighbours, k) for k in KNN_KS if k <= len(train.vectors)]
     detectors.append(Mahalanobis.fit(train.vectors, train_y, n_classes))
     if oos_train is not None and len(oos_train) >= 2:

@@ -21,14 +21,17 @@ if TYPE_CHECKING:
     import numpy as np
     from fastapi import FastAPI
 
-    from frugalml.apps.recommend.index import ItemIndex
     from frugalml.apps.recommend.model import Recommender
+    from frugalml.models.vector_index import VectorIndex
     from frugalml.serve.extensions import ServeContext
     from frugalml.serve.live_model import ServedModel
 
 MAX_K = 1000
 MAX_HISTORY = 10_000
 MAX_ITEMS_ADDED = 1000
+# items: exact search below this many. A catalogue is searched once per request (the desk
+# searches its sets several times per question, so it switches at 5,000).
+EXACT_BELOW = 50_000
 
 
 class RecommendExtension:
@@ -47,8 +50,6 @@ class RecommendExtension:
 
 
 def _exact_below(folder: Path) -> int:
-    from frugalml.apps.recommend.index import EXACT_BELOW
-
     app_file = folder / APP_FILE
     if app_file.is_file():
         return int(json.loads(app_file.read_text(encoding="utf-8")).get("exact_below", EXACT_BELOW))
@@ -61,18 +62,20 @@ class Indexes:
     def __init__(self, exact_below: int) -> None:
         self.exact_below = exact_below
         self._lock = threading.Lock()
-        self._built: tuple[int, ItemIndex | None] | None = None
+        self._built: tuple[int, VectorIndex | None] | None = None
         self.recall: float | None = None
 
-    def of(self, model: Recommender) -> ItemIndex | None:
+    def of(self, model: Recommender) -> VectorIndex | None:
         """The model's index, or None when its items have no vectors (item-item rungs)."""
-        from frugalml.apps.recommend.index import ItemIndex
+        from frugalml.models.vector_index import VectorIndex
 
         with self._lock:
             if self._built is None or self._built[0] != id(model):
                 index = None
                 if model.scorer.kind == "vectors":
-                    index = ItemIndex(model.item_vectors(), exact_below=self.exact_below)
+                    index = VectorIndex(
+                        model.item_vectors(), exact_below=self.exact_below, extra="recommend"
+                    )
                     self.recall = index.recall_vs_exact()
                 self._built = (id(model), index)
             return self._built[1]
@@ -89,7 +92,7 @@ def recommender(served: ServedModel) -> Recommender:
 
 
 def top_k(
-    model: Recommender, index: ItemIndex | None, history: np.ndarray, k: int, exclude: bool
+    model: Recommender, index: VectorIndex | None, history: np.ndarray, k: int, exclude: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """A history's k best items: through the index for vector rungs with a history, else by
     scoring every item."""
