@@ -54,6 +54,7 @@ from frugalml.apps.desk.oos import (
     choose,
     fit_detectors,
     fpr_at_tpr,
+    held_out_group_candidates,
     label,
     threshold_for_recall,
 )
@@ -152,6 +153,14 @@ def oos_seed(
     chosen, _, _ = choose(detectors, s_va, s_oos_va, correct_va, RECALL_GOAL)
     without = [d for d in detectors if d.name not in {"oos_class", "oos_intent"}]
     chosen_no_examples, _, _ = choose(without, s_va, s_oos_va, correct_va, RECALL_GOAL)
+    examples = np.r_[oos_train, oos_val]
+    by_group = held_out_groups(
+        seed,
+        (s_tr, remap[y_tr[tr]], len(seen)),
+        (s_va, correct_va),
+        signals(head, temperature, vec_tr[examples]),
+        (s_te, s_te_oos, correct_te),
+    )
     return {
         "seed": seed,
         "unseen_intents": len(unseen),
@@ -167,11 +176,48 @@ def oos_seed(
         "detectors": rows,
         "chosen": label(chosen),
         "chosen_without_oos_class": label(chosen_no_examples),
+        "held_out_groups": by_group,
         "tradeoff": {
             name: tradeoff(d, s_te, s_te_oos, correct_te)
             for d in detectors
             if (name := label(d)) in {"max_prob", label(chosen), label(chosen_no_examples)}
         },
+    }
+
+
+def held_out_groups(
+    seed: int,
+    fit_on: tuple[Signals, np.ndarray, int],
+    val: tuple[Signals, np.ndarray],
+    s_examples: Signals,
+    test: tuple[Signals, Signals, np.ndarray],
+) -> dict[str, Any]:
+    """The desk's new choice: detectors fitted on all the out-of-scope examples (the old
+    choice's oos_train and oos_val together), judged on k-means groups of them held out from
+    the fitting (`oos.held_out_group_candidates`); each measured on the same test set."""
+    s_va, correct_va = val
+    s_te, s_te_oos, correct_te = test
+    start = time.perf_counter()
+    detectors, choices = held_out_group_candidates(
+        *fit_on, s_va, correct_va, s_examples, RECALL_GOAL, seed=seed
+    )
+    best = min(range(len(choices)), key=lambda i: (choices[i].inscope_loss, -choices[i].auroc))
+    rows = {}
+    for d, c in zip(detectors, choices, strict=True):
+        te_in, te_out = d.score(s_te), d.score(s_te_oos)
+        budget = budget_threshold(d.score(s_va), correct_va, LOSS_BUDGET)
+        rows[c.detector] = {
+            "validation": c.to_dict(),
+            "auroc": auroc(te_in, te_out),
+            "fpr@95tpr": fpr_at_tpr(te_in, te_out),
+            "at_recall_goal": at(c.threshold, te_in, te_out, correct_te),
+            "at_loss_budget": at(budget, te_in, te_out, correct_te),
+        }
+    return {
+        "chosen": choices[best].detector,
+        "n_examples": len(s_examples.vectors),
+        "seconds": time.perf_counter() - start,
+        "detectors": rows,
     }
 
 
@@ -325,9 +371,38 @@ def summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     }
     return {
         "mean_std_over_seeds": table,
+        "choice_old_vs_new": choice_table(seeds, mean),
+        "chosen_by_held_out_groups": [s["held_out_groups"]["chosen"] for s in seeds],
         "chosen": [s["chosen"] for s in seeds],
         "chosen_without_oos_class": [s["chosen_without_oos_class"] for s in seeds],
     }
+
+
+def choice_table(seeds: list[dict[str, Any]], mean: Any) -> dict[str, Any]:
+    """Test figures of the detector each validation picked: the old choice (examples' kinds
+    seen in validation) and the new (held-out groups), at the recall goal and 3-point budget."""
+
+    def old(s: dict[str, Any]) -> dict[str, Any]:
+        return dict(s["detectors"][s["chosen"]])
+
+    def new(s: dict[str, Any]) -> dict[str, Any]:
+        return dict(s["held_out_groups"]["detectors"][s["held_out_groups"]["chosen"]])
+
+    table = {}
+    for name, row in (("old", old), ("new", new)):
+        table[name] = {
+            "auroc": mean(lambda s, r=row: r(s)["auroc"]),
+            "fpr@95tpr": mean(lambda s, r=row: r(s)["fpr@95tpr"]),
+            "recall@goal0.90": mean(lambda s, r=row: r(s)["at_recall_goal"]["oos_recall"]),
+            "acc_lost@goal0.90": mean(
+                lambda s, r=row: r(s)["at_recall_goal"]["inscope_accuracy_lost"]
+            ),
+            "recall@3pt_budget": mean(lambda s, r=row: r(s)["at_loss_budget"]["oos_recall"]),
+            "acc_lost@3pt_budget": mean(
+                lambda s, r=row: r(s)["at_loss_budget"]["inscope_accuracy_lost"]
+            ),
+        }
+    return table
 
 
 def main() -> None:
@@ -399,6 +474,12 @@ def json_table(summary: dict[str, Any]) -> str:
     lines.append(
         f"chosen: {summary['chosen']}; without oos examples: {summary['chosen_without_oos_class']}"
     )
+    lines.append(f"chosen on held-out groups: {summary['chosen_by_held_out_groups']}")
+    for name, row in summary["choice_old_vs_new"].items():
+        lines.append(
+            f"{name + ' choice':16s} "
+            + " ".join(f"{m:.3f}±{s:.3f}".rjust(14) for m, s in row.values())
+        )
     return "\n".join(lines)
 
 

@@ -224,6 +224,8 @@ def restore(name: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) 
         return OosClass(arrays["coef"], float(settings["intercept"]))
     if name == "oos_intent":
         return OosIntent(arrays["coef"], arrays["intercept"])
+    if name == "either":
+        return restore_either(settings, arrays)
     raise ValueError(f"unknown out-of-scope detector {name!r}")
 
 
@@ -312,14 +314,15 @@ def fit_detectors(
     neighbours = VectorIndex(train.vectors)  # one graph (when large) for every k
     detectors += [Knn(neighbours, k) for k in KNN_KS if k <= len(train.vectors)]
     detectors.append(Mahalanobis.fit(train.vectors, train_y, n_classes))
-    if oos_train is not None and len(oos_train) >= 2:
-        detectors.append(OosClass.fit(train.vectors, oos_train))
-        detectors.append(OosIntent.fit(train.vectors, train_y, n_classes, oos_train))
+    if oos_train is not None:
+        detectors += _learned(train, train_y, n_classes, oos_train)
     return detectors
 
 
 def label(detector: Detector) -> str:
     """'knn' → 'knn(k=5)': variants of one detector told apart in reports."""
+    if isinstance(detector, Either):
+        return f"either({', '.join(label(p) for p in detector.parts)})"
     settings = detector.settings()
     return f"knn(k={settings['k']})" if detector.name == "knn" else detector.name
 
@@ -339,3 +342,190 @@ def choose(
     ]
     best = min(range(len(choices)), key=lambda i: (choices[i].inscope_loss, -choices[i].auroc))
     return detectors[best], choices[best], choices
+
+
+# -- choosing for kinds of question no example showed ----------------------------------------
+
+LEARNED = ("oos_class", "oos_intent")  # the detectors that learn from out-of-scope examples
+# Out-of-scope examples are cut into this many k-means groups for the held-out-group choice:
+# each learned detector is judged on the groups it was not fitted on. Banking77: 3 groups of
+# 5-19 held-out intents' examples; each fold refits oos_intent (~15 s there).
+OOS_GROUPS = 3
+SEEN_SHARE = 0.3  # of the other groups' examples, held out as known kinds in each refit
+MIN_PER_GROUP = 5  # fewer examples than groups times this: no held-out-group choice
+
+
+class Either:
+    """Flags a question when any of its parts would, each at the same in-scope flag rate:
+    the score is the largest of the parts' ranks among the in-scope validation scores. With
+    `oos_intent` and kNN as parts, the kinds of out-of-scope question the examples showed are
+    caught by the first, and new kinds (far from every training question) by the second."""
+
+    name = "either"
+
+    def __init__(self, parts: Sequence[Detector], references: Sequence[np.ndarray]) -> None:
+        self.parts = list(parts)
+        self.references = [np.sort(np.asarray(r, dtype=np.float64)) for r in references]
+
+    @classmethod
+    def fit(cls, parts: Sequence[Detector], val: Signals) -> Either:
+        return cls(parts, [p.score(val) for p in parts])
+
+    def score(self, signals: Signals) -> np.ndarray:
+        ranks = [
+            in_scope_rank(p.score(signals), ref)
+            for p, ref in zip(self.parts, self.references, strict=True)
+        ]
+        return np.asarray(np.max(ranks, axis=0), dtype=np.float64)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {f"ref{i}": r for i, r in enumerate(self.references)}
+        for i, p in enumerate(self.parts):
+            out.update({f"part{i}.{k}": v for k, v in p.arrays().items()})
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        return {"parts": [{"name": p.name, "settings": p.settings()} for p in self.parts]}
+
+
+def restore_either(settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> Either:
+    parts = []
+    for i, part in enumerate(settings["parts"]):
+        prefix = f"part{i}."
+        own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        parts.append(restore(part["name"], part["settings"], own))
+    return Either(parts, [arrays[f"ref{i}"] for i in range(len(parts))])
+
+
+def in_scope_rank(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Share of the (sorted) in-scope reference scores at or below each score: one scale on
+    which detectors, and the same detector fitted on different examples, compare."""
+    return np.searchsorted(reference, scores, side="right") / max(len(reference), 1)
+
+
+def combinations(detectors: Sequence[Detector], val: Signals) -> list[Detector]:
+    """`oos_intent` either-or each kNN variant (none without `oos_intent`)."""
+    learned = [d for d in detectors if d.name == "oos_intent"]
+    return [Either.fit([learned[0], d], val) for d in detectors if learned and d.name == "knn"]
+
+
+def oos_groups(vectors: np.ndarray, n_groups: int = OOS_GROUPS, seed: int = 0) -> np.ndarray:
+    """k-means groups of the out-of-scope examples: stand-ins for kinds of question, since
+    examples carry no labels saying which kind they are."""
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=n_groups, n_init=4, random_state=seed)
+    return np.asarray(model.fit_predict(vectors.astype(np.float64)))
+
+
+def choose_held_out_groups(
+    train: Signals,
+    train_y: np.ndarray,
+    n_classes: int,
+    val: Signals,
+    correct: np.ndarray,
+    oos: Signals,
+    recall: float,
+    *,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[Detector, Choice, list[Choice]]:
+    """Like `choose`, but judging each detector on kinds of out-of-scope question it never
+    saw (`held_out_group_candidates`); the least in-scope loss at `recall` wins (ties: AUROC)."""
+    detectors, choices = held_out_group_candidates(
+        train, train_y, n_classes, val, correct, oos, recall, groups=groups, seed=seed
+    )
+    best = min(range(len(choices)), key=lambda i: (choices[i].inscope_loss, -choices[i].auroc))
+    return detectors[best], choices[best], choices
+
+
+def held_out_group_candidates(
+    train: Signals,
+    train_y: np.ndarray,
+    n_classes: int,
+    val: Signals,
+    correct: np.ndarray,
+    oos: Signals,
+    recall: float,
+    *,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[list[Detector], list[Choice]]:
+    """Every detector (with `Either` combinations) fitted on all examples `oos`, and its
+    operating point judged on out-of-scope questions held out from its fitting, half of new
+    kinds and half of kinds it was shown (a desk meets both).
+
+    The examples are cut into groups (k-means unless given). A detector that learns from
+    examples is refitted once per group without that group and without a random
+    `SEEN_SHARE` of the other groups' examples; it scores the group (new kinds) and those
+    examples (known kinds, unseen questions): cross-fitting, so one that only knows the kinds
+    it was shown looks as it will on new kinds. Scores are compared as ranks among the in-scope
+    validation scores (the refitted detectors' scales differ); the rank meeting `recall` on
+    the balanced mix becomes each final detector's threshold (its score at that rank)."""
+    groups = oos_groups(oos.vectors, seed=seed) if groups is None else np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    free = fit_detectors(train, train_y, n_classes)
+    learned = _learned(train, train_y, n_classes, oos.vectors)
+    final = [*free, *learned, *combinations([*free, *learned], val)]
+    val_scores = {label(d): d.score(val) for d in final}
+    refs = {name: np.sort(v) for name, v in val_scores.items()}
+    n = len(oos.vectors)
+    new_kinds = {name: np.empty(n) for name in val_scores}
+    known: dict[str, list[np.ndarray]] = {name: [] for name in val_scores}
+    known_at: list[np.ndarray] = []
+    for g in np.unique(groups):
+        fold = groups == g
+        others = np.nonzero(~fold)[0]
+        held = others[rng.random(len(others)) < SEEN_SHARE]
+        fitted = _learned(
+            train,
+            train_y,
+            n_classes,
+            np.delete(oos.vectors, np.r_[np.nonzero(fold)[0], held], axis=0),
+        )
+        known_at.append(held)
+        for d in [*fitted, *combinations([*free, *fitted], val)]:
+            ref = np.sort(d.score(val))
+            new_kinds[label(d)][fold] = in_scope_rank(d.score(_subset(oos, fold)), ref)
+            known[label(d)].append(in_scope_rank(d.score(_subset(oos, held)), ref))
+    where = np.concatenate(known_at)
+    for d in free:
+        new_kinds[label(d)] = in_scope_rank(d.score(oos), refs[label(d)])
+        known[label(d)] = [new_kinds[label(d)][where]]
+    m = min(n, len(where))
+    pick_new, pick_known = rng.permutation(n)[:m], rng.permutation(len(where))[:m]
+    choices = []
+    for d in final:
+        name = label(d)
+        mix = np.r_[new_kinds[name][pick_new], np.concatenate(known[name])[pick_known]]
+        point = operating_point(
+            name, in_scope_rank(val_scores[name], refs[name]), mix, correct, recall
+        )
+        choices.append(_with_threshold(point, rank_threshold(val_scores[name], point.threshold)))
+    return final, choices
+
+
+def rank_threshold(inscope: np.ndarray, rank: float) -> float:
+    """The score threshold t with (score ≥ t) ⇔ (in-scope rank of score ≥ `rank`)."""
+    ordered = np.sort(inscope)
+    need = math.ceil(rank * len(ordered) - 1e-9)
+    return float(ordered[need - 1]) if need >= 1 else float(ordered[0]) - 1.0
+
+
+def _with_threshold(choice: Choice, threshold: float) -> Choice:
+    return Choice(**{**vars(choice), "threshold": threshold})
+
+
+def _learned(
+    train: Signals, train_y: np.ndarray, n_classes: int, oos: np.ndarray
+) -> list[Detector]:
+    if len(oos) < 2:
+        return []
+    return [
+        OosClass.fit(train.vectors, oos),
+        OosIntent.fit(train.vectors, train_y, n_classes, oos),
+    ]
+
+
+def _subset(signals: Signals, keep: np.ndarray) -> Signals:
+    return Signals(signals.logits[keep], signals.proba[keep], signals.vectors[keep])
