@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from frugalml.apps.desk.oos import OosClass, OosIntent, Signals, auroc, fit_detectors, restore
+from frugalml.apps.desk.oos import (
+    LEARNED,
+    Either,
+    OosClass,
+    OosIntent,
+    Signals,
+    auroc,
+    choose_held_out_groups,
+    fit_detectors,
+    label,
+    restore,
+)
 
 
 def _around(centre: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,3 +50,32 @@ def test_the_oos_intent_separates_what_one_hyperplane_cannot_and_restores() -> N
     names = {d.name for d in fit_detectors(_signals(inscope), y, 2, oos_train=oos)}
     assert {"oos_class", "oos_intent"} <= names
     assert "oos_intent" not in {d.name for d in fit_detectors(_signals(inscope), y, 2)}
+
+
+def test_the_held_out_group_choice_sees_new_kinds_and_the_either_detector_restores() -> None:
+    """Out-of-scope examples of three kinds (±e2, e3): judged on the kinds each refit never
+    saw, a detector that only learned the shown kinds is not chosen over one that also flags
+    what is far from every training question; the chosen threshold is in score units."""
+    rng = np.random.default_rng(0)
+    e = np.eye(8)
+    inscope = np.vstack([_around(e[0], 100, rng), _around(-e[0], 100, rng)])
+    y = np.repeat([0, 1], 100)
+    kinds = [e[1], -e[1], e[2]]
+    oos = _signals(np.vstack([_around(k, 40, rng) for k in kinds]))
+    groups = np.repeat([0, 1, 2], 40)
+    val = _signals(np.vstack([_around(e[0], 50, rng), _around(-e[0], 50, rng)]))
+    correct = np.ones(100, bool)
+
+    chosen, point, table = choose_held_out_groups(
+        _signals(inscope), y, 2, val, correct, oos, 0.9, groups=groups
+    )
+    names = [c.detector for c in table]
+    assert "either(oos_intent, knn(k=1))" in names
+    assert chosen.name not in LEARNED
+    assert np.mean(chosen.score(val) >= point.threshold) == pytest.approx(point.inscope_flagged)
+
+    fitted = fit_detectors(_signals(inscope), y, 2, oos_train=oos.vectors)
+    both = Either.fit([next(d for d in fitted if d.name == n) for n in ("oos_intent", "knn")], val)
+    again = restore(both.name, both.settings(), both.arrays())
+    assert label(again) == label(both) == "either(oos_intent, knn(k=1))"
+    np.testing.assert_array_equal(again.score(oos), both.score(oos))

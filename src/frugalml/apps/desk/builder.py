@@ -28,9 +28,13 @@ from frugalml.apps.desk import evaluate as ev
 from frugalml.apps.desk import knowledge as kn
 from frugalml.apps.desk.inputs import DeskInputError, DeskInputs, Entry, read_inputs
 from frugalml.apps.desk.oos import (
+    MIN_PER_GROUP,
+    OOS_GROUPS,
     Detector,
     Knn,
+    Signals,
     choose,
+    choose_held_out_groups,
     fit_detectors,
     label,
     operating_point,
@@ -265,14 +269,36 @@ def _choose_detector(
             "inscope_loss": float((flagged & correct).mean()),
         }
         return chosen, {"chosen": fallback, "compared": [], "oos_recall_goal": goals.oos_recall}
-    detector, point, table = choose(detectors, val, sig["oos_val"], correct, goals.oos_recall)
+    examples = _joined(sig["oos_train"], sig["oos_val"])
+    if len(examples.vectors) >= OOS_GROUPS * MIN_PER_GROUP:
+        detector, point, table = choose_held_out_groups(
+            train, splits.train.y, len(bundle.labels), val, correct, examples, goals.oos_recall
+        )
+        chosen_on = f"out-of-scope examples in {OOS_GROUPS} k-means groups, each held out once"
+    else:
+        detector, point, table = choose(detectors, val, sig["oos_val"], correct, goals.oos_recall)
+        chosen_on = "out-of-scope examples of the kinds the detectors were fitted on"
+        notes.append(
+            f"fewer than {OOS_GROUPS * MIN_PER_GROUP} out-of-scope examples: the detector is "
+            "chosen on kinds of question it was fitted on, and may miss new kinds"
+        )
     curve = _tradeoff(detector.score(val), detector.score(sig["oos_val"]), correct)
     return detector, {
         "chosen": point.to_dict(),
+        "chosen_on": chosen_on,
         "compared": [c.to_dict() for c in table],
         "oos_recall_goal": goals.oos_recall,
         "tradeoff": curve,
     }
+
+
+def _joined(a: Signals | None, b: Signals) -> Signals:
+    """The out-of-scope examples' signals, fitting and validation parts together."""
+    if a is None:
+        return b
+    return Signals(
+        *(np.vstack([x, y]) for x, y in zip(vars(a).values(), vars(b).values(), strict=True))
+    )
 
 
 def _tradeoff(inscope: np.ndarray, oos: np.ndarray, correct: np.ndarray) -> list[dict[str, float]]:
