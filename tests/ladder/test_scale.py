@@ -173,6 +173,86 @@ def test_two_nodes_on_loopback_train_a_rung_together_through_c10d(
     assert cards["full"].processes == 2 and cards["full"].extra["nodes"] == 2
 
 
+def wait_until(found: Any, processes: list[Any], what: str, timeout_s: float = 300) -> Any:
+    """`found()` once it is truthy; fails if a process ends first or after `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (value := found()):
+        ended = [p.args[:6] for p in processes if p.poll() is not None]
+        assert not ended, f"{ended} ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
+        time.sleep(0.1)  # polling interval of the wait, not a wait for an event
+    return value
+
+
+def kill_node(pid: int) -> None:
+    """SIGKILL a node: every process group of `pid` and its descendants (its torchrun and
+    ranks run in sessions of their own), all at once, as a machine that dies."""
+    import os
+    import signal
+
+    import psutil
+
+    root = psutil.Process(pid)
+    groups = {os.getpgid(p.pid) for p in [root, *root.children(recursive=True)]}
+    for group in groups:
+        os.killpg(group, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_elastic_nodes_1_to_2_node_1_leaves_mid_epoch_and_node_0_finishes_alone(
+    tiny_backbone: Path, small_csv: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.training.test_distributed import free_port
+
+    nodes = ["--nnodes", "1:2", "--nproc", "1", "--rdzv-endpoint", f"127.0.0.1:{free_port()}"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "frugalml", "fit"]
+    # Node 1's ranks write `held-RANK` in epoch 1 and wait there to be killed, so it leaves
+    # mid-epoch, after rank 0 checkpointed epoch 0, at a moment the test sees.
+    follower = subprocess.Popen(
+        [*cli, "--node-rank", "1", *nodes, "--out", str(tmp_path / "node1")],
+        env={**env, FAULT_ENV: "hold:1:1"},
+        stdout=(tmp_path / "node1.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    fit = [str(small_csv), "--strategies", "full", "--backbone", str(tiny_backbone)]
+    fit += ["--set", "full.train.epochs=3", "--set", "full.train.batch_size=8"]
+    fit += ["--ship", "none", "--out", str(tmp_path / "run"), "--max-restarts", "2"]
+    leader_log = tmp_path / "node0.log"
+    leader = subprocess.Popen(
+        [*cli, *fit, *nodes], env=env, stdout=leader_log.open("wb"), stderr=subprocess.STDOUT
+    )
+    run = tmp_path / "run"
+    try:
+        held = wait_until(lambda: next(run.glob("**/ddp/held-*"), None), [leader, follower], "hold")
+        assert held.read_text().startswith("world 2:")  # both nodes trained attempt 0
+        kill_node(follower.pid)
+        leader.wait(timeout=600)
+    finally:
+        for process in (leader, follower):
+            if process.poll() is None:
+                kill_node(process.pid)
+    assert leader.returncode == 0, leader_log.read_text()[-3000:]
+    # Rank 0 logged each epoch once: none lost, and node 0 alone resumed from epoch 1 (its
+    # checkpoint) rather than redoing epoch 0. (The work folder with torchrun's log is gone.)
+    curves = (run / "curves" / "full" / "scalars.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in curves] == [0, 1, 2]
+    report = json.loads((run / "report.json").read_text())
+    card = next(row["cost"] for row in report["candidates"] if row["strategy"] == "full")
+    assert card["extra"]["restarts"] == 1
+    # It finished on node 0 alone; the attempt node 1 left had had 2 ranks.
+    assert card["processes"] == 1 and card["extra"]["nodes"] == 1
+    assert card["extra"]["peak_processes"] == 2
+
+
 @pytest.mark.slow
 def test_torchrun_runs_the_cli_rank_0_climbs_and_the_other_rank_trains_each_torch_rung(
     tiny_backbone: Path, small_csv: Path, tmp_path: Path

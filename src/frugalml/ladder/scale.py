@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -41,7 +42,9 @@ from frugalml.strategies import Predictor, Strategy, get_strategy
 
 log = logging.getLogger("frugalml")
 JOB, RESULT, PREDICTOR, LOG = "job.json", "result.json", "predictor", "torchrun.log"
-# A test's fault: "kill:RANK:EPOCH:BATCH" makes that rank SIGKILL itself there, first attempt only.
+# A test's fault, first attempt only: "kill:RANK:EPOCH:BATCH" makes that rank SIGKILL itself
+# there; "hold:EPOCH:BATCH" makes every rank of the node given it write `ddp/held-RANK` there
+# and wait to be killed (a node that dies mid-epoch, at a point a test can see).
 FAULT_ENV = "FRUGALML_FAULT"
 MAX_JOIN_TRIES = 100  # a node other than 0 retries a round whose ranks never got a job
 
@@ -89,6 +92,7 @@ def run_parallel(job: dict[str, Any], scale: Scale, meter: CostMeter, what: str)
     folder = Path(job["workdir"]) / "ddp"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RESULT).unlink(missing_ok=True)
+    shutil.rmtree(folder / "attempts", ignore_errors=True)  # an earlier run's
     (folder / JOB).write_text(json.dumps(job), encoding="utf-8")
     command = ddp.torchrun_command(
         scale, ["-m", "frugalml.ladder.scale", str(folder)], rdzv_id=_round_id(scale)
@@ -101,6 +105,7 @@ def run_parallel(job: dict[str, Any], scale: Scale, meter: CostMeter, what: str)
             [f"the ranks' output is in {folder / LOG}", _tail(folder / LOG)],
         )
     result: dict[str, Any] = json.loads((folder / RESULT).read_text(encoding="utf-8"))
+    result["peak_processes"] = _peak_processes(folder / "attempts")
     _account(result, meter, scale)
     return result
 
@@ -256,9 +261,19 @@ def _account(result: dict[str, Any], meter: CostMeter, scale: Scale) -> None:
                 "nodes": float(nodes),
                 "restarts": float(result["restarts"]),
                 "ranks_cpu_s": sum(c.cpu_s for _, c in cards),  # the attempt that finished
+                # an elastic node may have left (or joined) since an earlier attempt
+                "peak_processes": float(max(result["peak_processes"], len(cards))),
             },
         )
     )
+
+
+def _peak_processes(attempts: Path) -> int:
+    """The most ranks any attempt ran with, from the records this node's ranks kept."""
+    worlds = [
+        json.loads(p.read_text(encoding="utf-8")).get("world", 1) for p in attempts.glob("*.json")
+    ]
+    return max(worlds, default=1)
 
 
 def _per_node_usd(cards: list[tuple[int, CostCard]], here: int) -> float:
@@ -392,7 +407,8 @@ def _train(job: dict[str, Any], rank: int, world: int, ddp: Any, *, keep: bool) 
     with CostMeter(Prices.from_dict(job["prices"])) as meter:
         fine_tuning = _fine_tuning(job, meter)
         _started(workdir / "ddp", restart, rank)
-        batches = _faulty(ddp.shard(fine_tuning.batches, rank, world), rank, restart)
+        batches = ddp.shard(fine_tuning.batches, rank, world)
+        batches = _faulty(batches, rank, restart, workdir / "ddp")
         parallel = replace(fine_tuning, model=ddp.wrap(fine_tuning.model), batches=batches)
         state = parallel.train(budget=Budget(max_wall_s=left), meter=meter, workdir=workdir)
     node = int(os.environ.get("GROUP_RANK", "0"))
@@ -442,7 +458,8 @@ def _started(folder: Path, restart: int, rank: int) -> None:
     """Each attempt's ranks note the CPU they spent before training: a killed attempt's
     record shows work that the finished attempt's cards do not hold."""
     times = os.times()
-    record = {"restart": restart, "rank": rank, "cpu_s": times.user + times.system}
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # it changes as elastic nodes come and go
+    record = {"restart": restart, "rank": rank, "world": world, "cpu_s": times.user + times.system}
     path = folder / "attempts" / f"{restart}-{rank}.json"
     try:  # a node without the shared run folder keeps no record
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -453,11 +470,13 @@ def _started(folder: Path, restart: int, rank: int) -> None:
 
 @dataclass(frozen=True, eq=False)
 class _Faulty:
-    """Batches that SIGKILL this rank at (epoch, batch): how tests kill a worker mid-epoch."""
+    """Batches that SIGKILL this rank at (epoch, batch), or hold it there until it is killed
+    after writing `held` (a file): how tests kill a worker, or a node, mid-epoch."""
 
     batches: Any
     epoch: int
     batch: int
+    held: Path | None = None
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -465,15 +484,28 @@ class _Faulty:
     def __call__(self, epoch: int) -> Iterator[Any]:
         for i, batch in enumerate(self.batches(epoch)):
             if (epoch, i) == (self.epoch, self.batch):
-                os.kill(os.getpid(), signal.SIGKILL)
+                self._fail()
             yield batch
 
+    def _fail(self) -> None:
+        if self.held is None:
+            os.kill(os.getpid(), signal.SIGKILL)
+            return
+        world = os.environ.get("WORLD_SIZE", "1")
+        self.held.write_text(f"world {world}: waiting to be killed\n", encoding="utf-8")
+        while True:  # the test kills this node once it sees `held`
+            signal.pause()
 
-def _faulty(batches: Any, rank: int, restart: int) -> Any:
+
+def _faulty(batches: Any, rank: int, restart: int, folder: Path) -> Any:
     fault = os.environ.get(FAULT_ENV, "")
-    if not fault.startswith("kill:") or restart:
+    if restart or not fault.startswith(("kill:", "hold:")):
         return batches
-    target, epoch, batch = (int(x) for x in fault.split(":")[1:])
+    kind, *numbers = fault.split(":")
+    if kind == "hold":
+        epoch, batch = (int(x) for x in numbers)
+        return _Faulty(batches, epoch, batch, folder / f"held-{rank}")
+    target, epoch, batch = (int(x) for x in numbers)
     return _Faulty(batches, epoch, batch) if target == rank else batches
 
 
