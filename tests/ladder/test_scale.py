@@ -205,6 +205,7 @@ def kill_node(pid: int) -> None:
 def test_elastic_nodes_1_to_2_node_1_leaves_mid_epoch_and_node_0_finishes_alone(
     tiny_backbone: Path, small_csv: Path, tmp_path: Path
 ) -> None:
+    import contextlib
     import os
     import subprocess
     import sys
@@ -214,12 +215,13 @@ def test_elastic_nodes_1_to_2_node_1_leaves_mid_epoch_and_node_0_finishes_alone(
     nodes = ["--nnodes", "1:2", "--nproc", "1", "--rdzv-endpoint", f"127.0.0.1:{free_port()}"]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     cli = [sys.executable, "-m", "frugalml", "fit"]
+    logs = contextlib.ExitStack()  # the nodes' output files, closed when they are done
     # Node 1's ranks write `held-RANK` in epoch 1 and wait there to be killed, so it leaves
     # mid-epoch, after rank 0 checkpointed epoch 0, at a moment the test sees.
     follower = subprocess.Popen(
         [*cli, "--node-rank", "1", *nodes, "--out", str(tmp_path / "node1")],
         env={**env, FAULT_ENV: "hold:1:1"},
-        stdout=(tmp_path / "node1.log").open("wb"),
+        stdout=logs.enter_context((tmp_path / "node1.log").open("wb")),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -228,7 +230,11 @@ def test_elastic_nodes_1_to_2_node_1_leaves_mid_epoch_and_node_0_finishes_alone(
     fit += ["--ship", "none", "--out", str(tmp_path / "run"), "--max-restarts", "2"]
     leader_log = tmp_path / "node0.log"
     leader = subprocess.Popen(
-        [*cli, *fit, *nodes], env=env, stdout=leader_log.open("wb"), stderr=subprocess.STDOUT
+        [*cli, *fit, *nodes],
+        env=env,
+        stdout=logs.enter_context(leader_log.open("wb")),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a node of its own: kill_node never reaches pytest
     )
     run = tmp_path / "run"
     try:
@@ -240,6 +246,8 @@ def test_elastic_nodes_1_to_2_node_1_leaves_mid_epoch_and_node_0_finishes_alone(
         for process in (leader, follower):
             if process.poll() is None:
                 kill_node(process.pid)
+            process.wait()
+        logs.close()
     assert leader.returncode == 0, leader_log.read_text()[-3000:]
     # Rank 0 logged each epoch once: none lost, and node 0 alone resumed from epoch 1 (its
     # checkpoint) rather than redoing epoch 0. (The work folder with torchrun's log is gone.)

@@ -492,7 +492,9 @@ class _Faulty:
             os.kill(os.getpid(), signal.SIGKILL)
             return
         world = os.environ.get("WORLD_SIZE", "1")
-        self.held.write_text(f"world {world}: waiting to be killed\n", encoding="utf-8")
+        tmp = self.held.with_name(f".{self.held.name}")  # renamed: seen only when whole
+        tmp.write_text(f"world {world}: waiting to be killed\n", encoding="utf-8")
+        tmp.replace(self.held)
         while True:  # the test kills this node once it sees `held`
             signal.pause()
 
