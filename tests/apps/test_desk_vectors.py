@@ -15,18 +15,11 @@ from frugalml.apps.desk.inputs import Entry
 from frugalml.apps.desk.oos import Knn, Signals, restore
 from frugalml.data import DEMO_INTENTS, out_of_scope_texts
 from frugalml.models import vector_index as vectors
-
-
-def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
-    """Unit vectors around 40 centres, as sentence vectors of a few topics are."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(40, dim))
-    x = centres[rng.integers(0, 40, n)] + 0.4 * rng.normal(size=(n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from tests.models.test_vector_index import clustered
 
 
 def test_knn_scores_from_the_graph_match_exact_ones_and_restore() -> None:
-    base, queries = _clustered(3000), _clustered(200, seed=1)
+    base, queries = clustered(3000), clustered(200, seed=1)
     signals = Signals(np.zeros((200, 2)), np.full((200, 2), 0.5), queries)
     exact = Knn(vectors.VectorIndex(base), k=5)
     graph = Knn(vectors.VectorIndex(base, exact_below=1000), k=5)
@@ -49,8 +42,8 @@ class _Words(kn.KnowledgeIndex):
 def test_fusing_each_sides_candidates_ranks_as_fusing_every_entry(weight: float) -> None:
     n, rng = 400, np.random.default_rng(2)
     entries = [Entry(f"question {i}", f"answer {i}") for i in range(n)]
-    index = _Words(entries, _clustered(n), weight)
-    queries = _clustered(30, seed=3)
+    index = _Words(entries, clustered(n), weight)
+    queries = clustered(30, seed=3)
     index.lexical = np.where(rng.random((30, n)) < 0.2, rng.random((30, n)) * 10, 0.0)
     top = index.top(["q"] * 30, queries, k=10)
     full = index.ranked(["q"] * 30, queries, weight)

@@ -9,7 +9,7 @@ from frugalml.models import vector_index as vectors
 from frugalml.models.vector_index import VectorIndex
 
 
-def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     """Unit vectors around 40 centres, as sentence vectors of a few topics are."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(40, dim))
@@ -18,7 +18,7 @@ def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def test_the_graph_finds_what_exact_search_finds_and_survives_saving() -> None:
-    base, queries = _clustered(3000), _clustered(200, seed=1)
+    base, queries = clustered(3000), clustered(200, seed=1)
     exact = vectors.VectorIndex(base)
     graph = vectors.VectorIndex(base, exact_below=1000)
     assert (exact.kind, graph.kind) == ("exact", "hnsw") and exact.arrays() == {}

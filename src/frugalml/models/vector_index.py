@@ -48,7 +48,7 @@ class VectorIndex:
         """`graph`: bytes from `arrays()` of an index over the same vectors; `exact_below`:
         the size from which a graph is built (default EXACT_BELOW); `extra`: the optional
         extra that installs faiss, named when it is missing."""
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.vectors: np.ndarray = np.ascontiguousarray(vectors, dtype=np.float32)
         small = len(self.vectors) < (EXACT_BELOW if exact_below is None else exact_below)
         self.kind: Literal["exact", "hnsw"] = "exact" if small and graph is None else "hnsw"
         self._extra = extra

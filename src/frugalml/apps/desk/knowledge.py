@@ -66,12 +66,16 @@ class KnowledgeIndex:
 
         self.entries = tuple(entries)
         self.dense = VectorIndex(vectors, graph=graph)
-        self.vectors = self.dense.vectors
         self.dense_weight = dense_weight
         self.bm25 = bm25s.BM25()
         corpus = _tokens([entry_text(e) for e in self.entries])
         # bm25s cannot index an entry with no word left after stop words: give it a token
         self.bm25.index([t or ["\x00"] for t in corpus], show_progress=False)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The entries' unit vectors (the dense index holds them)."""
+        return self.dense.vectors
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -85,7 +89,7 @@ class KnowledgeIndex:
         return out
 
     def similarities(self, query_vectors: np.ndarray) -> np.ndarray:
-        return np.asarray(query_vectors, dtype=np.float32) @ self.vectors.T
+        return np.asarray(np.asarray(query_vectors, dtype=np.float32) @ self.vectors.T)
 
     def search(
         self,

@@ -10,7 +10,7 @@ and a validation or test split is scored from what was known before it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,7 +154,14 @@ class Recommender:
         """(len(rows), n_items) scores of histories; popularity breaks ties (an empty
         history gets popularity alone)."""
         scores = self.scorer.score(rows, len(self.catalogue))
-        weight = float(self.scorer.settings.get("popularity", 0) or 0)
+        return self._finish(scores, rows, self.popularity_weight)
+
+    @property
+    def popularity_weight(self) -> float:
+        return float(self.scorer.settings.get("popularity", 0) or 0)
+
+    def _finish(self, scores: np.ndarray, rows: Sequence[np.ndarray], weight: float) -> np.ndarray:
+        """The scorer's scores reweighted by popularity, ties broken, empty histories filled."""
         if weight:
             scores = self.reweighted(scores, weight)
         scores += TIE_BREAK * self.popularity if self.scorer.kind != "popularity" else 0
@@ -260,6 +267,13 @@ class Recommender:
         """Each user of `data` a query: relevant are their events there; they are scored
         from what was known before (`seen`), whose items are not recommended again. On a
         cold-start split only the held-out items compete."""
+        return next(self.weighted_outcomes(data, [self.popularity_weight]))[1]
+
+    def weighted_outcomes(
+        self, data: Dataset, weights: Sequence[float]
+    ) -> Iterator[tuple[float, Outcomes]]:
+        """`outcomes` at each popularity weight in turn, the scorer run once: a weight only
+        reweights its scores."""
         events = interactions_of(data)
         seen = events.seen
         if seen is None:
@@ -267,17 +281,20 @@ class Recommender:
         users = np.unique(events.users)
         indptr, items = histories(seen)
         rows = [items[indptr[u] : indptr[u + 1]] for u in users]
-        scores = self.score(rows)
-        for r, row in enumerate(rows):
-            scores[r, row] = -np.inf
-        relevance = np.zeros(scores.shape, dtype=np.float32)
+        raw = self.scorer.score(rows, len(self.catalogue))
+        relevance = np.zeros(raw.shape, dtype=np.float32)
         relevance[np.searchsorted(users, events.users), events.items] = 1.0
-        cold = events.cold
-        if data.name == "cold" and cold is not None:
-            scores, relevance = scores[:, cold], relevance[:, cold]
-            return Outcomes(relevance=relevance, scores=scores,
-                            item_popularity=self.popularity[cold])  # fmt: skip
-        return Outcomes(relevance=relevance, scores=scores, item_popularity=self.popularity)
+        cold = events.cold if data.name == "cold" else None
+        for weight in weights:
+            scores = self._finish(raw.copy() if len(weights) > 1 else raw, rows, weight)
+            for r, row in enumerate(rows):
+                scores[r, row] = -np.inf
+            if cold is not None:
+                yield weight, Outcomes(relevance=relevance[:, cold], scores=scores[:, cold],
+                                       item_popularity=self.popularity[cold])  # fmt: skip
+            else:
+                yield weight, Outcomes(relevance=relevance, scores=scores,
+                                       item_popularity=self.popularity)  # fmt: skip
 
     # -- files -----------------------------------------------------------------------
     def save(self, folder: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from frugalml.apps.recommend.data import Interactions, interactions_of
 from frugalml.apps.recommend.model import Recommender, Scorer
 from frugalml.config import Budget
 from frugalml.data.dataset import InputKind
-from frugalml.metrics import get_metric
+from frugalml.metrics import Outcomes, get_metric
 from frugalml.strategies.base import StrategyConfig, register_strategy
 
 INPUTS: tuple[InputKind, ...] = ("interactions",)
@@ -74,9 +74,8 @@ def select(
     if config is None or (len(weights) == 1 and weights[0] == 0):
         return model
     tried = []
-    for weight in weights:
-        model.scorer.settings["popularity"] = weight
-        ndcg, coverage, _ = _scored(model, val)
+    for weight, outcomes in model.weighted_outcomes(val, weights):
+        ndcg, coverage = _quality(outcomes)
         tried.append((coverage >= config.min_coverage, ndcg if coverage >= config.min_coverage
                       else coverage, weight))  # fmt: skip
     model.scorer.settings["popularity"] = max(tried, key=lambda t: (t[0], t[1]))[2]
@@ -85,11 +84,14 @@ def select(
 
 def _scored(model: Recommender, val: Dataset) -> tuple[float, float, Recommender]:
     """Validation ndcg@10 and coverage@10 of `model`."""
-    outcomes = model.outcomes(val)
+    return (*_quality(model.outcomes(val)), model)
+
+
+def _quality(outcomes: Outcomes) -> tuple[float, float]:
     ones = np.ones((1, len(outcomes)))
     ndcg = float(get_metric(SELECT_BY).compute(outcomes, ones)[0])
     coverage = float(get_metric("coverage@10").compute(outcomes, ones)[0])
-    return ndcg, coverage, model
+    return ndcg, coverage
 
 
 def top_per_row(matrix: Any, keep: int) -> dict[str, np.ndarray]:
