@@ -165,6 +165,11 @@ def wilson_low(right: float, n: float, z: float = 1.96) -> float:
     return (centre - spread) / (1 + z * z / n)
 
 
+def wilson_high(hits: float, n: float, z: float = 1.96) -> float:
+    """Upper end of the Wilson 95% interval: the most a small sample's rate may really be."""
+    return 1.0 - wilson_low(n - hits, n, z) if n > 0 else 1.0
+
+
 def pick_operating_point(
     curve: list[dict[str, float]],
     *,
@@ -173,15 +178,20 @@ def pick_operating_point(
     n: int | None = None,
 ) -> OperatingPoint:
     """The lowest threshold (most answered) whose accuracy reaches `min_auto_accuracy` within
-    `max_handoff`. With `n` (the questions behind the curve), the accuracy's whole 95% interval
-    must reach it, as `fit --strict` asks of a target: validation sets are small, and a point
-    estimate just at the bar misses it on new data half the time. When no point meets both,
+    `max_handoff`. With `n` (the questions behind the curve), both goals must hold with their
+    whole 95% interval, as `fit --strict` asks of a target: the accuracy's low end must reach
+    the bar and the hand-off rate's high end stay within the limit. Validation sets are small,
+    and a point estimate just at either bar misses it on new data half the time. When no point
+    meets both,
     of the points whose estimate reaches it the one whose interval reaches highest is kept
     (not the one answering most: that one sits at the bar, a coin flip on new data); failing
     that, the most accurate point within `max_handoff`, with a note."""
     if not curve:
         return OperatingPoint(1.0, 1.0, math.nan, False, "no question could be answered")
-    within = [p for p in curve if p["handoff"] <= max_handoff + 1e-12]
+    def handoff_high(p: dict[str, float]) -> float:
+        return p["handoff"] if n is None else wilson_high(p["handoff"] * n, n)
+
+    within = [p for p in curve if handoff_high(p) <= max_handoff + 1e-12]
     target = -1.0 if min_auto_accuracy is None else min_auto_accuracy
 
     def vouched(p: dict[str, float]) -> float:
