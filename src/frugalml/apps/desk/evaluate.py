@@ -188,6 +188,7 @@ def pick_operating_point(
     that, the most accurate point within `max_handoff`, with a note."""
     if not curve:
         return OperatingPoint(1.0, 1.0, math.nan, False, "no question could be answered")
+
     def handoff_high(p: dict[str, float]) -> float:
         return p["handoff"] if n is None else wilson_high(p["handoff"] * n, n)
 
