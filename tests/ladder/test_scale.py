@@ -299,6 +299,7 @@ def setfit(backbone: Path, batch_size: int) -> Any:
     return get_strategy("setfit").build(**options)
 
 
+@pytest.mark.slow  # 2 gloo ranks: ~10 s; test_scale keeps `full` on two ranks fast
 def test_setfit_on_two_ranks_tunes_the_encoder_as_one_process_at_twice_the_batch(
     still_backbone: Path, data: Splits, tmp_path: Path
 ) -> None:
@@ -341,6 +342,7 @@ def test_setfit_on_two_ranks_tunes_the_encoder_as_one_process_at_twice_the_batch
     assert card.peak_rss_mb > one_meter.card.peak_rss_mb
 
 
+@pytest.mark.slow  # 2 gloo ranks: ~10 s; test_scale keeps `full` on two ranks fast
 def test_distillation_on_two_ranks_trains_the_student_one_process_trains_at_twice_the_batch(
     still_backbone: Path, data: Splits, tmp_path: Path
 ) -> None:

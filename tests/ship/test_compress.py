@@ -299,6 +299,7 @@ def test_compress_command_exports_a_tfidf_bundle(small_csv: Path, tmp_path: Path
     assert "already exported to ONNX" in again.stderr
 
 
+@pytest.mark.slow  # 2 gloo ranks: ~10 s; test_scale keeps `full` on two ranks fast
 def test_compress_distills_on_two_ranks_and_its_card_counts_both(
     teacher_run: frugalml.FitResult, demo_splits: Splits, tmp_path: Path
 ) -> None:
