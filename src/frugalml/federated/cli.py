@@ -28,6 +28,17 @@ def simulate(
         str, typer.Option(help="fedavg, fedprox, fedmedian, fedtrimmedavg, krum, multikrum.")
     ] = "fedavg",
     local_epochs: Annotated[int, typer.Option(min=1, help="Epochs per client per round.")] = 1,
+    head_rounds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="lora/full: first train only the head over the encoder's embeddings for this "
+            "many rounds (cheap), then --rounds rounds of the rung from that head.",
+        ),
+    ] = 0,
+    head_epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs per client per head warm-up round.")
+    ] = 5,
     solver: Annotated[
         str,
         typer.Option(
@@ -79,6 +90,8 @@ def simulate(
         options=options,
         min_clients=min_clients,
         solver=solver,
+        head_rounds=head_rounds,
+        head_epochs=head_epochs,
         privacy=privacy,
         attacks=dict.fromkeys(range(byzantine), attack),
         text_col=text_col,
@@ -133,6 +146,10 @@ def server(
     rounds: Annotated[int, typer.Option(min=1)] = 5,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedmedian, ...")] = "fedavg",
     local_epochs: Annotated[int, typer.Option(min=1)] = 1,
+    head_rounds: Annotated[
+        int, typer.Option(min=0, help="lora/full: head-only warm-up rounds first.")
+    ] = 0,
+    head_epochs: Annotated[int, typer.Option(min=1)] = 5,
     solver: Annotated[
         str,
         typer.Option(
@@ -167,6 +184,8 @@ def server(
         labels=names,
         rounds=rounds,
         local_epochs=local_epochs,
+        head_rounds=head_rounds,
+        head_epochs=head_epochs,
         strategy=strategy,
         solver=solver,
         clients=len(allow),

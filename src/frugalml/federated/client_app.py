@@ -23,7 +23,8 @@ from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.federated.head_solve import confusion, loss_grad
 from frugalml.federated.partition import local_split, read_client
-from frugalml.federated.task import HeadJob, Job, build_job
+from frugalml.federated.settings import global_round
+from frugalml.federated.task import FineTuneJob, HeadJob, Job, State, build_job
 
 _JOBS: OrderedDict[tuple[Any, ...], tuple[Job, int]] = OrderedDict()
 _KEEP = 2  # jobs kept per process: a simulation worker serves several clients in turn
@@ -60,26 +61,36 @@ def local_round(
     # a simulated party's index; a deployed one's SuperNode id, folded into a metric's int64
     party = int(context.node_config.get("partition-id", context.node_id % 2**31))
     attack = attacks.get(party) or str(context.node_config.get("attack", ""))
-    rnd = int(config["server-round"])  # type: ignore[arg-type]
+    rnd = global_round(config)
     if os.environ.get(FAULT_VAR) == f"die:{rnd}":
         os.killpg(os.getpgid(0), signal.SIGKILL)
     arrays: ArrayRecord = msg.content["arrays"]  # type: ignore[assignment]
     start = arrays.to_torch_state_dict()
+    seed = (int(config["seed"]) + 1000 * rnd + party) % 2**32  # type: ignore[arg-type]
     with CostMeter() as meter:
         job, n = _job(_data_path(context, partitions, party), config, attack)
-        job.load(start)
-        score = job.train_round(
-            int(config["local-epochs"]),  # type: ignore[arg-type]
-            (int(config["seed"]) + 1000 * rnd + party) % 2**32,  # type: ignore[arg-type]
-            meter,
-            float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
-        )
-        state = job.state()
+        score, state = _train(job, start, config, meter, seed)
     if attack == "scale":  # model poisoning: the update reversed and amplified tenfold
         state = {k: start[k] - 10.0 * (v - start[k]) for k, v in state.items()}
     metrics = _metrics(meter, party, n, **{"local-val-f1": score})
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
+
+
+def _train(
+    job: Job, start: State, config: ConfigRecord, meter: CostMeter, seed: int
+) -> tuple[float, State]:
+    """One local round from the global `start`: the whole trainable state, or in a head
+    warm-up round (`--head-rounds`) the head alone."""
+    epochs = int(config["local-epochs"])  # type: ignore[arg-type]
+    mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
+    if config.get("stage") != "head":
+        job.load(start)
+        return job.train_round(epochs, seed, meter, mu), job.state()
+    if not isinstance(job, FineTuneJob):
+        raise TypeError("a head warm-up needs a fine-tuning rung")  # settings refuse it
+    job.load_head(start)
+    return job.train_head_round(epochs, seed, meter, mu), job.head_state()
 
 
 def head_query(msg: Message, context: Context, partitions: Path | None) -> Message:

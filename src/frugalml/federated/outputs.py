@@ -115,8 +115,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     rounds = report["rounds"]
     s = report["settings"]
     lines = [
-        f"# Federated {s['rung']} with {s['strategy']}: {s['clients']} clients, "
-        f"{s['rounds']} rounds",
+        f"# Federated {s['rung']} with {s['strategy']}: {s['clients']} clients, {_rounds(s)}",
         "",
         f"- test accuracy: {_fmt(report['test_accuracy'])}, "
         f"macro-F1 {_fmt(report['test_macro_f1'])}",
@@ -124,11 +123,12 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
         f"- total cost: {CostCard.from_dict(report['costs']['total']).summary()}",
         f"- bundle: {report['bundle']}",
         "",
-        "| round | val accuracy | epsilon | MB down | MB up | clients | client CPU-s |",
-        "|---|---|---|---|---|---|---|",
+        "| round | stage | val accuracy | epsilon | MB down | MB up | clients | client CPU-s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['round']} | {_fmt(r['val_accuracy'])} | {_fmt(r['epsilon'])} | "
+        f"| {r['round']} | {r.get('stage') or '-'} | {_fmt(r['val_accuracy'])} | "
+        f"{_fmt(r['epsilon'])} | "
         f"{r['bytes_down'] / 1e6:.3f} | {r['bytes_up'] / 1e6:.3f} | {len(r['answered'])} | "
         f"{r['client_cpu_s']:.1f} |"
         for r in rounds
@@ -178,6 +178,12 @@ def _plots(run_dir: Path, rounds: list[dict[str, Any]]) -> dict[str, bytes]:
         out[name] = buffer.getvalue()
         (run_dir / f"{name}.png").write_bytes(out[name])
     return out
+
+
+def _rounds(settings: dict[str, Any]) -> str:
+    warm = settings.get("head_rounds") or 0
+    rung = f"{settings['rounds']} rounds"
+    return f"{warm} head warm-up rounds + {rung}" if warm else rung
 
 
 def _fmt(value: float | None) -> str:

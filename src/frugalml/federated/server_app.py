@@ -5,7 +5,7 @@ each client spent, and writes the run folder with the final model as an ordinary
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -18,9 +18,9 @@ from frugalml.costs import CostCard, CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.errors import FrugalError
 from frugalml.federated.partition import read_client
-from frugalml.federated.settings import FederationSettings
+from frugalml.federated.settings import FederationSettings, global_round
 from frugalml.federated.strategies import make_strategy, spent_epsilon, with_privacy
-from frugalml.federated.task import HeadJob, build_job, rung_config
+from frugalml.federated.task import FineTuneJob, HeadJob, build_job, rung_config
 from frugalml.metrics import macro_f1
 
 
@@ -33,6 +33,7 @@ class Round:
     """One round as the server saw it."""
 
     round: int
+    stage: str = ""  # "head" (a warm-up round), else the rung's name
     bytes_down: int = 0
     bytes_up: int = 0
     answered: list[int] = field(default_factory=list)
@@ -79,7 +80,8 @@ class MeteredGrid:
         if not sent:
             return replies
         config = cast(ConfigRecord, sent[0].content["config"])
-        entry = self._ledger.at(int(config["server-round"]))  # type: ignore[arg-type]
+        entry = self._ledger.at(global_round(config))
+        entry.stage = str(config.get("stage") or config.get("rung", ""))
         entry.bytes_down += sum(_array_bytes(m) for m in sent)
         for reply in replies:
             if not reply.has_content():
@@ -166,7 +168,11 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
             if val is None:
                 ledger.write(run_dir)
                 return None
-            job.load(arrays.to_torch_state_dict())
+            state = arrays.to_torch_state_dict()
+            if isinstance(job, FineTuneJob) and len(state) < len(job.state()):
+                job.load_head(state)  # a warm-up round: the head alone travelled
+            else:
+                job.load(state)
             predicted = job.logits(val).argmax(1)
             entry.val_accuracy = float(np.mean(predicted == val.y))
             entry.val_macro_f1 = macro_f1(val.y, predicted, len(val.labels))
@@ -180,13 +186,18 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
             head.load_theta(solve_head_on(grid, settings, ledger, head, sent))
             evaluate(max(ledger.rounds), ArrayRecord(job.state()))
         else:
+            metered = cast(Grid, MeteredGrid(grid, ledger))
+            offset = 0
+            if settings.head_rounds:
+                warm_up_head(metered, settings, cast(FineTuneJob, job), sent, evaluate)
+                offset = settings.head_rounds
             result = wrapped.start(
-                grid=cast(Grid, MeteredGrid(grid, ledger)),
+                grid=metered,
                 initial_arrays=ArrayRecord(job.state()),
                 num_rounds=settings.rounds,
                 timeout=settings.round_timeout_s,
-                train_config=ConfigRecord(sent),
-                evaluate_fn=evaluate,
+                train_config=ConfigRecord({**sent, "round-offset": offset}),
+                evaluate_fn=_after(offset, evaluate),
             )
             job.load(result.arrays.to_torch_state_dict())
         if not any(r.answered for r in ledger.rounds.values()):
@@ -195,6 +206,49 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
             )
         predictor = job.finish()
     write_run(run_dir, settings, predictor, ledger, meter.card, val, test)
+
+
+Evaluate = Callable[[int, ArrayRecord], MetricRecord | None]
+
+
+def warm_up_head(
+    grid: Grid,
+    settings: FederationSettings,
+    job: FineTuneJob,
+    sent: dict[str, Any],
+    evaluate: Evaluate,
+) -> None:
+    """`--head-rounds`: Flower's strategy averages the head alone, trained by each party over
+    the untouched encoder's embeddings, for the first rounds; `job` ends holding that head,
+    the rung's rounds start from it (a random head over 77 classes otherwise costs the
+    rung's rounds learning it under non-IID drift, with every adapter moving as it does)."""
+    strategy = make_strategy(
+        settings.strategy,
+        clients=settings.clients,
+        min_clients=settings.min_clients,
+        proximal_mu=settings.proximal_mu,
+        trim_beta=settings.trim_beta,
+        malicious=settings.malicious,
+        weighted_by_key="num-examples",
+    )
+    config = {**sent, "stage": "head", "local-epochs": settings.head_epochs}
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(job.head_state()),
+        num_rounds=settings.head_rounds,
+        timeout=settings.round_timeout_s,
+        train_config=ConfigRecord(config),
+        evaluate_fn=evaluate,
+    )
+    job.load_head(result.arrays.to_torch_state_dict())
+
+
+def _after(offset: int, evaluate: Evaluate) -> Evaluate:
+    """A later stage's evaluation, numbered after the earlier stages' rounds; its round 0
+    is the earlier stage's last, already evaluated."""
+    if not offset:
+        return evaluate
+    return lambda rnd, arrays: evaluate(offset + rnd, arrays) if rnd else None
 
 
 def solve_head_on(

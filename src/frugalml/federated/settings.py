@@ -3,6 +3,7 @@ RUN_DIR/federation.json. Imports only pydantic, so the CLI can build it before F
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field
@@ -27,6 +28,17 @@ class FederationSettings(Frozen):
     task: str = Field("text-classification", description="What the global model predicts.")
     rounds: int = Field(5, ge=1, description="Federated rounds (each: send, train, aggregate).")
     local_epochs: int = Field(1, ge=1, description="Epochs each client trains per round.")
+    head_rounds: int = Field(
+        0,
+        ge=0,
+        description="lora/full: rounds that first train only the head over the untouched "
+        "encoder's embeddings (FedAvg of the head alone, cheap), before `rounds` rounds of "
+        "the rung start from that head instead of a random one. Counted in every round, "
+        "byte and cost figure.",
+    )
+    head_epochs: int = Field(
+        5, ge=1, description="Epochs each client trains the head per warm-up round."
+    )
     strategy: str = Field("fedavg", description="fedavg, fedprox, fedmedian, ... (Flower's).")
     solver: Literal["strategy", "lbfgs"] = Field(
         "strategy",
@@ -51,7 +63,10 @@ class FederationSettings(Frozen):
     )
 
     def check_solver(self) -> None:
-        """The exact head solve sums plain gradients: one head, no DP noise, no attackers."""
+        """The exact head solve sums plain gradients: one head, no DP noise, no attackers.
+        A head warm-up precedes a fine-tuning rung, and its rounds are not DP-accounted."""
+        if self.head_rounds:
+            self._check_head_rounds()
         if self.solver != "lbfgs":
             return
         wrong = [
@@ -71,6 +86,23 @@ class FederationSettings(Frozen):
 
             raise ConfigError("--solver lbfgs solves the frozen_probe head exactly", wrong)
 
+    def _check_head_rounds(self) -> None:
+        wrong = [
+            text
+            for bad, text in (
+                (self.rung == "frozen_probe", "--rung lora or full (frozen_probe is all head)"),
+                (
+                    self.privacy is not None,
+                    "no --dp-epsilon (the accountant plans for the rung's rounds alone)",
+                ),
+            )
+            if bad
+        ]
+        if wrong:
+            from frugalml.errors import ConfigError
+
+            raise ConfigError("--head-rounds warms up a fine-tuning rung's head", wrong)
+
     def sent(self) -> dict[str, Any]:
         """What each client needs to build the same job: rung, settings, labels, epochs."""
         return {
@@ -80,3 +112,10 @@ class FederationSettings(Frozen):
             "local-epochs": self.local_epochs,
             "seed": self.seed,
         }
+
+
+def global_round(config: Mapping[str, Any]) -> int:
+    """The run's round number in a message's config: Flower counts each stage's rounds from
+    1 (a head warm-up's, then the rung's), so a later stage sends the rounds before it as
+    `round-offset`."""
+    return int(config["server-round"]) + int(config.get("round-offset", 0))

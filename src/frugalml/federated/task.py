@@ -3,7 +3,9 @@
 A job is built once per party and then trained round after round; between rounds only its
 trainable state travels (`trainable_state` / `load_trainable`): the head over frozen
 embeddings (`frozen_probe`), LoRA adapters and the head (`lora`, never merged during rounds),
-or the whole encoder (`full`). `finish` makes the predictor a bundle ships. Imports torch.
+or the whole encoder (`full`). A fine-tuning job can first warm its head up alone (`--head-rounds`):
+the head over the untouched encoder's embeddings, as `frozen_probe` trains it, only the head
+travelling. `finish` makes the predictor a bundle ships. Imports torch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ from frugalml.training.loop import (
 )
 
 RUNGS = ("frozen_probe", "lora", "full")
+HEAD = "head."  # the prefix of the head's weights, in every job's trainable state
 State = dict[str, torch.Tensor]
 
 
@@ -67,7 +70,8 @@ def build_job(rung: str, options: dict[str, Any], train_data: Dataset, val: Data
     strategy = get_strategy(rung).build(**options)
     if rung == "frozen_probe":
         return HeadJob.build(strategy.config, train_data, val)
-    return FineTuneJob(strategy.fine_tuning(train_data, val))  # type: ignore[attr-defined]
+    job = strategy.fine_tuning(train_data, val)  # type: ignore[attr-defined]
+    return FineTuneJob(job, train_data, val)
 
 
 class HeadModel(nn.Module):
@@ -104,19 +108,36 @@ class HeadJob:
             batch_size=settings.batch_size,
         )
         with CostMeter() as meter:
-            x, x_val = embed_for_training(
-                encoder, [train_data.texts, val.texts], meter, cache=settings.cache
-            )
-        torch.manual_seed(0)  # every party starts from the same head
+            torch.manual_seed(0)  # every party starts from the same head
+            model = HeadModel(encoder.dim, len(train_data.labels))
+            return cls.over(encoder, model, train_data, val, meter, cache=settings.cache)
+
+    @classmethod
+    def over(
+        cls,
+        encoder: Encoder,
+        model: HeadModel,
+        train_data: Dataset,
+        val: Dataset,
+        meter: CostMeter,
+        *,
+        cache: bool,
+    ) -> HeadJob:
+        """`model`'s head trained over `encoder`'s embeddings of this party's texts (embedded
+        once, through the disk cache when `cache`)."""
+        x, x_val = embed_for_training(encoder, [train_data.texts, val.texts], meter, cache=cache)
+        # 0.05 over unit vectors; over longer ones (unnormalized), the same step relative to
+        # their length, else the logits move several times as far per step and overshoot
+        lr = 5e-2 / max(1.0, float(np.linalg.norm(x, axis=1).mean())) if len(x) else 5e-2
         return cls(
             encoder=encoder,
-            model=HeadModel(encoder.dim, len(train_data.labels)),
+            model=model,
             x=torch.as_tensor(x),
             y=torch.as_tensor(train_data.y),
             x_val=torch.as_tensor(x_val),
             y_val=val.y,
             labels=train_data.labels,
-            config=TrainConfig(lr=5e-2, head_lr=5e-2, weight_decay=0.0, warmup_ratio=0.0),
+            config=TrainConfig(lr=lr, head_lr=lr, weight_decay=0.0, warmup_ratio=0.0),
         )
 
     def state(self) -> State:
@@ -173,15 +194,48 @@ class HeadJob:
 
 @dataclass
 class FineTuneJob:
-    """A rung's `FineTune` (LoRA or full), trained a round at a time."""
+    """A rung's `FineTune` (LoRA or full), trained a round at a time; its head can first be
+    warmed up alone over the encoder's embeddings (`head_state`, `train_head_round`)."""
 
     job: FineTune
+    train_data: Dataset
+    val: Dataset
+    warm: HeadJob | None = None
 
     def state(self) -> State:
         return trainable_state(self.job.model)
 
     def load(self, state: State) -> None:
         load_trainable(self.job.model, state, source="the global model")
+
+    def head_state(self) -> State:
+        """What a warm-up round exchanges: the head alone (it names its weights as the
+        whole model does, `head.weight` and `head.bias`)."""
+        return {k: v for k, v in self.state().items() if k.startswith(HEAD)}
+
+    def load_head(self, state: State) -> None:
+        """The global head, over this job's current encoder weights."""
+        self.load({**self.state(), **state})
+
+    def train_head_round(self, epochs: int, seed: int, meter: CostMeter, mu: float = 0.0) -> float:
+        """Train the head alone over the untouched encoder's sentence vectors, which the
+        fine-tuning model computes while its adapters are still zero (LoRA's start) and its
+        encoder untrained: a head that then fits the model it joins, as a ladder that climbed
+        from `frozen_probe` would start. The vectors are computed once per party (cached on
+        disk: a simulation's workers take turns serving the parties)."""
+        if self.warm is None:
+            source = self.job.encoder
+            encoder = Encoder(
+                source.folder,
+                max_length=source.max_length,
+                batch_size=source.batch_size,
+                normalize=False,  # the fine-tuning model's pooling (classifier_module)
+            )
+            linear = cast(nn.Linear, self.job.model.head)
+            shared = HeadModel(linear.in_features, linear.out_features)
+            shared.head = linear  # the warm-up trains the model's own head, in place
+            self.warm = HeadJob.over(encoder, shared, self.train_data, self.val, meter, cache=True)
+        return self.warm.train_round(epochs, seed, meter, mu)
 
     def train_round(self, epochs: int, seed: int, meter: CostMeter, mu: float = 0.0) -> float:
         config = self.job.config.model_copy(
