@@ -126,7 +126,6 @@ def certs(
 
 @app.command()
 def server(
-    out: Annotated[Path, typer.Option("--out", help="Run folder to create.")],
     allow: Annotated[
         list[Path], typer.Option("--allow", help="A client's public key; repeat per party.")
     ],
@@ -157,6 +156,14 @@ def server(
             "solved exactly over the parties' summed gradients)."
         ),
     ] = "strategy",
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder to create.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="A run folder whose server stopped: continue from its last saved round, "
+            "with the same settings (instead of --out)."
+        ),
+    ] = None,
     min_clients: Annotated[
         int | None, typer.Option(help="Answers a round needs (default: every listed client).")
     ] = None,
@@ -171,13 +178,24 @@ def server(
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
 ) -> None:
     """Run a federation on Flower's deployment runtime: a SuperLink with TLS that admits only
-    the --allow keys, installs nothing at run time, and runs once enough clients connect."""
+    the --allow keys, installs nothing at run time, and runs once enough clients connect.
+    After each round the server saves its state in the run folder; --resume continues it."""
+    from frugalml.errors import ConfigError
     from frugalml.federated.deployment import Certificates, serve
     from frugalml.federated.settings import FederationSettings, Privacy
     from frugalml.federated.simulation import prepare_central
 
+    if (out is None) == (resume is None):
+        raise ConfigError("pass --out (a new run) or --resume (a stopped one), not both")
     options = _rung_options(overrides, rung)
-    run_dir, names = prepare_central(out, val=val, test=test, labels=labels, force=force)
+    run_dir, names = prepare_central(
+        out or resume,  # type: ignore[arg-type]  # one of them is set
+        val=val,
+        test=test,
+        labels=labels,
+        force=force,
+        resume=resume is not None,
+    )
     settings = FederationSettings(
         rung=rung,
         options=options,
@@ -203,6 +221,7 @@ def server(
         host=host,
         port=port,
         wait_clients_s=wait_clients,
+        resume=resume is not None,
     )
     accuracy = report.get("test_accuracy")
     typer.echo(f"test accuracy {accuracy}, {report['bytes_total'] / 1e6:.2f} MB moved")

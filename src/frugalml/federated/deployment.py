@@ -143,10 +143,13 @@ def make_client_key(folder: Path, name: str) -> tuple[Path, Path]:
     return private, public
 
 
-def write_app(folder: Path, settings: FederationSettings, run_dir: Path) -> Path:
+def write_app(
+    folder: Path, settings: FederationSettings, run_dir: Path, resume: bool = False
+) -> Path:
     """A Flower App (what `flwr run` packs and sends): frugalml's ServerApp and ClientApp
-    as components, the run's settings as its run config. No code of its own: every party
-    runs the frugalml it installed, so nothing is installed at run time."""
+    as components, the run's settings as its run config (`resume`: continue `run_dir`'s
+    saved round). No code of its own: every party runs the frugalml it installed, so
+    nothing is installed at run time."""
     import tomli_w
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -168,6 +171,7 @@ def write_app(folder: Path, settings: FederationSettings, run_dir: Path) -> Path
                     "config": {
                         "settings": settings.model_dump_json(),
                         "run-dir": str(run_dir.resolve()),
+                        "resume": resume,
                     },
                 }
             }
@@ -281,9 +285,11 @@ def serve(
     port: int = 9093,
     wait_clients_s: float = 600.0,
     on_ready: Callable[[SuperLink], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run one federation on Flower's deployment runtime: the SuperLink admits only the
-    `allowed` public keys; the run starts once `settings.min_clients` of them are online.
+    `allowed` public keys; the run starts once `settings.min_clients` of them are online
+    (`resume`: from `run_dir`'s last saved round, checked before anything starts).
     Returns the run's report (also in `run_dir/report.json`)."""
     if not installed("flwr", "peft"):
         raise MissingExtraError("federated learning", "federated")
@@ -292,6 +298,10 @@ def serve(
     for key in allowed:
         if not Path(key).is_file():
             raise ConfigError(f"client key {key} does not exist")
+    if resume:  # a mismatch is refused here, not after the clients have connected
+        from frugalml.federated.checkpoint import load
+
+        load(run_dir, settings)
     link = SuperLink(run_dir / ".flower", certs, host, port)
     with link:
         for key in allowed:
@@ -304,7 +314,7 @@ def serve(
             f"{settings.min_clients} listed clients to connect",
             link._check_alive,
         )
-        app = write_app(run_dir / ".flower" / "app", settings, run_dir)
+        app = write_app(run_dir / ".flower" / "app", settings, run_dir, resume)
         log = link.run(app, timeout=settings.round_timeout_s * (settings.rounds + 1))
         (run_dir / "flower-run.log").write_text(log, encoding="utf-8")
     report = run_dir / "report.json"

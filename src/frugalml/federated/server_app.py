@@ -20,7 +20,7 @@ from frugalml.errors import FrugalError
 from frugalml.federated.partition import read_client
 from frugalml.federated.settings import FederationSettings, global_round
 from frugalml.federated.strategies import make_strategy, spent_epsilon, with_privacy
-from frugalml.federated.task import FineTuneJob, HeadJob, build_job, rung_config
+from frugalml.federated.task import FineTuneJob, HeadJob, Job, build_job, rung_config
 from frugalml.metrics import macro_f1
 
 
@@ -117,24 +117,31 @@ def _array_bytes(message: Message) -> int:
     )
 
 
-def make_server_app(settings: FederationSettings, run_dir: Path) -> ServerApp:
+def make_server_app(settings: FederationSettings, run_dir: Path, resume: bool = False) -> ServerApp:
     """A ServerApp that runs `settings` and writes `run_dir` (its `central/` folder, when
-    present, holds the server's validation and test sets)."""
+    present, holds the server's validation and test sets); `resume`: from its checkpoint."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        federate(grid, settings, run_dir)
+        federate(grid, settings, run_dir, resume=resume)
 
     return app
 
 
-def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
-    """Run the rounds with Flower's strategy, then write the run folder and the bundle."""
+def federate(grid: Grid, settings: FederationSettings, run_dir: Path, resume: bool = False) -> None:
+    """Run the rounds with Flower's strategy, then write the run folder and the bundle.
+    Every round ends saved in `run_dir/checkpoint/`; `resume` continues from that round."""
+    from frugalml.federated import checkpoint as saved_run
     from frugalml.federated.outputs import write_run
 
     settings.check_solver()
-    ledger = Ledger()
+    # --- resume: the last completed round, if asked (federated/checkpoint.py) ---
+    saved = saved_run.load(run_dir, settings) if resume else None
+    done = saved.round if saved is not None else 0
+    ledger = saved.ledger if saved is not None else Ledger()
+    session = saved_run.Session()
+    # ---
     val, test = central_data(run_dir, settings.labels)
     with CostMeter() as meter:
         job = build_job(
@@ -161,23 +168,24 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
                 clients=settings.clients,
                 clip=p.clip,
             )
+        spent = getattr(wrapped, "accountant", None)
+        if saved is not None:
+            _load_into(job, saved.state)
+            if spent is not None and saved.accountant is not None:
+                spent.load_state_dict(saved.accountant)
 
         def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
             entry = ledger.at(rnd)
             entry.epsilon = spent_epsilon(wrapped)
-            if val is None:
-                ledger.write(run_dir)
-                return None
             state = arrays.to_torch_state_dict()
-            if isinstance(job, FineTuneJob) and len(state) < len(job.state()):
-                job.load_head(state)  # a warm-up round: the head alone travelled
-            else:
-                job.load(state)
-            predicted = job.logits(val).argmax(1)
-            entry.val_accuracy = float(np.mean(predicted == val.y))
-            entry.val_macro_f1 = macro_f1(val.y, predicted, len(val.labels))
+            accuracy = None if val is None else _score(job, state, val, entry)
             ledger.write(run_dir)
-            return MetricRecord({"val-accuracy": entry.val_accuracy})
+            cards = [*(saved.server_cards if saved is not None else []), session.card()]
+            accounted = None if spent is None else spent.state_dict()
+            saved_run.save(
+                run_dir, saved_run.Checkpoint(rnd, state, ledger, cards, accounted), settings
+            )
+            return None if accuracy is None else MetricRecord({"val-accuracy": accuracy})
 
         sent = {**settings.sent(), "options": json.dumps(settings.options)}
         if settings.solver == "lbfgs":
@@ -187,25 +195,47 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path) -> None:
             evaluate(max(ledger.rounds), ArrayRecord(job.state()))
         else:
             metered = cast(Grid, MeteredGrid(grid, ledger))
-            offset = 0
-            if settings.head_rounds:
-                warm_up_head(metered, settings, cast(FineTuneJob, job), sent, evaluate)
-                offset = settings.head_rounds
-            result = wrapped.start(
-                grid=metered,
-                initial_arrays=ArrayRecord(job.state()),
-                num_rounds=settings.rounds,
-                timeout=settings.round_timeout_s,
-                train_config=ConfigRecord({**sent, "round-offset": offset}),
-                evaluate_fn=_after(offset, evaluate),
-            )
-            job.load(result.arrays.to_torch_state_dict())
+            if done < settings.head_rounds:
+                warm_up_head(metered, settings, cast(FineTuneJob, job), sent, evaluate, done)
+            offset = max(done, settings.head_rounds)
+            if offset < settings.head_rounds + settings.rounds:
+                result = wrapped.start(
+                    grid=metered,
+                    initial_arrays=ArrayRecord(job.state()),
+                    num_rounds=settings.head_rounds + settings.rounds - offset,
+                    timeout=settings.round_timeout_s,
+                    train_config=ConfigRecord({**sent, "round-offset": offset}),
+                    evaluate_fn=_after(offset, evaluate),
+                )
+                job.load(result.arrays.to_torch_state_dict())
         if not any(r.answered for r in ledger.rounds.values()):
             raise FederationError(
                 "no client completed a round", ["check the clients' logs and --min-clients"]
             )
         predictor = job.finish()
-    write_run(run_dir, settings, predictor, ledger, meter.card, val, test)
+    server = meter.card
+    if saved is not None:  # the server processes before the restart spent too
+        from frugalml.federated.outputs import in_turn
+
+        server = in_turn([*saved.server_cards, server])
+    write_run(run_dir, settings, predictor, ledger, server, val, test)
+
+
+def _score(job: Job, state: dict[str, Any], val: Dataset, entry: Round) -> float:
+    """The global model's validation scores, into `entry`; its accuracy."""
+    _load_into(job, state)
+    predicted = job.logits(val).argmax(1)
+    entry.val_accuracy = float(np.mean(predicted == val.y))
+    entry.val_macro_f1 = macro_f1(val.y, predicted, len(val.labels))
+    return entry.val_accuracy
+
+
+def _load_into(job: Job, state: dict[str, Any]) -> None:
+    """A global state into `job`: after a warm-up round the head alone travelled."""
+    if isinstance(job, FineTuneJob) and len(state) < len(job.state()):
+        job.load_head(state)
+    else:
+        job.load(state)
 
 
 Evaluate = Callable[[int, ArrayRecord], MetricRecord | None]
@@ -217,11 +247,13 @@ def warm_up_head(
     job: FineTuneJob,
     sent: dict[str, Any],
     evaluate: Evaluate,
+    done: int = 0,
 ) -> None:
     """`--head-rounds`: Flower's strategy averages the head alone, trained by each party over
     the untouched encoder's embeddings, for the first rounds; `job` ends holding that head,
     the rung's rounds start from it (a random head over 77 classes otherwise costs the
-    rung's rounds learning it under non-IID drift, with every adapter moving as it does)."""
+    rung's rounds learning it under non-IID drift, with every adapter moving as it does).
+    A resumed run has `done` of them done already."""
     strategy = make_strategy(
         settings.strategy,
         clients=settings.clients,
@@ -231,21 +263,21 @@ def warm_up_head(
         malicious=settings.malicious,
         weighted_by_key="num-examples",
     )
-    config = {**sent, "stage": "head", "local-epochs": settings.head_epochs}
+    config = {**sent, "stage": "head", "local-epochs": settings.head_epochs, "round-offset": done}
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(job.head_state()),
-        num_rounds=settings.head_rounds,
+        num_rounds=settings.head_rounds - done,
         timeout=settings.round_timeout_s,
         train_config=ConfigRecord(config),
-        evaluate_fn=evaluate,
+        evaluate_fn=_after(done, evaluate),
     )
     job.load_head(result.arrays.to_torch_state_dict())
 
 
 def _after(offset: int, evaluate: Evaluate) -> Evaluate:
-    """A later stage's evaluation, numbered after the earlier stages' rounds; its round 0
-    is the earlier stage's last, already evaluated."""
+    """A later stage's (or a resumed run's) evaluation, numbered after the rounds before it;
+    its round 0 is the last of those, already evaluated."""
     if not offset:
         return evaluate
     return lambda rnd, arrays: evaluate(offset + rnd, arrays) if rnd else None
@@ -318,7 +350,8 @@ def _deployed() -> ServerApp:
     @deployed.main()
     def main(grid: Grid, context: Context) -> None:
         settings = FederationSettings.model_validate_json(str(context.run_config["settings"]))
-        federate(grid, settings, Path(str(context.run_config["run-dir"])))
+        resume = bool(context.run_config.get("resume", False))
+        federate(grid, settings, Path(str(context.run_config["run-dir"])), resume=resume)
 
     return deployed
 

@@ -119,11 +119,15 @@ def prepare_central(
     test: Path | None,
     labels: str | None,
     force: bool = False,
+    resume: bool = False,
 ) -> tuple[Path, tuple[str, ...]]:
     """A deployed server's run folder holding its own validation and test sets (optional),
-    and the class names: `labels` (comma-separated) or the validation file's."""
+    and the class names: `labels` (comma-separated) or the validation file's. `resume`: the
+    folder exists and keeps its sets; without `labels` or `val`, the names it was run with."""
     from frugalml.data import read_table, to_dataset
 
+    if resume and labels is None and val is None:
+        return out, _saved_labels(out)
     if labels is None and val is None:
         raise ConfigError("the server needs the class names", ["pass --labels or --val"])
     given = {
@@ -132,6 +136,8 @@ def prepare_central(
         if path is not None
     }
     names = tuple(x.strip() for x in labels.split(",")) if labels else given["val"].labels
+    if resume:
+        return out, names
     run_dir = _fresh_run_dir(out, force=force)
     (run_dir / "central").mkdir()
     for name, data in given.items():
@@ -144,6 +150,13 @@ def prepare_central(
             Dataset.from_lists(data.texts, names_of, label_names=names),
         )
     return run_dir, names
+
+
+def _saved_labels(run_dir: Path) -> tuple[str, ...]:
+    """The class names a stopped run saved with its last round."""
+    from frugalml.federated.checkpoint import read_index
+
+    return tuple(read_index(run_dir)["settings"]["labels"])
 
 
 def _column(data: str | Path, scheme: str, train: Any, text_col: str | None) -> list[str]:
