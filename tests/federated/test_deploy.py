@@ -1,7 +1,8 @@
 """Flower's deployment runtime on loopback, every party a separate process: `frugalml federate
 server` (a SuperLink over TLS admitting only listed keys) and three `frugalml federate client`
-SuperNodes training the tiny BERT's LoRA; a fourth, unlisted client is refused, and one
-listed client killed mid-round does not stop the run."""
+SuperNodes training the tiny BERT's LoRA; a fourth, unlisted client is refused, one listed
+client killed mid-round does not stop the run, and one that joins while round 1 is under way
+takes part in round 2."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.mark.timeout(900)  # ~10 Python processes start; minutes on a loaded 2-core machine
-def test_deployment_with_tls_and_node_auth_survives_a_killed_client(
+def test_deployment_with_tls_and_node_auth_survives_a_killed_client_and_admits_a_late_one(
     tiny_backbone: Path, tmp_path: Path, processes: Processes
 ) -> None:
     import frugalml
@@ -130,15 +131,21 @@ def test_deployment_with_tls_and_node_auth_survives_a_killed_client(
             "--set", "lora.train.lr=0.005", "--set", "lora.train.head_lr=0.02",
     ]  # fmt: skip
     processes.start("server", server_cmd, tmp_path / "home-server")
-    for i in range(4):  # client-3's key is not listed
+    joined = tmp_path / "late-client-joined"
+
+    def start_client(i: int, **fault: str) -> None:
         client_cmd = [
                 *fed, "client", "--data", str(data[i]), "--superlink", f"127.0.0.1:{port}",
                 "--ca", str(keys / "ca.crt"), "--key", str(keys / f"client-{i}"),
                 "--port", str(_free_port()), "--wait", "60" if i == 3 else "600",
         ]  # fmt: skip
-        # client-2 dies, with its SuperNode, when round 2's message reaches it
-        fault = {"FRUGALML_FEDERATED_FAULT": "die:2"} if i == 2 else {}  # client_app.FAULT_VAR
         processes.start(f"client-{i}", client_cmd, tmp_path / f"home-{i}", **fault)
+
+    # client_app.FAULT_VAR: client-0 answers round 1 only once client-1 has joined; client-2
+    # dies, with its SuperNode, when round 2's message reaches it; client-3's key is not listed
+    start_client(0, FRUGALML_FEDERATED_FAULT=f"hold:1:{joined}")
+    start_client(2, FRUGALML_FEDERATED_FAULT="die:2")
+    start_client(3)
 
     # TLS: the SuperLink presents a certificate our CA signed, for 127.0.0.1
     def handshake() -> bool:
@@ -160,7 +167,19 @@ def test_deployment_with_tls_and_node_auth_survives_a_killed_client(
     assert unlisted.returncode != 0
     link_log = out / ".flower" / "superlink.log"
     assert "No SuperNode found with the given public key" in link_log.read_text()
-    assert link_log.read_text().count("[Fleet.ActivateNode] Activated") <= 3
+
+    # client-1 joins late: once round 1's message has reached client-0 (Flower's log line)
+    _wait(lambda: "Receiving: train message" in processes.log("client-0"), 600, "round 1")
+    start_client(1)
+
+    def late_id() -> int | None:
+        found = re.search(r"SuperNode ID: (\d+)", processes.log("client-1"))
+        return None if found is None else int(found.group(1))
+
+    _wait(lambda: late_id() is not None, 300, "the late client to connect")
+    activated = f"[Fleet.ActivateNode] Activated node_id={late_id()}"
+    _wait(lambda: activated in link_log.read_text(), 60, "the SuperLink to activate it")
+    joined.touch()  # round 1 may end now; round 2 samples the late client too
 
     # a listed client dies (process group killed) once round 2's message reaches it
     dying = processes.started["client-2"]
@@ -181,6 +200,10 @@ def test_deployment_with_tls_and_node_auth_survives_a_killed_client(
     assert killed in rounds[1]["answered"]  # it took part until it died
     assert rounds[2]["failed"] >= 1  # its round-2 message came back failed
     assert all(r["bytes_up"] > 0 for r in rounds[1:])
+    late = int(late_id() or 0) % 2**31  # sampled and counted from the round after it joined
+    assert late not in rounds[1]["answered"] and late in rounds[2]["answered"]
+    assert str(late) in json.loads((out / "costs.json").read_text())["clients"]
+    assert link_log.read_text().count("[Fleet.ActivateNode] Activated") <= 3  # not client-3
 
     bundle = frugalml.load(out / "bundle")  # an ordinary bundle, LoRA merged
     assert bundle.manifest.strategy == "lora"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ _JOBS: OrderedDict[tuple[Any, ...], tuple[Job, int]] = OrderedDict()
 _KEEP = 2  # jobs kept per process: a simulation worker serves several clients in turn
 # Fault injection for tests, as a bank losing power: `die:R` makes a deployed client kill its
 # whole process group (its `frugalml federate client`, SuperNode and ClientApp) when round R's
-# message reaches it, so the round it dies in is known, whatever the machine's speed.
+# message reaches it, so the round it dies in is known, whatever the machine's speed. A slow
+# bank: `hold:R:PATH` makes it answer round R only once PATH exists (a test lets another
+# client join late while round R is surely under way).
 FAULT_VAR = "FRUGALML_FEDERATED_FAULT"
 
 
@@ -62,8 +65,7 @@ def local_round(
     party = int(context.node_config.get("partition-id", context.node_id % 2**31))
     attack = attacks.get(party) or str(context.node_config.get("attack", ""))
     rnd = global_round(config)
-    if os.environ.get(FAULT_VAR) == f"die:{rnd}":
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+    _inject_fault(os.environ.get(FAULT_VAR, ""), rnd)
     arrays: ArrayRecord = msg.content["arrays"]  # type: ignore[assignment]
     start = arrays.to_torch_state_dict()
     seed = (int(config["seed"]) + 1000 * rnd + party) % 2**32  # type: ignore[arg-type]
@@ -75,6 +77,17 @@ def local_round(
     metrics = _metrics(meter, party, n, **{"local-val-f1": score})
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
+
+
+def _inject_fault(fault: str, rnd: int) -> None:
+    """Tests' faults (see FAULT_VAR), in the round they name."""
+    if fault == f"die:{rnd}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    if fault.startswith(f"hold:{rnd}:"):
+        release = Path(fault.split(":", 2)[2])
+        pause = threading.Event()
+        while not release.exists():
+            pause.wait(0.25)
 
 
 def _train(
