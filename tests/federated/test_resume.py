@@ -7,6 +7,8 @@ test_warm_start.py (Ray or a SuperLink would add minutes)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -153,3 +155,37 @@ def test_resuming_with_other_settings_is_refused(
     state.write_bytes(state.read_bytes()[:-8] + b"tampered")
     with pytest.raises(ResumeError, match="does not match its checksum"):
         federate(InProcessGrid(run_dir / "clients", 3), same, run_dir, resume=True)  # type: ignore[arg-type]
+
+
+def test_federate_server_resume_refuses_a_mismatch_before_starting(tmp_path: Path) -> None:
+    """`federate server --resume`: the saved round is checked before a SuperLink starts."""
+    import torch
+
+    from frugalml.federated.checkpoint import Checkpoint, save
+    from frugalml.federated.deployment import make_certificates, make_client_key
+    from frugalml.federated.server_app import Ledger
+    from frugalml.federated.settings import FederationSettings
+
+    keys = tmp_path / "keys"
+    make_certificates(keys)
+    _, public = make_client_key(keys, "client-0")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    saved = FederationSettings(rung="lora", labels=("a", "b"), clients=1, min_clients=1)
+    state = {"head.weight": torch.zeros(2, 4)}
+    save(run_dir, Checkpoint(1, state, Ledger(), []), saved)
+
+    fed = [sys.executable, "-m", "frugalml", "federate", "server", "--certs", str(keys)]
+    fed += ["--allow", str(public), "--port", "1"]  # no SuperLink may start: port 1 would fail
+    both = [*fed, "--out", str(tmp_path / "new"), "--resume", str(run_dir)]
+    other = [*fed, "--resume", str(run_dir), "--rung", "full"]
+    empty = [*fed, "--resume", str(tmp_path / "keys")]
+    for cmd, says in (
+        (both, "not both"),
+        (other, "rung: saved 'lora', now 'full'"),
+        (empty, "holds no saved round to resume from"),
+    ):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert says in " ".join(done.stderr.split()), done.stderr[-2000:]
+    assert not (run_dir / ".flower").exists()
