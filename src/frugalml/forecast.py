@@ -1,9 +1,14 @@
 """Forecast what a rung will cost before paying for it, from the data and a short calibration.
 
 A forecast times a small, real piece of the rung's work (a subsample fit, a few batches) and
-scales it by the data profile (examples, tokens, classes). The ladder prints it, skips a rung
-that would overrun the budget or the memory available, and keeps forecast and actual side by
-side in the report.
+scales it by the data profile (examples, tokens, classes). Memory is forecast the same way:
+what the calibration's peak grew by (model weights, optimizer state, a batch's activations)
+plus what grows with the data (features, cached embeddings or layer states, the head's
+solver). The ladder prints it, skips a rung that would overrun the budget or the memory
+available, and keeps forecast and actual side by side in the report.
+
+Rungs share calibration work through `remembered`: the hybrid rung reuses the n-gram and
+encoder timings the tfidf and frozen_probe forecasts made on the same data.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from frugalml.costs import CostMeter
 from frugalml.errors import OutOfMemoryError
 
 
@@ -24,10 +30,15 @@ class Forecast:
     wall_s: float
     cpu_s: float
     basis: str  # how it was made, in a few words
-    memory_bytes: int | None = None  # the most the rung needs at once, where it is known
+    memory_bytes: int | None = None  # bytes the rung needs above the RSS it starts at
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_memory(self, need: int) -> Forecast:
+        """This forecast with the memory the whole rung needs (parts' needs overlap: the
+        model a first part loads is still held while a later part runs)."""
+        return Forecast(self.wall_s, self.cpu_s, self.basis, need)
 
     def scaled(self, factor: float, basis: str) -> Forecast:
         """Time scales with the work; memory does not (the parts run one after another)."""
@@ -41,6 +52,51 @@ class Forecast:
             f"{self.basis}; {other.basis}",
             max(known) if known else None,
         )
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now: what a rung's peak is forecast above."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+@dataclass
+class Growth:
+    """How far a block raised this process's peak resident memory above where it began."""
+
+    bytes: int = 0
+
+
+@contextmanager
+def memory_growth() -> Iterator[Growth]:
+    """The peak RSS growth of a block, read from the kernel's high-water mark (through a
+    `CostMeter`, which keeps outer meters' peaks right)."""
+    growth, start = Growth(), rss_bytes()
+    with CostMeter() as meter:
+        yield growth
+    growth.bytes = max(0, int(meter.card.peak_rss_mb * 2**20) - start)
+
+
+_MEMO: dict[tuple[Any, ...], Any] = {}
+_MEMO_SIZE = 16
+
+
+def remembered(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """`compute()`, once per key in this process: a calibration one rung's forecast made on
+    the same data and settings (n-gram timings, an encoder's load and token rate) is reused by
+    the next rung that needs it instead of being paid for twice."""
+    if key not in _MEMO:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = compute()
+    return _MEMO[key]
 
 
 def available_memory() -> int:

@@ -24,7 +24,7 @@ from frugalml.config import Budget, Scale, SpeedConfig
 from frugalml.costs import CostCard, CostMeter, Prices
 from frugalml.data.split import Splits
 from frugalml.errors import ConfigError, FrugalError, OutOfMemoryError
-from frugalml.forecast import Forecast, memory_shortage, stopwatch
+from frugalml.forecast import Forecast, memory_shortage, rss_bytes, stopwatch
 from frugalml.ladder.calibration import (
     calibrated_proba,
     expected_calibration_error,
@@ -54,7 +54,7 @@ class Candidate:
     speed: Speed
     bundle: Path
     ece: float | None  # expected calibration error on validation (None: a ranker's)
-    forecast: dict[str, Any] | None = None  # wall_s, cpu_s, usd, basis: predicted before fitting
+    forecast: dict[str, Any] | None = None  # wall_s, cpu_s, peak_rss_mb, usd, basis: before fitting
     stopped: str = ""  # "deadline" when the budget stopped training early
 
     def forecast_ratio(self) -> float | None:
@@ -62,6 +62,21 @@ class Candidate:
         if not self.forecast or not self.forecast.get("wall_s"):
             return None
         return self.cost.wall_s / float(self.forecast["wall_s"])
+
+    def forecast_over_actual(self) -> dict[str, float | None]:
+        """Forecast ÷ actual wall, CPU and peak RSS (1.0 is perfect; None where either is
+        missing). Peak RSS is the process's, as the cost card reads it: the resident memory
+        when the rung was forecast plus what it was forecast to need."""
+        f, card = self.forecast or {}, self.cost
+        pairs = {
+            "wall_s": (f.get("wall_s"), card.wall_s),
+            "cpu_s": (f.get("cpu_s"), card.cpu_s),
+            "peak_rss_mb": (f.get("peak_rss_mb"), card.peak_rss_mb),
+        }
+        return {
+            key: float(forecast) / actual if forecast and actual else None
+            for key, (forecast, actual) in pairs.items()
+        }
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -75,6 +90,7 @@ class Candidate:
             "val_ece": self.ece,
             "forecast": self.forecast,
             "forecast_ratio": self.forecast_ratio(),
+            "forecast_over_actual": self.forecast_over_actual(),
             "stopped": self.stopped,
         }
 
@@ -126,6 +142,12 @@ class LadderResult:
     metric: str = "macro_f1"  # the bar the choice was made against: metric, target, strictness
     target: float | None = None
     strict: bool = False
+
+    def forecast_share(self) -> float | None:
+        """Forecasting's share of the ladder's CPU (rungs that ran plus every forecast)."""
+        spent = self.forecast_cost.get("cpu_s", 0.0)
+        total = spent + sum(c.cost.cpu_s for c in self.candidates)
+        return spent / total if total > 0 else None
 
 
 class LadderClock:
@@ -327,14 +349,18 @@ def _forecast(
     forecast_fn = getattr(strategy, "forecast", None)
     if forecast_fn is None:
         return None
+    resident = rss_bytes()  # what the rung's peak memory is forecast above
     with stopwatch() as watch:
         forecast: Forecast = forecast_fn(splits.train, splits.val)
     total["wall_s"] += watch.wall_s
     total["cpu_s"] += watch.cpu_s
+    need = forecast.memory_bytes
     data = {
         **forecast.to_dict(),
         "usd": prices.usd_for(forecast.wall_s),
         "took_s": watch.wall_s,
+        "took_cpu_s": watch.cpu_s,
+        "peak_rss_mb": None if need is None else (resident + need) / 2**20,
     }
     notify("forecast", {"strategy": name, "forecast": data})
     return data

@@ -284,6 +284,14 @@ class EmbeddingCache:
             rows.update({digests[i]: fresh[k] for k, i in enumerate(missing)})
         return np.stack([rows[d] for d in digests]) if digests else np.zeros((0, encoder.dim))
 
+    def cached(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The cached embeddings of `texts`, or None when any is not cached."""
+        rows = self._load()
+        digests = [_digest(t) for t in texts]
+        if not digests or any(d not in rows for d in digests):
+            return None
+        return np.stack([rows[d] for d in digests])
+
     def missing(self, texts: Sequence[str]) -> list[str]:
         """The texts whose embeddings are not cached yet."""
         rows = self._load()
