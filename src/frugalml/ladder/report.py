@@ -136,9 +136,11 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
     lines += ["## Cost cards", ""]
     share = result.forecast_share()
     if share is not None and result.forecast_cost.get("cpu_s"):
+        startup = result.forecast_cost.get("startup_cpu_s", 0.0)
         lines += [
-            f"Forecasting cost {result.forecast_cost['cpu_s']:.1f} CPU-s, {share:.1%} of the "
-            "ladder's CPU.",
+            f"Forecasting cost {result.forecast_cost['cpu_s'] - startup:.1f} CPU-s, "
+            f"{share:.1%} of the ladder's CPU (and {startup:.1f} CPU-s of one-off start-up: "
+            "imports and a first model load, which the rungs would have paid).",
             "",
         ]
     lines += [_cost_card(c) for c in result.candidates]

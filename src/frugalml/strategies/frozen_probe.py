@@ -13,7 +13,14 @@ from pydantic import Field
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, memory_growth, remembered, stopwatch, timed
+from frugalml.forecast import (
+    Forecast,
+    memory_growth,
+    remembered,
+    rss_bytes,
+    stopwatch,
+    timed,
+)
 from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.models.encoder import (
     EmbeddingCache,
@@ -22,6 +29,7 @@ from frugalml.models.encoder import (
     embed_for_training,
     sorted_batches,
     sorted_padded_tokens,
+    warm_encoder,
 )
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
@@ -79,6 +87,8 @@ class FrozenProbeStrategy:
         """Encoder load + embedding what the cache lacks (a token rate timed on real batches)
         + a head fit on synthetic rows, scaled to the training set."""
         c = self.config
+        warm_encoder(resolve_backbone(c.backbone))
+        base = rss_bytes()
         enc = encoder_calibration(c.backbone, c.max_length, c.batch_size, train, val)
         embed = enc.embed(enc.uncached([*train.texts, *val.texts], c.cache))
         n, k = len(train), len(train.labels)
@@ -92,7 +102,7 @@ class FrozenProbeStrategy:
             enc.load
             + embed
             + head.scaled(n / n_head, f"head on {n_head} synthetic rows, scaled to {n}")
-        ).with_memory(memory)
+        ).with_memory(memory, base)
 
 
 def synthetic_embeddings(y: np.ndarray, k: int, dim: int) -> np.ndarray:
@@ -134,8 +144,8 @@ class EncoderCalibration:
 def encoder_calibration(
     backbone: str, max_length: int, batch_size: int, train: Dataset, val: Dataset
 ) -> EncoderCalibration:
-    """Load the encoder, tokenize the data and time 4 real batches, once per data and
-    settings in this process."""
+    """Load the encoder, tokenize the data and time up to 4 real batches (at most 1 in 8),
+    once per data and settings in this process."""
     folder = resolve_backbone(backbone)
     key = ("encoder", str(folder), max_length, batch_size, train.fingerprint(), val.fingerprint())
     return cast(
@@ -147,8 +157,7 @@ def encoder_calibration(
 def _calibrate(
     folder: Path, max_length: int, batch_size: int, train: Dataset, val: Dataset
 ) -> EncoderCalibration:
-    import transformers  # noqa: F401 - the one-off import is not the rung's cost
-
+    warm_encoder(folder)
     with memory_growth() as growth:
         with stopwatch() as load:
             encoder = Encoder(folder, max_length=max_length, batch_size=batch_size)
@@ -157,7 +166,10 @@ def _calibrate(
         # Time real batches (length-sorted chunks, as `encode` forms them) spread over the
         # length range: a random sample pads far more and over-forecast 4x on Banking77.
         chunks = sorted_batches(lengths, batch_size)
-        picked = sorted({round(float(q)) for q in np.linspace(0, len(chunks) - 1, 4)})
+        # At most 1 batch in 8: timing more than that would cost a small data set's rung
+        # half again (twice, plus a warm-up).
+        timed_batches = min(4, max(1, len(chunks) // 8))
+        picked = sorted({round(float(q)) for q in np.linspace(0, len(chunks) - 1, timed_batches)})
         rows = [i for p in (picked if chunks else []) for i in chunks[p]]
         sample = [texts[i] for i in rows]
         if sample:

@@ -18,7 +18,7 @@ from scipy import sparse
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, timed
+from frugalml.forecast import Forecast, rss_bytes, timed, warm_up
 from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.models.encoder import (
     EmbeddingCache,
@@ -28,12 +28,20 @@ from frugalml.models.encoder import (
     embed_for_training,
     load_encoder,
     unit_rows,
+    warm_encoder,
 )
 from frugalml.models.heads import LinearHead, softmax
 from frugalml.models.onnx_ngrams import OnnxNgramFeatures
 from frugalml.strategies.base import StrategyConfig, register_strategy
 from frugalml.strategies.frozen_probe import encoder_calibration, synthetic_embeddings
-from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, load_ngrams, ngram_calibration
+from frugalml.strategies.tfidf import (
+    NgramFeatures,
+    TfidfConfig,
+    head_scale,
+    import_sklearn,
+    load_ngrams,
+    ngram_calibration,
+)
 
 
 class HybridConfig(StrategyConfig):
@@ -187,9 +195,13 @@ class HybridStrategy:
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """Encoder load, embedding what the cache lacks, vectorizing once, and the head once
         per C: timed on the tfidf forecast's subsample with its embeddings beside the n-grams
-        (one fit at the middle C), scaled linearly. The n-gram and encoder calibrations are
-        the ones the tfidf and frozen_probe forecasts made, when they ran on the same data."""
+        (one fit at the middle C), scaled by lbfgs' work (`head_scale`). The n-gram and
+        encoder calibrations are the ones the tfidf and frozen_probe forecasts made, when
+        they ran on the same data."""
         c, n = self.config, len(train)
+        warm_up(("scikit-learn",), import_sklearn)
+        warm_encoder(resolve_backbone(c.backbone))
+        base = rss_bytes()
         cal = ngram_calibration(train, c.ngrams)
         enc = encoder_calibration(c.backbone, c.max_length, c.batch_size, train, val)
         embed = enc.embed(enc.uncached([*train.texts, *val.texts], c.cache))
@@ -213,7 +225,15 @@ class HybridStrategy:
             + cal.memory(n, LinearHead.fit_bytes(n, cal.features_full + enc.dim, k))
             + n * enc.dim * 12 * 2  # the embeddings as a sparse block, and hstack's copy
         )
-        basis = f"n-grams and {len(c.Cs)} heads fitted on {cal.n_sub} of {n}, scaled linearly"
-        return (enc.load + embed + (cal.vectorize + head).scaled(n / cal.n_sub, basis)).with_memory(
-            memory
+        scale = head_scale(
+            cal.n_sub,
+            n,
+            X.nnz,
+            (cal.X.nnz + cal.n_sub * enc.dim) * n / cal.n_sub,
+            X.shape[1],
+            cal.features_full + enc.dim,
         )
+        vectorize = cal.vectorize.scaled(n / cal.n_sub, f"n-grams of {cal.n_sub} of {n}, linearly")
+        basis = f"{len(c.Cs)} heads timed on {cal.n_sub}, scaled {scale:.1f}x by lbfgs' work"
+        parts = enc.load + embed + vectorize + head.scaled(scale, basis)
+        return parts.with_memory(memory, base)

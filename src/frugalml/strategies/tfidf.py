@@ -22,8 +22,10 @@ from frugalml.forecast import (
     memory_growth,
     memory_shortage,
     remembered,
+    rss_bytes,
     stopwatch,
     timed,
+    warm_up,
 )
 from frugalml.models.heads import LinearHead, softmax
 from frugalml.models.onnx_ngrams import OnnxNgramFeatures, export_ngrams, is_onnx_ngrams_folder
@@ -196,28 +198,52 @@ class TfidfStrategy:
         return TfidfPredictor(ngrams, head, train.labels)
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
-        """Fit on a subsample and scale linearly in examples (vectorizing and lbfgs both are,
-        at this size: fewer weights per example on more data, more iterations).
+        """Fit on a subsample; scale vectorizing linearly and the head by lbfgs' work
+        (`head_scale`: more iterations, each over more values and a vocabulary that grows
+        more slowly than the data).
 
         The head's memory is forecast with the vocabulary extrapolated from the subsample's
         (Heaps' law): when even the subsample's cannot fit, the head is not fitted, nor timed.
         """
         c, n = self.config, len(train)
+        warm_up(("scikit-learn",), import_sklearn)
+        base = rss_bytes()
         cal = ngram_calibration(train, c)
         k = int(np.count_nonzero(train.class_counts()))
         memory = cal.memory(n, LinearHead.fit_bytes(n, cal.features_full, k))
         what = f"the logistic-regression head ({k} classes × ≥{cal.features:,} features)"
         shortage = memory_shortage(LinearHead.fit_bytes(n, cal.features, k), what)
         if shortage:
-            return Forecast(0.0, 0.0, f"not timed: {shortage}", memory)
+            return Forecast(0.0, 0.0, f"not timed: {shortage}", memory, base + memory)
         head = timed(
             lambda: LinearHead.fit(
                 cal.X, cal.sample.y, len(train.labels), C=c.C, class_weight=c.class_weight
             ),
             "",
         )
-        basis = f"fit on {cal.n_sub} of {n} examples, scaled linearly"
-        return (cal.vectorize + head).scaled(n / cal.n_sub, basis).with_memory(memory)
+        scale = head_scale(
+            cal.n_sub, n, cal.X.nnz, cal.X.nnz * n / cal.n_sub, cal.features, cal.features_full
+        )
+        vectorize = cal.vectorize.scaled(n / cal.n_sub, f"n-grams of {cal.n_sub} of {n}, linearly")
+        fit = head.scaled(scale, f"head on {cal.n_sub}, scaled {scale:.1f}x by lbfgs' work")
+        return (vectorize + fit).with_memory(memory, base)
+
+
+# What one lbfgs iteration of the multinomial head costs, per stored feature value and class
+# (sparse products X @ W and X.T @ G) and per weight (L-BFGS-B's history, ~100 flops each),
+# relative to each other; and how iterations grow with examples (weaker regularization).
+# Measured on Banking77 (77 classes) and PhraseBank (3): per-iteration time at 1/8 and all of
+# the data within 10% of 3:100, iterations ~ n^0.29-0.31.
+COST_PER_VALUE, COST_PER_WEIGHT, ITERATIONS_EXPONENT = 3.0, 100.0, 0.3
+
+
+def head_scale(n_sub: int, n: int, nnz_sub: float, nnz: float, width_sub: int, width: int) -> float:
+    """How much longer the head takes on `n` examples than on `n_sub`: iterations times the
+    work of one (stored values and weights, for any number of classes: it cancels)."""
+    per_iteration = (COST_PER_VALUE * nnz + COST_PER_WEIGHT * width) / (
+        COST_PER_VALUE * nnz_sub + COST_PER_WEIGHT * width_sub
+    )
+    return float((n / n_sub) ** ITERATIONS_EXPONENT * per_iteration)
 
 
 @dataclass(frozen=True)
@@ -254,13 +280,15 @@ def ngram_calibration(train: Dataset, config: TfidfConfig) -> NgramCalibration:
     )
 
 
-def _calibrate(train: Dataset, config: TfidfConfig, key: tuple[str, str]) -> NgramCalibration:
-    # One-off imports (1.4 CPU-s of scikit-learn and scipy) are no part of the rung's cost,
-    # and scaled with the subsample they once over-forecast tfidf by a third on Banking77.
+def import_sklearn() -> None:
+    """What fitting n-grams and a head imports (1.4 CPU-s): scaled with a subsample's timing,
+    it once over-forecast tfidf by a third on Banking77."""
     import scipy.optimize  # noqa: F401
     import sklearn.feature_extraction.text
     import sklearn.linear_model  # noqa: F401
 
+
+def _calibrate(train: Dataset, config: TfidfConfig, key: tuple[str, str]) -> NgramCalibration:
     n = len(train)
     n_sub = min(n, max(400, n // 8))
     sample = train.subset(np.sort(np.random.default_rng(0).permutation(n)[:n_sub]))

@@ -24,11 +24,11 @@ from torch import nn
 from frugalml.config import Budget
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, Stopwatch, memory_growth, stopwatch
+from frugalml.forecast import Forecast, Stopwatch, memory_growth, rss_bytes, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.backbones import resolve_backbone
 from frugalml.models.classifier_module import EncoderClassifier
-from frugalml.models.encoder import Encoder, pad_batch, sorted_batches
+from frugalml.models.encoder import Encoder, pad_batch, sorted_batches, warm_encoder
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
 from frugalml.training.loop import (
@@ -264,11 +264,13 @@ def forecast_classifier(
 
     Memory: what the calibration's peak grew by (weights, gradients, optimizer state, a
     batch's activations) plus the token ids of the data, held as Python lists."""
+    warm_encoder(backbone)
+    base = rss_bytes()
     with memory_growth() as growth:
         timing, tokens = _time_classifier(
             train_data, val, backbone=backbone, config=config, max_length=max_length, adapt=adapt
         )
-    return timing.with_memory(growth.bytes + tokens * TOKEN_ID_BYTES)
+    return timing.with_memory(growth.bytes + tokens * TOKEN_ID_BYTES, base)
 
 
 # A token id in a Python list of ints: the pointer, and the int object beyond the small ones.

@@ -22,10 +22,10 @@ from transformers.modeling_outputs import BaseModelOutput
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError
-from frugalml.forecast import Forecast, memory_growth, stopwatch
+from frugalml.forecast import Forecast, memory_growth, rss_bytes, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.classifier_module import EncoderClassifier
-from frugalml.models.encoder import Encoder, pad_batch, sorted_batches
+from frugalml.models.encoder import Encoder, pad_batch, sorted_batches, warm_encoder
 from frugalml.training.finetune import (
     FineTune,
     class_weights,
@@ -210,6 +210,8 @@ def forecast_top_layers(
 
     Memory: the calibration's peak growth (weights, optimizer state, a batch) plus every
     text's cached lower-layer states, (tokens, hidden) each."""
+    warm_encoder(backbone)
+    base = rss_bytes()
     with memory_growth() as growth:
         timing, tokens, texts, dim = _time_top_layers(
             train_data,
@@ -221,7 +223,7 @@ def forecast_top_layers(
         )
     width = 4 if tokens * dim * 4 <= FLOAT32_LIMIT else 2
     states = tokens * dim * width + texts * TENSOR_BYTES
-    return timing.with_memory(growth.bytes + states)
+    return timing.with_memory(growth.bytes + states, base)
 
 
 # What a small CPU tensor costs beyond its data: the Python object, storage and allocator slack.
