@@ -232,6 +232,7 @@ class HybridStrategy:
             (cal.X.nnz + cal.n_sub * enc.dim) * n / cal.n_sub,
             X.shape[1],
             cal.features_full + enc.dim,
+            k,
         )
         vectorize = cal.vectorize.scaled(n / cal.n_sub, f"n-grams of {cal.n_sub} of {n}, linearly")
         basis = f"{len(c.Cs)} heads timed on {cal.n_sub}, scaled {scale:.1f}x by lbfgs' work"
