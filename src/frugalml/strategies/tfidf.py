@@ -221,16 +221,15 @@ class TfidfStrategy:
             ),
             "",
         )
-        scale = head_scale(
-            cal.n_sub, n, cal.X.nnz, cal.X.nnz * n / cal.n_sub, cal.features, cal.features_full
-        )
+        nnz = cal.X.nnz * n / cal.n_sub  # stored values grow with examples
+        scale = head_scale(cal.n_sub, n, cal.X.nnz, nnz, cal.features, cal.features_full, k)
         vectorize = cal.vectorize.scaled(n / cal.n_sub, f"n-grams of {cal.n_sub} of {n}, linearly")
         fit = head.scaled(scale, f"head on {cal.n_sub}, scaled {scale:.1f}x by lbfgs' work")
         return (vectorize + fit).with_memory(memory, base)
 
 
 # What one lbfgs iteration of the multinomial head costs: per stored feature value, a fixed
-# part (sparse indexing) and a part per class (X @ W and X.T @ G), and per weight (classes ×
+# part (sparse indexing) and a part per class (X @ W and X.T @ G), and per weight (classes x
 # columns: L-BFGS-B's history), in units of a weight's cost; and how iterations grow with
 # examples (weaker regularization). From per-iteration times and iteration counts of the
 # tfidf and hybrid heads at 1/16 to all of Banking77 (77 classes) and PhraseBank (3 classes).
@@ -241,7 +240,7 @@ def head_scale(
     n_sub: int, n: int, nnz_sub: float, nnz: float, width_sub: int, width: int, classes: int
 ) -> float:
     """How much longer the head takes on `n` examples than on `n_sub`: iterations times the
-    work of one (stored values, and weights: classes × `width` columns)."""
+    work of one (stored values, and weights: classes x `width` columns)."""
     per_value = VALUE_COST + VALUE_COST_PER_CLASS * classes
     per_iteration = (per_value * nnz + classes * width) / (
         per_value * nnz_sub + classes * width_sub
