@@ -18,7 +18,7 @@ from scipy import sparse
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, rss_bytes, timed, warm_up
+from frugalml.forecast import Forecast, rss_bytes, timed_mean, warm_up
 from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.models.encoder import (
     EmbeddingCache,
@@ -213,7 +213,7 @@ class HybridStrategy:
             E = synthetic_embeddings(sample.y, len(train.labels), enc.dim)
         X = sparse.hstack([cal.X, sparse.csr_matrix(E * c.embedding_weight)], format="csr")
         C = sorted(c.Cs)[len(c.Cs) // 2]
-        head = timed(
+        head = timed_mean(
             lambda: LinearHead.fit(
                 X, sample.y, len(train.labels), C=C, class_weight=c.class_weight
             ),

@@ -24,7 +24,7 @@ from frugalml.forecast import (
     remembered,
     rss_bytes,
     stopwatch,
-    timed,
+    timed_mean,
     warm_up,
 )
 from frugalml.models.heads import LinearHead, softmax
@@ -215,7 +215,7 @@ class TfidfStrategy:
         shortage = memory_shortage(LinearHead.fit_bytes(n, cal.features, k), what)
         if shortage:
             return Forecast(0.0, 0.0, f"not timed: {shortage}", memory, base + memory)
-        head = timed(
+        head = timed_mean(
             lambda: LinearHead.fit(
                 cal.X, cal.sample.y, len(train.labels), C=c.C, class_weight=c.class_weight
             ),
