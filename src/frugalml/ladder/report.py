@@ -49,6 +49,7 @@ def leaderboard_rows(result: LadderResult, metric: str) -> list[dict[str, Any]]:
                 "train_usd": c.cost.usd,
                 "train_kwh": c.cost.energy_kwh,
                 "peak_rss_mb": c.cost.peak_rss_mb,
+                "forecast_over_actual": c.forecast_over_actual(),
                 "latency_p50_ms": c.speed.latency_p50_ms,
                 "latency_p95_ms": c.speed.latency_p95_ms,
                 "throughput_per_s": c.speed.throughput_per_s,
@@ -80,6 +81,7 @@ def report_data(result: LadderResult, *, metric: str, header: dict[str, Any]) ->
         "reason": result.reason,
         "shortfall": result.shortfall.to_dict() if result.shortfall else None,
         "skipped": result.skipped,
+        "forecast_cost": {**result.forecast_cost, "share_of_ladder_cpu": result.forecast_share()},
         "leaderboard": leaderboard_rows(result, metric),
         "frontier": frontier_summary(result, metric),
         "candidates": [c.summary() for c in result.candidates],
@@ -132,6 +134,15 @@ def _markdown(data: dict[str, Any], result: LadderResult, metric: str) -> str:
     lines += ["", *_next_rung_markdown(data["frontier"])]
     lines += ownership_markdown(data.get("ownership"))
     lines += ["## Cost cards", ""]
+    share = result.forecast_share()
+    if share is not None and result.forecast_cost.get("cpu_s"):
+        startup = result.forecast_cost.get("startup_cpu_s", 0.0)
+        lines += [
+            f"Forecasting cost {result.forecast_cost['cpu_s'] - startup:.1f} CPU-s, "
+            f"{share:.1%} of the ladder's CPU (and {startup:.1f} CPU-s of one-off start-up: "
+            "imports and a first model load, which the rungs would have paid).",
+            "",
+        ]
     lines += [_cost_card(c) for c in result.candidates]
     return "\n".join(lines) + "\n"
 
@@ -168,8 +179,24 @@ def _cost_rows(card: CostCard) -> list[tuple[str, str]]:
     ]
 
 
+def _forecast_rows(c: Candidate) -> list[tuple[str, str]]:
+    """The forecast beside the card: each figure and its forecast ÷ actual."""
+    f = c.forecast or {}
+    ratios = c.forecast_over_actual()
+    rows = []
+    for key, what, unit in (
+        ("wall_s", "wall time", "s"),
+        ("cpu_s", "CPU time", "s"),
+        ("peak_rss_mb", "peak memory", "MB"),
+    ):
+        if f.get(key) is not None and ratios[key] is not None:
+            value = f"{f[key]:.0f} MB" if unit == "MB" else f"{f[key]:.2f} s"
+            rows.append((f"forecast {what}", f"{value} (÷ actual {ratios[key]:.2f})"))
+    return rows
+
+
 def _cost_card(c: Candidate) -> str:
-    body = "\n".join(f"| {k} | {v} |" for k, v in _cost_rows(c.cost))
+    body = "\n".join(f"| {k} | {v} |" for k, v in [*_cost_rows(c.cost), *_forecast_rows(c)])
     return f"### {c.strategy}\n\n| | |\n|---|---|\n{body}\n"
 
 
@@ -379,7 +406,7 @@ def _html_next_rungs(frontier: FrontierSummary) -> str:
 def _html_cost_card(c: Candidate) -> str:
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in _cost_rows(c.cost)
+        for k, v in [*_cost_rows(c.cost), *_forecast_rows(c)]
     )
     return f"<div><h3>{html.escape(c.strategy)}</h3><table>{rows}</table></div>"
 

@@ -24,7 +24,13 @@ from frugalml.config import Budget, Scale, SpeedConfig
 from frugalml.costs import CostCard, CostMeter, Prices
 from frugalml.data.split import Splits
 from frugalml.errors import ConfigError, FrugalError, OutOfMemoryError
-from frugalml.forecast import Forecast, memory_shortage, stopwatch
+from frugalml.forecast import (
+    Forecast,
+    memory_shortage,
+    rss_bytes,
+    startup_seconds,
+    stopwatch,
+)
 from frugalml.ladder.calibration import (
     calibrated_proba,
     expected_calibration_error,
@@ -54,7 +60,7 @@ class Candidate:
     speed: Speed
     bundle: Path
     ece: float | None  # expected calibration error on validation (None: a ranker's)
-    forecast: dict[str, Any] | None = None  # wall_s, cpu_s, usd, basis: predicted before fitting
+    forecast: dict[str, Any] | None = None  # wall_s, cpu_s, peak_rss_mb, usd, basis: before fitting
     stopped: str = ""  # "deadline" when the budget stopped training early
 
     def forecast_ratio(self) -> float | None:
@@ -62,6 +68,21 @@ class Candidate:
         if not self.forecast or not self.forecast.get("wall_s"):
             return None
         return self.cost.wall_s / float(self.forecast["wall_s"])
+
+    def forecast_over_actual(self) -> dict[str, float | None]:
+        """Forecast ÷ actual wall, CPU and peak RSS (1.0 is perfect; None where either is
+        missing). Peak RSS is the process's, as the cost card reads it: the resident memory
+        when the rung was forecast plus what it was forecast to need."""
+        f, card = self.forecast or {}, self.cost
+        pairs = {
+            "wall_s": (f.get("wall_s"), card.wall_s),
+            "cpu_s": (f.get("cpu_s"), card.cpu_s),
+            "peak_rss_mb": (f.get("peak_rss_mb"), card.peak_rss_mb),
+        }
+        return {
+            key: float(forecast) / actual if forecast and actual else None
+            for key, (forecast, actual) in pairs.items()
+        }
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -75,6 +96,7 @@ class Candidate:
             "val_ece": self.ece,
             "forecast": self.forecast,
             "forecast_ratio": self.forecast_ratio(),
+            "forecast_over_actual": self.forecast_over_actual(),
             "stopped": self.stopped,
         }
 
@@ -119,13 +141,24 @@ class LadderResult:
     chosen: Candidate
     reason: str
     skipped: dict[str, str] = field(default_factory=dict)
-    forecast_cost: dict[str, float] = field(default_factory=dict)  # what forecasting itself cost
+    # What forecasting itself cost (wall_s, cpu_s), and of it the one-off start-up it ran
+    # first (startup_wall_s, startup_cpu_s): imports and a first model load.
+    forecast_cost: dict[str, float] = field(default_factory=dict)
     shortfall: Shortfall | None = None  # the chosen rung missed the bar on test
     volume: float | None = None  # predictions the choice was priced for (None: training only)
     prices: Prices = field(default_factory=Prices)
     metric: str = "macro_f1"  # the bar the choice was made against: metric, target, strictness
     target: float | None = None
     strict: bool = False
+
+    def forecast_share(self) -> float | None:
+        """Forecasting's share of the ladder's CPU (rungs that ran plus every forecast), less
+        the one-off start-up forecasts ran first (imports, a first model load), which the
+        rungs would have paid without them."""
+        spent = self.forecast_cost.get("cpu_s", 0.0)
+        total = spent + sum(c.cost.cpu_s for c in self.candidates)
+        startup = self.forecast_cost.get("startup_cpu_s", 0.0)
+        return (spent - startup) / total if total > 0 else None
 
 
 class LadderClock:
@@ -206,7 +239,7 @@ def run_ladder(
     clock = LadderClock(budget or Budget(), prices)
     candidates: list[Candidate] = []
     skipped: dict[str, str] = {}
-    forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0}
+    forecast_cost = {"wall_s": 0.0, "cpu_s": 0.0, "startup_wall_s": 0.0, "startup_cpu_s": 0.0}
     met: Candidate | None = None
     not_run: dict[str, str] = {}  # rungs that could have run, and why they did not
     plans = _plan(strategies, splits.train.kind, run_dir, resume, options or {}, skipped, notify)
@@ -327,14 +360,25 @@ def _forecast(
     forecast_fn = getattr(strategy, "forecast", None)
     if forecast_fn is None:
         return None
+    resident = rss_bytes()  # what the rung's peak memory is forecast above, if it says not
+    wall0, cpu0 = startup_seconds()
     with stopwatch() as watch:
         forecast: Forecast = forecast_fn(splits.train, splits.val)
+    wall1, cpu1 = startup_seconds()
     total["wall_s"] += watch.wall_s
     total["cpu_s"] += watch.cpu_s
+    total["startup_wall_s"] += wall1 - wall0
+    total["startup_cpu_s"] += cpu1 - cpu0
+    peak, need = forecast.peak_rss_bytes, forecast.memory_bytes
+    if peak is None and need is not None:
+        peak = resident + need
     data = {
         **forecast.to_dict(),
         "usd": prices.usd_for(forecast.wall_s),
         "took_s": watch.wall_s,
+        "took_cpu_s": watch.cpu_s,
+        "startup_cpu_s": cpu1 - cpu0,  # of took_cpu_s: one-off imports and a first model load
+        "peak_rss_mb": None if peak is None else peak / 2**20,
     }
     notify("forecast", {"strategy": name, "forecast": data})
     return data

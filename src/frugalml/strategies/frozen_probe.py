@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from pydantic import Field
@@ -11,7 +13,14 @@ from pydantic import Field
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, stopwatch, timed
+from frugalml.forecast import (
+    Forecast,
+    memory_growth,
+    remembered,
+    rss_bytes,
+    stopwatch,
+    timed,
+)
 from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.models.encoder import (
     EmbeddingCache,
@@ -20,6 +29,7 @@ from frugalml.models.encoder import (
     embed_for_training,
     sorted_batches,
     sorted_padded_tokens,
+    warm_encoder,
 )
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
@@ -74,45 +84,108 @@ class FrozenProbeStrategy:
         return EncoderHeadPredictor(encoder, head, train.labels, val_logits=head.logits(X_val))
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
-        """Encoder load + 4 real batches embedded (the faster of two timings, after a
-        warm-up), scaled by uncached padded tokens + a head fit on synthetic rows."""
+        """Encoder load + embedding what the cache lacks (a token rate timed on real batches)
+        + a head fit on synthetic rows, scaled to the training set."""
         c = self.config
-        import transformers  # noqa: F401 - the one-off import is not the rung's cost
+        warm_encoder(resolve_backbone(c.backbone))
+        base = rss_bytes()
+        enc = encoder_calibration(c.backbone, c.max_length, c.batch_size, train, val)
+        embed = enc.embed(enc.uncached([*train.texts, *val.texts], c.cache))
+        n, k = len(train), len(train.labels)
+        n_head = min(n, 1000)
+        X = synthetic_embeddings(np.arange(n_head) % k, k, enc.dim)
+        y = np.arange(n_head) % k
+        head = timed(lambda: LinearHead.fit_select(X, y, X[:100], y[:100], k, Cs=c.Cs), "")
+        n_present = int(np.count_nonzero(train.class_counts()))
+        memory = enc.memory(len(enc.lengths)) + LinearHead.fit_bytes(n, enc.dim, n_present)
+        return (
+            enc.load
+            + embed
+            + head.scaled(n / n_head, f"head on {n_head} synthetic rows, scaled to {n}")
+        ).with_memory(memory, base)
 
+
+def synthetic_embeddings(y: np.ndarray, k: int, dim: int) -> np.ndarray:
+    """Unit rows around one centre per class, shaped like sentence embeddings: a head fitted
+    on pure noise never converges, and its fit time once forecast 4x the real head."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(k, dim))[y] + rng.normal(size=(len(y), dim))
+    return np.asarray(X / np.linalg.norm(X, axis=1, keepdims=True), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class EncoderCalibration:
+    """An encoder loaded and timed on the data once: what frozen_probe and hybrid share."""
+
+    load: Forecast
+    fingerprint: str  # the embedding cache's key
+    dim: int
+    batch_size: int
+    lengths: dict[str, int]  # tokens of each training and validation text
+    per_token: Forecast  # embedding time per padded token; zero when nothing was timed
+    growth: int  # peak RSS growth of loading the encoder and embedding a few batches
+
+    def uncached(self, texts: Sequence[str], cache: bool) -> list[str]:
+        unique = list(dict.fromkeys(texts))
+        if not cache:
+            return unique
+        return EmbeddingCache(default_cache_dir(), self.fingerprint).missing(unique)
+
+    def embed(self, texts: Sequence[str]) -> Forecast:
+        tokens = sorted_padded_tokens([self.lengths[t] for t in texts], self.batch_size)
+        return self.per_token.scaled(tokens, f"{len(texts)} texts to embed, {tokens} tokens")
+
+    def memory(self, n_texts: int) -> int:
+        """The model and a batch's activations, plus `n_texts` embeddings (computed, cached
+        rows and the stacked copy the head trains on)."""
+        return self.growth + n_texts * (self.dim * 4 * 3 + 300)
+
+
+def encoder_calibration(
+    backbone: str, max_length: int, batch_size: int, train: Dataset, val: Dataset
+) -> EncoderCalibration:
+    """Load the encoder, tokenize the data and time up to 4 real batches (at most 1 in 8),
+    once per data and settings in this process."""
+    folder = resolve_backbone(backbone)
+    key = ("encoder", str(folder), max_length, batch_size, train.fingerprint(), val.fingerprint())
+    return cast(
+        EncoderCalibration,
+        remembered(key, lambda: _calibrate(folder, max_length, batch_size, train, val)),
+    )
+
+
+def _calibrate(
+    folder: Path, max_length: int, batch_size: int, train: Dataset, val: Dataset
+) -> EncoderCalibration:
+    warm_encoder(folder)
+    with memory_growth() as growth:
         with stopwatch() as load:
-            encoder = Encoder(
-                resolve_backbone(c.backbone), max_length=c.max_length, batch_size=c.batch_size
-            )
+            encoder = Encoder(folder, max_length=max_length, batch_size=batch_size)
         texts = list(dict.fromkeys([*train.texts, *val.texts]))
-        if c.cache:
-            texts = EmbeddingCache(default_cache_dir(), encoder.fingerprint()).missing(texts)
         lengths = [len(x) for x in encoder.tokenize(texts)]
-        total = sorted_padded_tokens(lengths, c.batch_size)
         # Time real batches (length-sorted chunks, as `encode` forms them) spread over the
         # length range: a random sample pads far more and over-forecast 4x on Banking77.
-        chunks = sorted_batches(lengths, c.batch_size)
-        picked = sorted({round(float(q)) for q in np.linspace(0, len(chunks) - 1, 4)})
-        sample = [texts[i] for p in (picked if chunks else []) for i in chunks[p]]
-        if sample:  # all cached: nothing to embed, nothing to time
+        chunks = sorted_batches(lengths, batch_size)
+        # At most 1 batch in 8: timing more than that would cost a small data set's rung
+        # half again (twice, plus a warm-up).
+        timed_batches = min(4, max(1, len(chunks) // 8))
+        picked = sorted({round(float(q)) for q in np.linspace(0, len(chunks) - 1, timed_batches)})
+        rows = [i for p in (picked if chunks else []) for i in chunks[p]]
+        sample = [texts[i] for i in rows]
+        if sample:
             encoder.encode(sample[-8:])  # the first pass pays one-off kernel and thread start-up
         # On a busy machine one timing can be several times too slow; the faster of two is not.
         embed = min((timed(lambda: encoder.encode(sample), "") for _ in range(2)), key=_wall)
-        sample_lengths = [len(x) for x in encoder.tokenize(sample)]
-        tokens = max(1, sorted_padded_tokens(sample_lengths, c.batch_size))
-        n, k = len(train), len(train.labels)
-        n_head = min(n, 1000)
-        # Rows shaped like embeddings (unit vectors around one centre per class): pure noise
-        # never converges, and its fit time once forecast 4x the real head on Banking77.
-        rng = np.random.default_rng(0)
-        y = np.arange(n_head) % k
-        X = rng.normal(size=(k, encoder.dim))[y] + rng.normal(size=(n_head, encoder.dim))
-        X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
-        head = timed(lambda: LinearHead.fit_select(X, y, X[:100], y[:100], k, Cs=c.Cs), "")
-        return (
-            load.forecast("load")
-            + embed.scaled(total / tokens, f"{len(sample)} texts timed, scaled to {total} tokens")
-            + head.scaled(n / n_head, f"head on {n_head} synthetic rows, scaled to {n}")
-        )
+    tokens = sorted_padded_tokens([lengths[i] for i in rows], batch_size)
+    return EncoderCalibration(
+        load=load.forecast("load"),
+        fingerprint=encoder.fingerprint(),
+        dim=encoder.dim,
+        batch_size=batch_size,
+        lengths=dict(zip(texts, lengths, strict=True)),
+        per_token=embed.scaled(1 / tokens if tokens else 0.0, ""),
+        growth=growth.bytes,
+    )
 
 
 def _wall(forecast: Forecast) -> float:

@@ -18,20 +18,30 @@ from scipy import sparse
 from frugalml.config import Budget
 from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast
+from frugalml.forecast import Forecast, rss_bytes, timed_mean, warm_up
 from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
 from frugalml.models.encoder import (
+    EmbeddingCache,
     Encoder,
     TextEncoder,
+    default_cache_dir,
     embed_for_training,
     load_encoder,
     unit_rows,
+    warm_encoder,
 )
 from frugalml.models.heads import LinearHead, softmax
 from frugalml.models.onnx_ngrams import OnnxNgramFeatures
 from frugalml.strategies.base import StrategyConfig, register_strategy
-from frugalml.strategies.frozen_probe import FrozenProbeConfig, FrozenProbeStrategy
-from frugalml.strategies.tfidf import NgramFeatures, TfidfConfig, TfidfStrategy, load_ngrams
+from frugalml.strategies.frozen_probe import encoder_calibration, synthetic_embeddings
+from frugalml.strategies.tfidf import (
+    NgramFeatures,
+    TfidfConfig,
+    head_scale,
+    import_sklearn,
+    load_ngrams,
+    ngram_calibration,
+)
 
 
 class HybridConfig(StrategyConfig):
@@ -183,20 +193,48 @@ class HybridStrategy:
         )
 
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
-        """The n-gram fit once per C, plus embedding what the cache lacks."""
-        c = self.config
-        ngram_part = (
-            TfidfStrategy(c.ngrams)
-            .forecast(train, val)
-            .scaled(len(c.Cs), f"n-gram fit × {len(c.Cs)} values of C")
+        """Encoder load, embedding what the cache lacks, vectorizing once, and the head once
+        per C: timed on the tfidf forecast's subsample with its embeddings beside the n-grams
+        (one fit at the middle C), scaled by lbfgs' work (`head_scale`). The n-gram and
+        encoder calibrations are the ones the tfidf and frozen_probe forecasts made, when
+        they ran on the same data."""
+        c, n = self.config, len(train)
+        warm_up(("scikit-learn",), import_sklearn)
+        warm_encoder(resolve_backbone(c.backbone))
+        base = rss_bytes()
+        cal = ngram_calibration(train, c.ngrams)
+        enc = encoder_calibration(c.backbone, c.max_length, c.batch_size, train, val)
+        embed = enc.embed(enc.uncached([*train.texts, *val.texts], c.cache))
+        sample = cal.sample
+        E = None
+        if c.cache:
+            E = EmbeddingCache(default_cache_dir(), enc.fingerprint).cached(sample.texts)
+        if E is None:  # not embedded yet: rows shaped like embeddings
+            E = synthetic_embeddings(sample.y, len(train.labels), enc.dim)
+        X = sparse.hstack([cal.X, sparse.csr_matrix(E * c.embedding_weight)], format="csr")
+        C = sorted(c.Cs)[len(c.Cs) // 2]
+        head = timed_mean(
+            lambda: LinearHead.fit(
+                X, sample.y, len(train.labels), C=C, class_weight=c.class_weight
+            ),
+            "",
+        ).scaled(len(c.Cs), "")
+        k = int(np.count_nonzero(train.class_counts()))
+        memory = (
+            enc.memory(len(enc.lengths))
+            + cal.memory(n, LinearHead.fit_bytes(n, cal.features_full + enc.dim, k))
+            + n * enc.dim * 12 * 2  # the embeddings as a sparse block, and hstack's copy
         )
-        embed_part = FrozenProbeStrategy(
-            FrozenProbeConfig(
-                backbone=c.backbone,
-                max_length=c.max_length,
-                batch_size=c.batch_size,
-                Cs=(1.0,),
-                cache=c.cache,
-            )
-        ).forecast(train, val)
-        return ngram_part + embed_part
+        scale = head_scale(
+            cal.n_sub,
+            n,
+            X.nnz,
+            (cal.X.nnz + cal.n_sub * enc.dim) * n / cal.n_sub,
+            X.shape[1],
+            cal.features_full + enc.dim,
+            k,
+        )
+        vectorize = cal.vectorize.scaled(n / cal.n_sub, f"n-grams of {cal.n_sub} of {n}, linearly")
+        basis = f"{len(c.Cs)} heads timed on {cal.n_sub}, scaled {scale:.1f}x by lbfgs' work"
+        parts = enc.load + embed + vectorize + head.scaled(scale, basis)
+        return parts.with_memory(memory, base)

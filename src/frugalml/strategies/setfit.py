@@ -22,10 +22,10 @@ from pydantic import Field
 from frugalml.config import Budget
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, stopwatch
+from frugalml.forecast import Forecast, memory_growth, rss_bytes, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.backbones import DEFAULT_BACKBONE, resolve_backbone
-from frugalml.models.encoder import Encoder, mean_pool, pad_batch
+from frugalml.models.encoder import Encoder, mean_pool, pad_batch, warm_encoder
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
 from frugalml.strategies.base import StrategyConfig, register_strategy
@@ -353,6 +353,14 @@ class SetfitStrategy:
     def forecast(self, train: Dataset, val: Dataset) -> Forecast:
         """Timed pair batches scaled to every pair's tokens (+25% for optimizer steps), plus
         embedding train and validation for the head once per epoch and once at the end."""
+        warm_encoder(resolve_backbone(self.config.backbone))
+        base = rss_bytes()
+        with memory_growth() as growth:
+            forecast, dim = self._timed(train, val)
+        n_texts = len(train) + len(val)  # embedded for the head: (texts, dim) float32, copies
+        return forecast.with_memory(growth.bytes + n_texts * (dim * 4 * 3 + 300), base)
+
+    def _timed(self, train: Dataset, val: Dataset) -> tuple[Forecast, int]:
         c = self.config
         with stopwatch() as load:
             encoder = Encoder(
@@ -374,11 +382,12 @@ class SetfitStrategy:
             per_token * pair_tokens * c.train.epochs * 1.25
             + per_token * FORWARD_SHARE * head_tokens * (c.train.epochs + 1)
         )
-        return load.forecast("load") + Forecast(
+        forecast = load.forecast("load") + Forecast(
             wall,
             wall * cpu_per_wall,
             f"{TIMED_BATCHES - 1} timed pair batches scaled to {len(pairs)} pairs",
         )
+        return forecast, encoder.dim
 
     def _fit_to_budget(
         self,

@@ -24,11 +24,11 @@ from torch import nn
 from frugalml.config import Budget
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
-from frugalml.forecast import Forecast, Stopwatch, stopwatch
+from frugalml.forecast import Forecast, Stopwatch, memory_growth, rss_bytes, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.backbones import resolve_backbone
 from frugalml.models.classifier_module import EncoderClassifier
-from frugalml.models.encoder import Encoder, pad_batch, sorted_batches
+from frugalml.models.encoder import Encoder, pad_batch, sorted_batches, warm_encoder
 from frugalml.models.encoder_head import EncoderHeadPredictor
 from frugalml.models.heads import LinearHead
 from frugalml.training.loop import (
@@ -260,7 +260,32 @@ def forecast_classifier(
     max_length: int,
     adapt: Callable[[nn.Module], nn.Module] = lambda encoder: encoder,
 ) -> Forecast:
-    """Time real optimizer steps and a validation pass on a few batches; scale by tokens."""
+    """Time real optimizer steps and a validation pass on a few batches; scale by tokens.
+
+    Memory: what the calibration's peak grew by (weights, gradients, optimizer state, a
+    batch's activations) plus the token ids of the data, held as Python lists."""
+    warm_encoder(backbone)
+    base = rss_bytes()
+    with memory_growth() as growth:
+        timing, tokens = _time_classifier(
+            train_data, val, backbone=backbone, config=config, max_length=max_length, adapt=adapt
+        )
+    return timing.with_memory(growth.bytes + tokens * TOKEN_ID_BYTES, base)
+
+
+# A token id in a Python list of ints: the pointer, and the int object beyond the small ones.
+TOKEN_ID_BYTES = 40
+
+
+def _time_classifier(
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    backbone: Path,
+    config: TrainConfig,
+    max_length: int,
+    adapt: Callable[[nn.Module], nn.Module],
+) -> tuple[Forecast, int]:
     with stopwatch() as load:
         encoder = Encoder(
             backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
@@ -284,13 +309,14 @@ def forecast_classifier(
     with stopwatch() as evaluation:
         predict_logits(model, val_ids[:256], encoder.pad_id, config.batch_size)
     eval_scale = len(val_ids) / max(1, min(256, len(val_ids)))
-    return (
+    forecast = (
         load.forecast("load")
         + watch.forecast("").scaled(
             per_epoch * config.epochs, f"2 timed steps scaled to {config.epochs} epochs of tokens"
         )
         + evaluation.forecast("").scaled(eval_scale * config.epochs, "validation each epoch")
     )
+    return forecast, sum(map(len, train_ids)) + sum(map(len, val_ids))
 
 
 class FineTuneSettings(Protocol):

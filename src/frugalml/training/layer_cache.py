@@ -22,10 +22,10 @@ from transformers.modeling_outputs import BaseModelOutput
 from frugalml.costs import CostMeter, transformer_flops
 from frugalml.data.dataset import Dataset
 from frugalml.errors import ConfigError
-from frugalml.forecast import Forecast, stopwatch
+from frugalml.forecast import Forecast, memory_growth, rss_bytes, stopwatch
 from frugalml.metrics import macro_f1
 from frugalml.models.classifier_module import EncoderClassifier
-from frugalml.models.encoder import Encoder, pad_batch, sorted_batches
+from frugalml.models.encoder import Encoder, pad_batch, sorted_batches, warm_encoder
 from frugalml.training.finetune import (
     FineTune,
     class_weights,
@@ -206,7 +206,39 @@ def forecast_top_layers(
     train_layers: int,
     max_length: int,
 ) -> Forecast:
-    """Time the lower pass on a sample and real optimizer steps on the top; scale by tokens."""
+    """Time the lower pass on a sample and real optimizer steps on the top; scale by tokens.
+
+    Memory: the calibration's peak growth (weights, optimizer state, a batch) plus every
+    text's cached lower-layer states, (tokens, hidden) each."""
+    warm_encoder(backbone)
+    base = rss_bytes()
+    with memory_growth() as growth:
+        timing, tokens, texts, dim = _time_top_layers(
+            train_data,
+            val,
+            backbone=backbone,
+            config=config,
+            train_layers=train_layers,
+            max_length=max_length,
+        )
+    width = 4 if tokens * dim * 4 <= FLOAT32_LIMIT else 2
+    states = tokens * dim * width + texts * TENSOR_BYTES
+    return timing.with_memory(growth.bytes + states, base)
+
+
+# What a small CPU tensor costs beyond its data: the Python object, storage and allocator slack.
+TENSOR_BYTES = 400
+
+
+def _time_top_layers(
+    train_data: Dataset,
+    val: Dataset,
+    *,
+    backbone: Path,
+    config: TrainConfig,
+    train_layers: int,
+    max_length: int,
+) -> tuple[Forecast, int, int, int]:
     with stopwatch() as load:
         encoder = Encoder(
             backbone, max_length=max_length, batch_size=config.batch_size, normalize=False
@@ -237,6 +269,7 @@ def forecast_top_layers(
     per_epoch = sum(len(x) for x in train_ids) * 1.1 / step_tokens  # ~10% padding left
     # Validation each epoch runs the top layers forward only: about a third of a step.
     val_share = sum(len(x) for x in val_ids) / max(1, sum(len(x) for x in train_ids)) / 3
+    texts = len(train_ids) + len(val_ids)
     return (
         load.forecast("load")
         + lower.forecast("").scaled(
@@ -245,5 +278,8 @@ def forecast_top_layers(
         + steps.forecast("").scaled(
             per_epoch * config.epochs * (1 + val_share),
             f"2 timed steps scaled to {config.epochs} epochs of tokens and validation",
-        )
+        ),
+        all_tokens,
+        texts,
+        encoder.dim,
     )
