@@ -8,7 +8,7 @@ round (down + up), client CPU-s, and the bytes per round full-model FedAvg would
 Writes benchmarks/results/federated_<data>.json.
 
     nice -n 10 python benchmarks/federated.py --data phrasebank --rounds 10 \
-        --rungs frozen_probe,lora [--head-solvers strategy,lbfgs] [--robust] [--dp]
+        --rungs frozen_probe,lora [--head-solvers strategy,lbfgs] [--robust] [--dp] [--secagg]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.data.split import Splits, split_off_validation
 from frugalml.federated import simulate
-from frugalml.federated.settings import Privacy
+from frugalml.federated.settings import Privacy, SecureAggregation
 from frugalml.strategies import get_strategy
 
 
@@ -118,6 +118,11 @@ def main() -> None:
     parser.add_argument(
         "--dp", nargs="?", const="8,1", default="", help="frozen_probe at these epsilons"
     )
+    parser.add_argument(
+        "--secagg",
+        action="store_true",
+        help="frozen_probe FedAvg without and with secure aggregation (SecAgg+), one run each",
+    )
     parser.add_argument("--skip-central", action="store_true")
     parser.add_argument("--central-only", action="store_true", help="no federated run")
     parser.add_argument("--tag", default="", help="suffix of the result file's name")
@@ -181,6 +186,13 @@ def main() -> None:
         write_result(name, result)
     if args.robust:
         result["robust"] = robustness(splits, work, args)
+        write_result(name, result)
+    if args.secagg:
+        result["secagg"] = {
+            kind: federated("frozen_probe", splits, work / f"secagg-{kind}", args, **more)
+            for kind, more in (("plain", {}), ("secagg", {"secagg": SecureAggregation()}))
+        }
+        print("secagg", result["secagg"], flush=True)
         write_result(name, result)
     if args.dp:
         result["dp"] = {

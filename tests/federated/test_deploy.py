@@ -209,3 +209,55 @@ def test_deployment_with_tls_and_node_auth_survives_a_killed_client_and_admits_a
     assert bundle.manifest.strategy == "lora"
     proba = bundle.predict_proba(["I lost my card", "what is my balance"])
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+
+
+@pytest.mark.slow  # another ~8 processes; the in-process test_secagg.py covers the protocol fast
+@pytest.mark.timeout(900)
+def test_deployment_with_secagg_aggregates_over_superlink(
+    tiny_backbone: Path, tmp_path: Path, processes: Processes
+) -> None:
+    """`--secagg` on the deployment runtime: SecAgg+'s four exchanges a round travel through
+    the SuperLink to three separate SuperNodes, whose context keeps each party's keys."""
+    import frugalml
+
+    fed = [sys.executable, "-m", "frugalml", "federate"]
+    keys = tmp_path / "keys"
+    subprocess.run([*fed, "certs", str(keys), "--clients", "3"], check=True, timeout=120)
+    splits = stratified_split(demo_dataset(), seed=0)
+    names = splits.train.labels
+
+    def csv_of(data: object, path: Path) -> Path:
+        return _write_csv(path, list(data.texts), [names[i] for i in data.y])  # type: ignore[attr-defined]
+
+    val = csv_of(splits.val, tmp_path / "val.csv")
+    parts = np.array_split(np.random.default_rng(0).permutation(len(splits.train)), 3)
+    port, out = _free_port(), tmp_path / "run"
+    server_cmd = [
+            *fed, "server", "--out", str(out), "--certs", str(keys), "--port", str(port),
+            *[a for i in range(3) for a in ("--allow", str(keys / f"client-{i}.pub"))],
+            "--val", str(val), "--rung", "frozen_probe", "--rounds", "2", "--secagg",
+            "--secagg-max-weight", "200", "--round-timeout", "600",
+            "--set", f"frozen_probe.backbone={tiny_backbone}",
+            "--set", "frozen_probe.max_length=32",
+    ]  # fmt: skip
+    processes.start("server", server_cmd, tmp_path / "home-server")
+    for i, p in enumerate(parts):
+        bank = csv_of(splits.train.subset(np.sort(p)), tmp_path / f"bank-{i}.csv")
+        client_cmd = [
+                *fed, "client", "--data", str(bank), "--superlink", f"127.0.0.1:{port}",
+                "--ca", str(keys / "ca.crt"), "--key", str(keys / f"client-{i}"),
+                "--port", str(_free_port()), "--wait", "600",
+        ]  # fmt: skip
+        processes.start(f"client-{i}", client_cmd, tmp_path / f"home-{i}")
+
+    server = processes.started["server"]
+    _wait(lambda: server.poll() is not None, 800, "the federated run to end")
+    assert server.returncode == 0, processes.log("server")[-3000:]
+    rounds = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    for r in rounds[1:]:
+        assert len(r["answered"]) == 3 and r["failed"] == 0
+        assert r["bytes_up"] > 0 and r["val_accuracy"] is not None
+    bundle = frugalml.load(out / "bundle")
+    proba = bundle.predict_proba(["I lost my card", "what is my balance"])
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)

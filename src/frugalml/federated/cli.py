@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from frugalml.federated.settings import SecureAggregation
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -61,6 +64,29 @@ def simulate(
         int, typer.Option(min=0, help="Experiments: this many clients attack.")
     ] = 0,
     attack: Annotated[str, typer.Option(help="flip (labels) or scale (the update).")] = "scale",
+    secagg: Annotated[
+        bool,
+        typer.Option(
+            help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of the "
+            "parties' updates (fedavg/fedprox; values quantized, see README)."
+        ),
+    ] = False,
+    secagg_shares: Annotated[
+        float, typer.Option(help="SecAgg+: parties a key is shared among (<= 1: a share).")
+    ] = 1.0,
+    secagg_threshold: Annotated[
+        float, typer.Option(help="SecAgg+: shares that rebuild a key (<= 1: a share).")
+    ] = 0.6,
+    secagg_clip: Annotated[
+        float, typer.Option(help="SecAgg+: weighted values are quantized over +-this.")
+    ] = 8.0,
+    secagg_max_weight: Annotated[
+        int | None,
+        typer.Option(
+            help="SecAgg+: the largest party's examples (default: simulate's "
+            "largest partition; a server's 10,000)."
+        ),
+    ] = None,
     text_col: Annotated[str | None, typer.Option(help="Column with the text.")] = None,
     label_col: Annotated[str | None, typer.Option(help="Column with the label.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -93,6 +119,7 @@ def simulate(
         head_rounds=head_rounds,
         head_epochs=head_epochs,
         privacy=privacy,
+        secagg=_secagg(secagg, secagg_shares, secagg_threshold, secagg_clip, secagg_max_weight),
         attacks=dict.fromkeys(range(byzantine), attack),
         text_col=text_col,
         label_col=label_col,
@@ -175,6 +202,29 @@ def server(
     dp_epsilon: Annotated[float | None, typer.Option(help="Client-level DP epsilon.")] = None,
     dp_delta: Annotated[float, typer.Option()] = 1e-5,
     dp_clip: Annotated[float, typer.Option()] = 1.0,
+    secagg: Annotated[
+        bool,
+        typer.Option(
+            help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of the "
+            "parties' updates (fedavg/fedprox; values quantized, see README)."
+        ),
+    ] = False,
+    secagg_shares: Annotated[
+        float, typer.Option(help="SecAgg+: parties a key is shared among (<= 1: a share).")
+    ] = 1.0,
+    secagg_threshold: Annotated[
+        float, typer.Option(help="SecAgg+: shares that rebuild a key (<= 1: a share).")
+    ] = 0.6,
+    secagg_clip: Annotated[
+        float, typer.Option(help="SecAgg+: weighted values are quantized over +-this.")
+    ] = 8.0,
+    secagg_max_weight: Annotated[
+        int | None,
+        typer.Option(
+            help="SecAgg+: the largest party's examples (default: simulate's "
+            "largest partition; a server's 10,000)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
 ) -> None:
     """Run a federation on Flower's deployment runtime: a SuperLink with TLS that admits only
@@ -211,6 +261,7 @@ def server(
         privacy=None
         if dp_epsilon is None
         else Privacy(epsilon=dp_epsilon, delta=dp_delta, clip=dp_clip),
+        secagg=_secagg(secagg, secagg_shares, secagg_threshold, secagg_clip, secagg_max_weight),
         round_timeout_s=round_timeout,
     )
     report = serve(
@@ -260,3 +311,18 @@ def _rung_options(overrides: list[str] | None, rung: str) -> dict[str, object]:
     if unknown:
         raise ConfigError(f"--set names {unknown[0]}, but --rung is {rung}")
     return dict(options.get(rung, {}))
+
+
+def _secagg(
+    on: bool, shares: float, threshold: float, clip: float, max_weight: int | None
+) -> SecureAggregation | None:
+    from frugalml.federated.settings import SecureAggregation
+
+    if not on:
+        return None
+    return SecureAggregation(
+        num_shares=shares,
+        reconstruction_threshold=threshold,
+        clipping_range=clip,
+        max_weight=max_weight,
+    )

@@ -24,6 +24,7 @@ from frugalml.costs import CostMeter
 from frugalml.data.dataset import Dataset
 from frugalml.federated.head_solve import confusion, loss_grad
 from frugalml.federated.partition import local_split, read_client
+from frugalml.federated.secure import secure_mod
 from frugalml.federated.settings import global_round
 from frugalml.federated.task import FineTuneJob, HeadJob, Job, State, build_job
 
@@ -42,7 +43,7 @@ def make_client_app(
 ) -> ClientApp:
     """A ClientApp reading simulated partitions from `partitions` (None: the node config's
     `data` file); `attacks` makes some clients Byzantine (simulation only, for experiments)."""
-    app = ClientApp()
+    app = ClientApp(mods=[secure_mod])  # a server's --secagg rounds go through SecAgg+
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.serverapp import Grid, ServerApp
 
 from frugalml.costs import CostCard, CostMeter
@@ -68,6 +69,11 @@ class MeteredGrid:
     def __init__(self, grid: Grid, ledger: Ledger) -> None:
         self._grid = grid
         self._ledger = ledger
+        self._config = ConfigRecord()  # the round's, for SecAgg+'s messages that carry none
+
+    def expect(self, config: ConfigRecord) -> None:
+        """Book the messages that follow, carrying no config of their own, to this round."""
+        self._config = config
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
@@ -79,15 +85,16 @@ class MeteredGrid:
         replies = list(self._grid.send_and_receive(sent, timeout=timeout))
         if not sent:
             return replies
-        config = cast(ConfigRecord, sent[0].content["config"])
+        content = sent[0].content
+        config = cast(ConfigRecord, content.get("config", self._config))
         entry = self._ledger.at(global_round(config))
         entry.stage = str(config.get("stage") or config.get("rung", ""))
-        entry.bytes_down += sum(_array_bytes(m) for m in sent)
+        entry.bytes_down += sum(_payload_bytes(m) for m in sent)
         for reply in replies:
             if not reply.has_content():
                 entry.failed += 1
                 continue
-            entry.bytes_up += _array_bytes(reply)
+            entry.bytes_up += _payload_bytes(reply)
             if "metrics" in reply.content and sent[0].metadata.message_type in ("train", "query"):
                 self._client_metrics(entry, cast(MetricRecord, reply.content["metrics"]))
         return replies
@@ -109,12 +116,19 @@ class MeteredGrid:
         self._ledger.client_cards.setdefault(client, []).append(card)
 
 
-def _array_bytes(message: Message) -> int:
-    return sum(
-        record.count_bytes()
-        for record in message.content.values()
-        if isinstance(record, ArrayRecord)
-    )
+def _payload_bytes(message: Message) -> int:
+    """The arrays a message carries, and with --secagg the SecAgg+ record (public keys,
+    encrypted key shares, masked states, unmasking shares)."""
+    content = message.content
+    secure = content.get(RECORD_KEY_CONFIGS)
+    arrays = sum(r.count_bytes() for r in content.values() if isinstance(r, ArrayRecord))
+    return arrays + (0 if secure is None else _config_bytes(cast(ConfigRecord, secure)))
+
+
+def _config_bytes(record: ConfigRecord) -> int:
+    """As `ConfigRecord.count_bytes` (8 per number), which fails on an empty list."""
+    values = [x for v in record.values() for x in (v if isinstance(v, list) else [v])]
+    return sum(len(x) if isinstance(x, str | bytes) else 8 for x in values)
 
 
 def make_server_app(settings: FederationSettings, run_dir: Path, resume: bool = False) -> ServerApp:
@@ -195,6 +209,18 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path, resume: bo
             evaluate(max(ledger.rounds), ArrayRecord(job.state()))
         else:
             metered = cast(Grid, MeteredGrid(grid, ledger))
+            if settings.secagg is not None:  # --secagg: rounds through SecAgg+ (secure.py)
+                from frugalml.federated.secure import SecureGrid
+
+                metered = cast(
+                    Grid,
+                    SecureGrid(
+                        metered,
+                        settings.secagg,
+                        timeout=settings.round_timeout_s,
+                        on_round=cast(MeteredGrid, metered).expect,
+                    ),
+                )
             if done < settings.head_rounds:
                 warm_up_head(metered, settings, cast(FineTuneJob, job), sent, evaluate, done)
             offset = max(done, settings.head_rounds)

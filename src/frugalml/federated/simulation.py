@@ -13,7 +13,7 @@ from frugalml.data.dataset import Dataset
 from frugalml.data.split import Splits, stratified_split
 from frugalml.errors import ConfigError, MissingExtraError, installed
 from frugalml.federated.partition import partition, write_client
-from frugalml.federated.settings import FederationSettings, Privacy
+from frugalml.federated.settings import FederationSettings, Privacy, SecureAggregation
 from frugalml.ladder.run_dir import prepare_run_dir
 
 
@@ -30,6 +30,7 @@ def simulate(
     options: dict[str, Any] | None = None,
     min_clients: int | None = None,
     privacy: Privacy | None = None,
+    secagg: SecureAggregation | None = None,
     attacks: dict[int, str] | None = None,
     text_col: str | None = None,
     label_col: str | None = None,
@@ -53,14 +54,8 @@ def simulate(
         splits = stratified_split(dataset, seed=seed)
         column = _column(data, partition_by, splits.train, text_col)
     parts = partition(splits.train, partition_by, clients, seed=seed, column=column)
-    _require_flower()  # after the arguments are checked: those errors need no Ray
-    run_dir = _fresh_run_dir(Path(out), force=force)
-    (run_dir / "clients").mkdir()
-    (run_dir / "central").mkdir()
-    for i, rows in enumerate(parts):
-        write_client(run_dir / "clients" / f"client-{i}.json", splits.train.subset(rows))
-    write_client(run_dir / "central" / "val.json", splits.val)
-    write_client(run_dir / "central" / "test.json", splits.test)
+    if secagg is not None and secagg.max_weight is None:  # weights n / largest <= 1
+        secagg = secagg.model_copy(update={"max_weight": max(len(rows) for rows in parts)})
     settings = FederationSettings(
         rung=rung,
         options=options or {},
@@ -71,6 +66,7 @@ def simulate(
         clients=len(parts),
         min_clients=min_clients or len(parts),
         privacy=privacy,
+        secagg=secagg,
         seed=seed,
         data_fingerprint=splits.train.fingerprint(),
         partition=partition_by,
@@ -78,6 +74,14 @@ def simulate(
         **more,
     )
     settings.check_solver()
+    _require_flower()  # after the arguments are checked: those errors need no Ray
+    run_dir = _fresh_run_dir(Path(out), force=force)
+    (run_dir / "clients").mkdir()
+    (run_dir / "central").mkdir()
+    for i, rows in enumerate(parts):
+        write_client(run_dir / "clients" / f"client-{i}.json", splits.train.subset(rows))
+    write_client(run_dir / "central" / "val.json", splits.val)
+    write_client(run_dir / "central" / "test.json", splits.test)
     run(settings, run_dir, workers=workers)
     return dict(json.loads((run_dir / "report.json").read_text(encoding="utf-8")))
 
