@@ -8,10 +8,15 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 import frugalml
 from frugalml.apps import recommend
+from frugalml.apps.recommend.data import Catalogue
+from frugalml.apps.recommend.model import Recommender, Scorer
+from frugalml.apps.recommend.serving import Indexes
+from frugalml.models.vector_index import IndexMismatchError, VectorIndex
 from frugalml.serve.extensions import APP_FILE
 from tests.serve.harness import serving, wait_ready
 
@@ -83,3 +88,29 @@ def test_an_ease_bundle_is_claimed_by_its_task_and_refuses_text(ease_bundle: Pat
         assert all(int(i["item"][1:]) >= 10 for i in similar["items"])
         response = httpx.post(url + "/v1/similar", json={"text": "space war"})
         assert response.status_code == 422 and "cannot embed" in response.text
+
+
+def _vector_recommender(vectors: np.ndarray, graph: np.ndarray | None) -> Recommender:
+    n = len(vectors)
+    arrays = {"vectors": vectors} | ({"index": graph} if graph is not None else {})
+    return Recommender(
+        Catalogue(tuple(f"i{i}" for i in range(n)), tuple(f"item {i}" for i in range(n))),
+        ("u0",), np.array([0, 2]), np.array([0, 1]), np.zeros(n, np.float32),
+        Scorer("vectors", arrays, {"half_life": 0.0}),
+    )  # fmt: skip
+
+
+def test_a_graph_saved_with_the_bundle_is_served_above_the_threshold_only() -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    graph = VectorIndex(vectors, exact_below=0).arrays()["hnsw"]
+    model = _vector_recommender(vectors, graph)
+    index = Indexes(exact_below=100).of(model)
+    assert index is not None and index.kind == "hnsw"
+    assert (index.search(vectors[:20], 1)[0][:, 0] == np.arange(20)).all()
+    assert Indexes(exact_below=1000).of(model).kind == "exact"  # type: ignore[union-attr]
+    stale = VectorIndex(vectors[:250], exact_below=0).arrays()["hnsw"]  # not these vectors
+    with pytest.raises(IndexMismatchError, match="rebuild"):
+        Indexes(exact_below=100).of(_vector_recommender(vectors, stale))

@@ -4,8 +4,10 @@ recall vs exact search).
 
 A bundle is claimed by its task ("recommendation"); an application folder (`app.json`:
 `{"app": "recommend", "bundle": "model", "exact_below": 50000}`) may set the index's size
-threshold. Requests are micro-batched by operation through the server's `ServeContext`, so
-they share its limits, auth and metrics. Only light imports at the top (see extensions.py).
+threshold. A content bundle may carry its HNSW graph (scorer array `index`), used above that
+threshold instead of building one at the first request. Requests are micro-batched by
+operation through the server's `ServeContext`, so they share its limits, auth and metrics.
+Only light imports at the top (see extensions.py).
 """
 
 from __future__ import annotations
@@ -73,8 +75,13 @@ class Indexes:
             if self._built is None or self._built[0] != id(model):
                 index = None
                 if model.scorer.kind == "vectors":
+                    vectors = model.item_vectors()
+                    # a graph saved with the bundle (scorer array "index", from
+                    # `VectorIndex.arrays()`): a large catalogue's is minutes to build
+                    saved = model.scorer.arrays.get("index")
+                    graph = saved if len(vectors) >= self.exact_below else None
                     index = VectorIndex(
-                        model.item_vectors(), exact_below=self.exact_below, extra="recommend"
+                        vectors, graph=graph, exact_below=self.exact_below, extra="recommend"
                     )
                     self.recall = index.recall_vs_exact()
                 self._built = (id(model), index)
