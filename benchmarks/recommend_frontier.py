@@ -5,7 +5,10 @@ Issue 15 asks for NDCG@10 ≥ .39 with coverage@10 ≥ .07 (random 75/25 split, 
 train + validation and scored on test at several log-popularity weights (negative: the long
 tail lifted): EASE (dense, λ=250, the ladder's choice), a blend of standardised EASE, ALS and
 item-kNN scores, and a LightGBM lambdarank re-ranker over the union of the three's top 50
-(features: each one's standardised score and log rank, log popularity, log history length).
+(features: each one's standardised score and log rank, log popularity, log history length),
+learning a ranking anew or boosted from EASE's score (LightGBM's init_score). And EASE
+reweighted among its own top N only ("pooled": standardised over those N, not the whole
+catalogue), N and the weight chosen on the holdout.
 The blend's weights and the ranker are learned leak-free on train + validation alone: a random
 25% of each user's events held out, the base models fitted on the rest. Each family's weight
 is then chosen on that holdout under the coverage floor, as the ladder chooses it.
@@ -33,6 +36,8 @@ from recommend_vs_peers import TARGETS, ease, implicit_model, matrix, outcomes_o
 WEIGHTS = (0.0, -0.1, -0.2, -0.3, -0.4, -0.5, -0.75)
 BLENDS = [(a, b) for a in (0.0, 0.1, 0.2, 0.35) for b in (0.0, 0.1, 0.2)]  # ALS, kNN
 TOP = 50  # candidates per base model for the re-ranker
+# (pool size, weight): popularity reweighting among EASE's top `pool` only
+POOLED = [(n, w) for n in (30, 50, 100) for w in (-0.3, -0.5, -0.75, -1.0, -1.25)]
 
 
 def binary(events: Interactions) -> Any:
@@ -94,7 +99,9 @@ def candidates(X: Any, Z: dict[str, np.ndarray], prior: np.ndarray, users: np.nd
     return out
 
 
-def train_ranker(rows: list, users: np.ndarray, wanted: Interactions) -> Any:
+def train_ranker(rows: list, users: np.ndarray, wanted: Interactions, from_ease: bool) -> Any:
+    """A lambdarank booster; `from_ease`: boosted from EASE's standardised score (column 0)
+    as its initial score, so it learns corrections to EASE rather than a ranking anew."""
     import lightgbm as lgb
 
     xs, ys, sizes = [], [], []
@@ -110,17 +117,21 @@ def train_ranker(rows: list, users: np.ndarray, wanted: Interactions) -> Any:
         "num_leaves": 15, "min_data_in_leaf": 50, "seed": 0, "num_threads": 1,
         "verbosity": -1, "deterministic": True,
     }  # fmt: skip
-    learn = lgb.Dataset(x[:n], y[:n], group=sizes[:cut])
-    stop = lgb.Dataset(x[n:], y[n:], group=sizes[cut:])
+    init = x[:, 0] if from_ease else np.zeros(len(x), np.float32)
+    learn = lgb.Dataset(x[:n], y[:n], group=sizes[:cut], init_score=init[:n])
+    stop = lgb.Dataset(x[n:], y[n:], group=sizes[cut:], init_score=init[n:])
     return lgb.train(params, learn, 500, valid_sets=[stop],
                      callbacks=[lgb.early_stopping(30, verbose=False)])  # fmt: skip
 
 
-def ranked(booster: Any, rows: list, users: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def ranked(
+    booster: Any, rows: list, users: np.ndarray, shape: tuple[int, int], from_ease: bool
+) -> np.ndarray:
     """Candidates by the ranker (standardised over the candidates), every other item below."""
     out = np.full(shape, -1e6, np.float32)
     for u, (cand, x) in zip(users, rows, strict=True):
-        out[u, cand] = standardised(booster.predict(x, num_threads=1)[None])[0]
+        score = booster.predict(x, num_threads=1) + (x[:, 0] if from_ease else 0.0)
+        out[u, cand] = standardised(score[None])[0]
     return out
 
 
@@ -131,10 +142,11 @@ def family(
     test: Interactions,
     floor: float,
     test_pop: np.ndarray,
+    settings: Any = WEIGHTS,
 ) -> dict[str, Any]:
     """Test figures at every weight, and the weight the holdout chooses under the floor."""
     points, choices = [], []
-    for w in WEIGHTS:
+    for w in settings:
         q = scored(outcomes_of(make("test", w), test, test_pop))
         h = quick(make("learn", w), learn)
         points.append({"weight": w, **q, "holdout_ndcg@10": round(h[0], 4),
@@ -173,34 +185,59 @@ def main() -> None:
         a, b = blend_pick
         return np.asarray(Z["ease"] + a * Z["als"] + b * Z["knn"] + w * prior)
 
-    rows = {s: candidates(*fitted[s], users[s]) for s in fitted}
-    booster = train_ranker(rows["learn"], users["learn"], held)
-    base = {s: ranked(booster, rows[s], users[s], fitted[s][1]["ease"].shape) for s in fitted}
-
-    def ranker_at(split: str, w: float) -> np.ndarray:
-        out = base[split].copy()
-        prior = fitted[split][2]
-        for u, (cand, _) in zip(users[split], rows[split], strict=True):
-            out[u, cand] += w * prior[cand]
+    def pooled_at(split: str, setting: tuple[int, float]) -> np.ndarray:
+        """EASE's top `n` unseen items standardised among themselves, plus w · log
+        popularity; every other item below them."""
+        X, Z, prior = fitted[split]
+        n, w = setting
+        masked = Z["ease"].copy()
+        masked[X.nonzero()] = -np.inf
+        top = np.argpartition(-masked, n - 1, axis=1)[:, :n]
+        values = standardised(np.take_along_axis(Z["ease"], top, 1)) + w * prior[top]
+        out = np.full(masked.shape, -1e6, np.float32)
+        np.put_along_axis(out, top, values, 1)
         return out
+
+    rows = {s: candidates(*fitted[s], users[s]) for s in fitted}
+
+    def ranker(from_ease: bool) -> tuple[Any, Any]:
+        booster = train_ranker(rows["learn"], users["learn"], held, from_ease)
+        shape = fitted["test"][1]["ease"].shape
+        base = {s: ranked(booster, rows[s], users[s], shape, from_ease) for s in fitted}
+
+        def at(split: str, w: float) -> np.ndarray:
+            out = base[split].copy()
+            prior = fitted[split][2]
+            for u, (cand, _) in zip(users[split], rows[split], strict=True):
+                out[u, cand] += w * prior[cand]
+            return out
+
+        return booster, at
 
     floor = TARGETS["coverage@10"]
     result = {
         "protocol": "random 75/25, seed 0, 10% cold items out; fitted on train + validation",
         "targets": TARGETS,
         "ease": family("ease", ease_at, learn, test, floor, test_pop),
+        "ease_pooled": family("ease_pooled", pooled_at, learn, test, floor, test_pop, POOLED),
         "blend": {
             "als_knn_weights": blend_pick,
             **family("blend", blend_at, learn, test, floor, test_pop),
         },
-        "lambdarank": {
-            "trees": booster.best_iteration,
-            **family("lambdarank", ranker_at, learn, test, floor, test_pop),
+        **{
+            name: {
+                "trees": booster.best_iteration,
+                **family(name, at, learn, test, floor, test_pop),
+            }
+            for name, (booster, at) in (
+                ("lambdarank", ranker(False)),
+                ("lambdarank_from_ease", ranker(True)),
+            )
         },
         "bench_cpu_s": round(time.process_time() - started, 1),
         "machine": machine(),
     }
-    for name in ("ease", "blend", "lambdarank"):
+    for name in ("ease", "ease_pooled", "blend", "lambdarank", "lambdarank_from_ease"):
         wide = [p for p in result[name]["points"] if p["coverage@10"] >= floor]
         result[name]["best_test_ndcg_at_coverage>=.07"] = max(
             (p["ndcg@10"] for p in wide), default=None
