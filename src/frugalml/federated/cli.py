@@ -17,6 +17,32 @@ app = typer.Typer(
 )
 
 
+# SecAgg+ options, shared by `simulate` and `server`.
+SecAgg = Annotated[
+    bool,
+    typer.Option(
+        help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of the "
+        "parties' updates (fedavg/fedprox; values quantized, see README)."
+    ),
+]
+SecAggShares = Annotated[
+    float, typer.Option(help="SecAgg+: parties a key is shared among (<= 1: a share).")
+]
+SecAggThreshold = Annotated[
+    float, typer.Option(help="SecAgg+: shares that rebuild a key (<= 1: a share).")
+]
+SecAggClip = Annotated[
+    float, typer.Option(help="SecAgg+: weighted values are quantized over +-this.")
+]
+SecAggMaxWeight = Annotated[
+    int | None,
+    typer.Option(
+        help="SecAgg+: the largest party's examples (default: simulate's "
+        "largest partition; a server's 10,000)."
+    ),
+]
+
+
 @app.command()
 def simulate(
     data: Annotated[Path, typer.Argument(help="One labelled file, split into clients.")],
@@ -64,29 +90,11 @@ def simulate(
         int, typer.Option(min=0, help="Experiments: this many clients attack.")
     ] = 0,
     attack: Annotated[str, typer.Option(help="flip (labels) or scale (the update).")] = "scale",
-    secagg: Annotated[
-        bool,
-        typer.Option(
-            help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of the "
-            "parties' updates (fedavg/fedprox; values quantized, see README)."
-        ),
-    ] = False,
-    secagg_shares: Annotated[
-        float, typer.Option(help="SecAgg+: parties a key is shared among (<= 1: a share).")
-    ] = 1.0,
-    secagg_threshold: Annotated[
-        float, typer.Option(help="SecAgg+: shares that rebuild a key (<= 1: a share).")
-    ] = 0.6,
-    secagg_clip: Annotated[
-        float, typer.Option(help="SecAgg+: weighted values are quantized over +-this.")
-    ] = 8.0,
-    secagg_max_weight: Annotated[
-        int | None,
-        typer.Option(
-            help="SecAgg+: the largest party's examples (default: simulate's "
-            "largest partition; a server's 10,000)."
-        ),
-    ] = None,
+    secagg: SecAgg = False,
+    secagg_shares: SecAggShares = 1.0,
+    secagg_threshold: SecAggThreshold = 0.6,
+    secagg_clip: SecAggClip = 8.0,
+    secagg_max_weight: SecAggMaxWeight = None,
     text_col: Annotated[str | None, typer.Option(help="Column with the text.")] = None,
     label_col: Annotated[str | None, typer.Option(help="Column with the label.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -202,29 +210,11 @@ def server(
     dp_epsilon: Annotated[float | None, typer.Option(help="Client-level DP epsilon.")] = None,
     dp_delta: Annotated[float, typer.Option()] = 1e-5,
     dp_clip: Annotated[float, typer.Option()] = 1.0,
-    secagg: Annotated[
-        bool,
-        typer.Option(
-            help="Secure aggregation (Flower's SecAgg+): the server sees only the sum of the "
-            "parties' updates (fedavg/fedprox; values quantized, see README)."
-        ),
-    ] = False,
-    secagg_shares: Annotated[
-        float, typer.Option(help="SecAgg+: parties a key is shared among (<= 1: a share).")
-    ] = 1.0,
-    secagg_threshold: Annotated[
-        float, typer.Option(help="SecAgg+: shares that rebuild a key (<= 1: a share).")
-    ] = 0.6,
-    secagg_clip: Annotated[
-        float, typer.Option(help="SecAgg+: weighted values are quantized over +-this.")
-    ] = 8.0,
-    secagg_max_weight: Annotated[
-        int | None,
-        typer.Option(
-            help="SecAgg+: the largest party's examples (default: simulate's "
-            "largest partition; a server's 10,000)."
-        ),
-    ] = None,
+    secagg: SecAgg = False,
+    secagg_shares: SecAggShares = 1.0,
+    secagg_threshold: SecAggThreshold = 0.6,
+    secagg_clip: SecAggClip = 8.0,
+    secagg_max_weight: SecAggMaxWeight = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
 ) -> None:
     """Run a federation on Flower's deployment runtime: a SuperLink with TLS that admits only
