@@ -273,3 +273,64 @@ def test_a_negative_popularity_weight_lifts_the_long_tail(ease_run: frugalml.Fit
     lifted = model.reweighted(plain, -2.0)
     top = lambda s: np.argsort(-s, axis=1)[:, :3]  # noqa: E731
     assert model.popularity[top(lifted)].mean() < model.popularity[top(plain)].mean()
+
+
+def test_a_pool_reweights_only_each_users_best_unseen_items(
+    ease_run: frugalml.FitResult,
+) -> None:
+    model = ease_run.bundle.predictor
+    assert isinstance(model, Recommender)
+    rows = [r for r in (model.history(u) for u in model.user_ids) if r is not None]
+    plain = model.scorer.score(rows, len(model.catalogue))
+    prior = model.log_popularity()
+    pooled = model.reweighted(plain, -2.0, pool=4, seen=rows)
+    for r, row in enumerate(rows):
+        unseen = np.setdiff1d(np.arange(plain.shape[1]), row)
+        best = unseen[np.argsort(-plain[r, unseen], kind="stable")]
+        pool, rest = best[:4], best[4:]
+        # the pool is the scorer's best 4, reordered by the weight; the rest below, in order
+        z = (plain[r, pool] - plain[r, pool].mean()) / plain[r, pool].std()
+        assert np.allclose(pooled[r, pool], z - 2.0 * prior[pool], atol=1e-5)
+        assert pooled[r, pool].min() > pooled[r, rest].max()
+        assert (np.diff(pooled[r, rest]) <= 1e-6).all()
+    whole = model.reweighted(plain, -2.0)  # the whole catalogue: obscure items pulled up
+    assert not np.allclose(np.argsort(-pooled, 1)[:, :4], np.argsort(-whole, 1)[:, :4])
+
+
+def test_validation_quality_from_the_top_10_equals_the_registrys() -> None:
+    from frugalml.apps.recommend.rungs import _quality
+
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((30, 50)).astype(np.float32)
+    relevance = (rng.random((30, 50)) < 0.1).astype(np.float32)
+    outcomes = Outcomes(relevance=relevance, scores=scores, item_popularity=np.zeros(50))
+    registry = evaluate(outcomes, ["ndcg@10", "coverage@10"])
+    assert _quality(outcomes) == pytest.approx(
+        (registry["ndcg_at_10"][0], registry["coverage_at_10"][0])
+    )
+
+
+def test_the_pool_is_chosen_with_the_weight_pinned_by_the_refit_and_saved(
+    parts: recommend.RecSplits, tmp_path: Path
+) -> None:
+    from frugalml.apps.recommend.rungs import EaseConfig, EaseStrategy, _scored
+
+    def fitted(weights: tuple[float, ...], pools: tuple[int | None, ...]) -> Recommender:
+        config = EaseConfig(lambdas=(10.0,), popularity_weights=weights, pools=pools,
+                            min_coverage=0.0)  # fmt: skip
+        return EaseStrategy(config).fit(parts.train, parts.val, budget=None, meter=CostMeter())  # type: ignore[arg-type]
+
+    tried = {p: _scored(fitted((-2.0,), (p,)), parts.val)[0] for p in (None, 3, 8)}
+    chosen = fitted((-2.0,), (None, 3, 8)).scorer.settings
+    assert chosen["popularity"] == -2.0
+    assert tried[chosen["pool"]] == max(tried.values())
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("ease",),
+        options={"ease": {"lambdas": [10.0], "popularity_weights": [0.0, -2.0],
+                          "pools": [3, 8], "min_coverage": 0.0}},
+    )  # fmt: skip
+    first = frugalml.load(tmp_path / "run" / "bundle").predictor
+    assert isinstance(first, Recommender) and first.pool in (3, 8, None)
+    loaded = frugalml.load(result.bundle.path).predictor  # the refit, from its files
+    assert isinstance(loaded, Recommender)
+    assert (loaded.popularity_weight, loaded.pool) == (first.popularity_weight, first.pool)

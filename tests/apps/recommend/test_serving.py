@@ -15,7 +15,7 @@ import frugalml
 from frugalml.apps import recommend
 from frugalml.apps.recommend.data import Catalogue
 from frugalml.apps.recommend.model import Recommender, Scorer
-from frugalml.apps.recommend.serving import Indexes
+from frugalml.apps.recommend.serving import Indexes, top_k
 from frugalml.models.vector_index import IndexMismatchError, VectorIndex
 from frugalml.serve.extensions import APP_FILE
 from tests.serve.harness import serving, wait_ready
@@ -114,3 +114,38 @@ def test_a_graph_saved_with_the_bundle_is_served_above_the_threshold_only() -> N
     stale = VectorIndex(vectors[:250], exact_below=0).arrays()["hnsw"]  # not these vectors
     with pytest.raises(IndexMismatchError, match="rebuild"):
         Indexes(exact_below=100).of(_vector_recommender(vectors, stale))
+
+
+def test_a_pooled_bundle_serves_what_it_was_evaluated_on(
+    parts: recommend.RecSplits, tmp_path: Path
+) -> None:
+    result = recommend.fit(
+        parts, out=tmp_path / "run", strategies=("ease",), refit=False,
+        options={"ease": {"lambdas": [10.0], "popularity_weights": [-2.0], "pools": [4]}},
+    )  # fmt: skip
+    model = frugalml.load(result.bundle.path).predictor
+    assert isinstance(model, Recommender) and (model.popularity_weight, model.pool) == (-2.0, 4)
+    with serving(result.bundle.path) as url:
+        wait_ready(url)
+        for user in ("u0", "u1", "u7"):
+            history = model.history(user)
+            assert history is not None
+            expected = model.recommend(history, 4, exclude=history)[0]
+            served = httpx.post(url + "/v1/recommend", json={"user": user, "k": 4}).json()
+            ids = [model.catalogue.ids[i] for i in expected]
+            assert [i["item"] for i in served["items"]] == ids
+
+
+def test_an_index_ranks_a_pool_as_scoring_every_item_does() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((200, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    model = _vector_recommender(vectors, None)
+    model.popularity = rng.random(200).astype(np.float32)
+    model.scorer.settings |= {"popularity": -1.0, "pool": 20}
+    index = Indexes(exact_below=1000).of(model)
+    for history in (np.array([0, 5, 9]), np.array([17])):
+        exact = model.recommend(history, 10, exclude=history)
+        found = top_k(model, index, history, 10, exclude=True)
+        assert found[0].tolist() == exact[0].tolist()
+        assert np.allclose(found[1], exact[1], atol=1e-4)

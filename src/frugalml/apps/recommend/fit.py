@@ -46,7 +46,7 @@ def fit(
     validation figures are on events it trained on: read its test figures.
 
     `min_coverage` (default: each rung's, 0.07) is the validation coverage@10 a learned rung's
-    popularity weight must reach (see `rungs.RankerConfig`).
+    popularity weight and pool must reach (see `rungs.RankerConfig`); the refit pins both.
     """
     if min_coverage is not None:
         given = dict(options.pop("options", None) or {})
@@ -64,8 +64,10 @@ def fit(
     if rung in TUNED and isinstance(chosen.bundle.predictor, Recommender):
         field, setting = TUNED[rung]
         value = chosen.bundle.predictor.scorer.settings[setting]
-        weight = chosen.bundle.predictor.scorer.settings.get("popularity", 0.0)
-        given[rung] = {**given.get(rung, {}), field: [value], "popularity_weights": [weight]}
+        settings = chosen.bundle.predictor.scorer.settings
+        pinned = {field: [value], "popularity_weights": [settings.get("popularity", 0.0)],
+                  "pools": [settings.get("pool")]}  # fmt: skip
+        given[rung] = {**given.get(rung, {}), **pinned}
     whole = interactions_of(splits.train).plus(interactions_of(splits.val))
     result = frugalml.fit(
         whole.dataset("train+validation"), val=splits.val, test=splits.test,

@@ -154,30 +154,96 @@ class Recommender:
         """(len(rows), n_items) scores of histories; popularity breaks ties (an empty
         history gets popularity alone)."""
         scores = self.scorer.score(rows, len(self.catalogue))
-        return self._finish(scores, rows, self.popularity_weight)
+        return self._finish(scores, rows, self.popularity_weight, self.pool)
 
     @property
     def popularity_weight(self) -> float:
         return float(self.scorer.settings.get("popularity", 0) or 0)
 
-    def _finish(self, scores: np.ndarray, rows: Sequence[np.ndarray], weight: float) -> np.ndarray:
-        """The scorer's scores reweighted by popularity, ties broken, empty histories filled."""
+    @property
+    def pool(self) -> int | None:
+        """Candidates per user the scores are standardised over before the popularity weight
+        is added (None: the whole catalogue); see `reweighted`."""
+        size = self.scorer.settings.get("pool")
+        return None if size is None else int(size)
+
+    def _finish(
+        self,
+        scores: np.ndarray,
+        rows: Sequence[np.ndarray],
+        weight: float,
+        pool: int | None = None,
+        standard: tuple[np.ndarray, np.ndarray | None] | None = None,
+    ) -> np.ndarray:
+        """The scorer's scores reweighted by popularity, ties broken, empty histories filled
+        (`standard`: `standardised(scores, pool, rows)`, when already computed)."""
         if weight:
-            scores = self.reweighted(scores, weight)
+            standard = standard or self.standardised(scores, pool, rows)
+            scores = self._lifted(scores, *standard, weight)
         scores += TIE_BREAK * self.popularity if self.scorer.kind != "popularity" else 0
         for r, row in enumerate(rows):
             if not len(row) or self.scorer.kind == "popularity":
                 scores[r] = self.popularity
         return scores
 
-    def reweighted(self, scores: np.ndarray, weight: float) -> np.ndarray:
+    def reweighted(
+        self,
+        scores: np.ndarray,
+        weight: float,
+        *,
+        pool: int | None = None,
+        seen: Sequence[np.ndarray] = (),
+    ) -> np.ndarray:
         """Each row standardised, plus `weight` times log popularity (smoothed by one user): a
         negative weight lifts the long tail (coverage), a positive one the head (a content
-        scorer blind to what people choose)."""
-        mean, std = scores.mean(1, keepdims=True), scores.std(1, keepdims=True)
-        prior = np.log(self.popularity + 1.0 / max(1, len(self.user_ids)))
-        out = (scores - mean) / np.maximum(std, 1e-12) + weight * prior
+        scorer blind to what people choose). With a `pool`, a row is standardised over its
+        `pool` best items not in `seen[row]` only, and the rest rank below them in the
+        scorer's order: the weight then reorders the user's plausible items instead of
+        pulling obscure ones from the whole catalogue (MovieLens: see the design notes)."""
+        return self._lifted(scores, *self.standardised(scores, pool, seen), weight)
+
+    def standardised(
+        self, scores: np.ndarray, pool: int | None, seen: Sequence[np.ndarray] = ()
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores standardised per row, the pool's mask or None): the part of `reweighted`
+        that does not depend on the weight, so validation computes it once per pool."""
+        if pool is None or pool >= scores.shape[1]:
+            mean, std = scores.mean(1, keepdims=True), scores.std(1, keepdims=True)
+            return (scores - mean) / np.maximum(std, 1e-12), None
+        masked = scores.copy()
+        for r, row in enumerate(seen):
+            masked[r, row] = -np.inf
+        top = np.argpartition(-masked, pool - 1, axis=1)[:, :pool]
+        values = np.take_along_axis(scores, top, 1)
+        mean, std = values.mean(1, keepdims=True), values.std(1, keepdims=True)
+        inside = np.zeros(scores.shape, dtype=bool)
+        np.put_along_axis(inside, top, True, axis=1)
+        for r, row in enumerate(seen):  # seen items keep their place (exclude_seen=False)
+            inside[r, row] = True
+        return (scores - mean) / np.maximum(std, 1e-12), inside
+
+    def _lifted(
+        self, scores: np.ndarray, z: np.ndarray, inside: np.ndarray | None, weight: float
+    ) -> np.ndarray:
+        out = z + weight * self.log_popularity()
+        if inside is not None:  # the rest: below the pool's lowest, in the scorer's order
+            floor = np.where(inside, out, np.inf).min(1, keepdims=True)
+            low = scores.min(1, keepdims=True)
+            span = np.maximum(scores.max(1, keepdims=True) - low, 1e-12)
+            out = np.where(inside, out, floor - 2 + (scores - low) / span)
         return np.asarray(out, dtype=np.float32)
+
+    def log_popularity(self) -> np.ndarray:
+        """log(popularity + 1/users): the prior `reweighted` adds."""
+        return np.asarray(np.log(self.popularity + 1.0 / max(1, len(self.user_ids))))
+
+    def pooled_scores(self, items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """`score`'s values for a user's pool given as (items, raw scores): what serving
+        computes from an index search's top `pool` unseen items (a scale of the raw scores,
+        such as cosines for dot products, changes nothing)."""
+        z = (scores - scores.mean()) / max(float(scores.std()), 1e-12)
+        lifted = z + self.popularity_weight * self.log_popularity()[items]
+        return np.asarray(lifted + TIE_BREAK * self.popularity[items], dtype=np.float32)
 
     def recommend(
         self, history: np.ndarray, k: int, *, exclude: np.ndarray | None = None
@@ -267,13 +333,14 @@ class Recommender:
         """Each user of `data` a query: relevant are their events there; they are scored
         from what was known before (`seen`), whose items are not recommended again. On a
         cold-start split only the held-out items compete."""
-        return next(self.weighted_outcomes(data, [self.popularity_weight]))[1]
+        setting = (self.popularity_weight, self.pool)
+        return next(self.weighted_outcomes(data, [setting]))[1]
 
     def weighted_outcomes(
-        self, data: Dataset, weights: Sequence[float]
-    ) -> Iterator[tuple[float, Outcomes]]:
-        """`outcomes` at each popularity weight in turn, the scorer run once: a weight only
-        reweights its scores."""
+        self, data: Dataset, settings: Sequence[tuple[float, int | None]]
+    ) -> Iterator[tuple[tuple[float, int | None], Outcomes]]:
+        """`outcomes` at each (popularity weight, pool) in turn, the scorer run once and each
+        pool standardised once: a setting only reweights the scores."""
         events = interactions_of(data)
         seen = events.seen
         if seen is None:
@@ -285,16 +352,21 @@ class Recommender:
         relevance = np.zeros(raw.shape, dtype=np.float32)
         relevance[np.searchsorted(users, events.users), events.items] = 1.0
         cold = events.cold if data.name == "cold" else None
-        for weight in weights:
-            scores = self._finish(raw.copy() if len(weights) > 1 else raw, rows, weight)
+        standard: dict[int | None, tuple[np.ndarray, np.ndarray | None]] = {}
+        for weight, pool in settings:
+            if weight and pool not in standard:
+                standard = {pool: self.standardised(raw, pool, rows)}  # one pool held at once
+            fresh = raw.copy() if len(settings) > 1 else raw
+            scores = self._finish(fresh, rows, weight, pool, standard.get(pool))
             for r, row in enumerate(rows):
                 scores[r, row] = -np.inf
             if cold is not None:
-                yield weight, Outcomes(relevance=relevance[:, cold], scores=scores[:, cold],
-                                       item_popularity=self.popularity[cold])  # fmt: skip
+                yield (weight, pool), Outcomes(relevance=relevance[:, cold],
+                                               scores=scores[:, cold],
+                                               item_popularity=self.popularity[cold])  # fmt: skip
             else:
-                yield weight, Outcomes(relevance=relevance, scores=scores,
-                                       item_popularity=self.popularity)  # fmt: skip
+                yield (weight, pool), Outcomes(relevance=relevance, scores=scores,
+                                               item_popularity=self.popularity)  # fmt: skip
 
     # -- files -----------------------------------------------------------------------
     def save(self, folder: Path) -> dict[str, Any]:

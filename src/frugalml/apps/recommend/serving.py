@@ -101,17 +101,26 @@ def recommender(served: ServedModel) -> Recommender:
 def top_k(
     model: Recommender, index: VectorIndex | None, history: np.ndarray, k: int, exclude: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A history's k best items: through the index for vector rungs with a history, else by
+    """A history's k best items, as `model.recommend` ranks them: through the index for
+    vector rungs with a history when the ranking needs only the user's best items (no
+    popularity weight, or one applied within a pool of at least k unseen items), else by
     scoring every item."""
     import numpy as np
 
-    if index is None or not len(history):
+    weight, pool = model.popularity_weight, model.pool
+    pooled = pool is not None and exclude and k <= pool
+    if index is None or not len(history) or (weight and not pooled):
         return model.recommend(history, k, exclude=history if exclude else None)
     user = model.scorer.user_vectors([history])
-    wanted = k + (len(history) if exclude else 0)
+    wanted = (pool if weight and pool else k) + (len(history) if exclude else 0)
     found, scores = index.search(user, min(wanted, len(index)))
     keep = (found[0] >= 0) & ~(np.isin(found[0], history) if exclude else False)
-    return found[0][keep][:k], scores[0][keep][:k]
+    found, scores = found[0][keep], scores[0][keep]
+    if weight and pool:
+        found, scores = found[:pool], model.pooled_scores(found[:pool], scores[:pool])
+        order = np.argsort(-scores, kind="stable")
+        found, scores = found[order], scores[order]
+    return found[:k], scores[:k]
 
 
 EXTENSION = RecommendExtension()
