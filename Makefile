@@ -17,7 +17,7 @@ SIM     := $(VENV)/.simulation
 PINS    := $(VENV)/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-all bench quality lint format typecheck layers clean
+.PHONY: help demo test test-deploy test-all bench quality lint format typecheck layers clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ demo: $(STAMP)  ## Create .venv, install, and run the ladder on the embedded dem
 
 test: $(FED)  ## Install what tests need (Flower included) and run the fast suite
 	$(BIN)/python -m pytest -q
+
+test-deploy: $(FED)  ## The federated loopback deployment test (TLS, node auth, faults; ~2.5 min)
+	$(BIN)/python -m pytest -q -m slow tests/federated/test_deploy.py -k tls_and_node_auth
 
 test-all: $(SIM)  ## Run every test, including slow ones with the real MiniLM
 	$(BIN)/python -m pytest -q -m "slow or not slow"

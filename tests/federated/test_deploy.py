@@ -97,6 +97,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     started.stop_all()
 
 
+@pytest.mark.slow  # ~2.5 min: out of `make test` (10-minute budget); .ci/run runs it apart
 @pytest.mark.timeout(900)  # ~10 Python processes start; minutes on a loaded 2-core machine
 def test_deployment_with_tls_and_node_auth_survives_a_killed_client_and_admits_a_late_one(
     tiny_backbone: Path, tmp_path: Path, processes: Processes
