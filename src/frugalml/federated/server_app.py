@@ -14,6 +14,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
 
 from frugalml.costs import CostCard, CostMeter
 from frugalml.data.dataset import Dataset
@@ -161,16 +162,8 @@ def federate(grid: Grid, settings: FederationSettings, run_dir: Path, resume: bo
         job = build_job(
             settings.rung, settings.options, val or _stub(settings), val or _stub(settings)
         )
-        strategy = make_strategy(
-            settings.strategy,
-            clients=settings.clients,
-            min_clients=settings.min_clients,
-            proximal_mu=settings.proximal_mu,
-            trim_beta=settings.trim_beta,
-            malicious=settings.malicious,
-            # client-level DP counts each client once: an unweighted mean (Flower requires it)
-            weighted_by_key="num-examples" if settings.privacy is None else "unit-weight",
-        )
+        # client-level DP counts each client once: an unweighted mean (Flower requires it)
+        strategy = _strategy(settings, unit_weight=settings.privacy is not None)
         wrapped = strategy
         if settings.privacy is not None:
             p = settings.privacy
@@ -280,15 +273,7 @@ def warm_up_head(
     the rung's rounds start from it (a random head over 77 classes otherwise costs the
     rung's rounds learning it under non-IID drift, with every adapter moving as it does).
     A resumed run has `done` of them done already."""
-    strategy = make_strategy(
-        settings.strategy,
-        clients=settings.clients,
-        min_clients=settings.min_clients,
-        proximal_mu=settings.proximal_mu,
-        trim_beta=settings.trim_beta,
-        malicious=settings.malicious,
-        weighted_by_key="num-examples",
-    )
+    strategy = _strategy(settings, unit_weight=False)
     config = {**sent, "stage": "head", "local-epochs": settings.head_epochs, "round-offset": done}
     result = strategy.start(
         grid=grid,
@@ -299,6 +284,20 @@ def warm_up_head(
         evaluate_fn=_after(done, evaluate),
     )
     job.load_head(result.arrays.to_torch_state_dict())
+
+
+def _strategy(settings: FederationSettings, *, unit_weight: bool) -> FedAvg:
+    """Flower's strategy by name with the run's settings; `unit_weight` averages every party
+    alike (what client-level DP needs) instead of by its examples."""
+    return make_strategy(
+        settings.strategy,
+        clients=settings.clients,
+        min_clients=settings.min_clients,
+        proximal_mu=settings.proximal_mu,
+        trim_beta=settings.trim_beta,
+        malicious=settings.malicious,
+        weighted_by_key="unit-weight" if unit_weight else "num-examples",
+    )
 
 
 def _after(offset: int, evaluate: Evaluate) -> Evaluate:
